@@ -1,0 +1,125 @@
+"""Finding implementations: shipped names, `module:attr`, a `.py` path, or an entry point.
+
+Every way of naming an implementation ends in `load`, which either returns a usable object or
+raises ImplError with a one-line message that says what is available.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+SHIPPED: dict[str, str] = {
+    "numpy": "implementations.numpy_impl",
+    "torch": "implementations.torch_impl:impl",
+}
+ENTRY_POINT_GROUP = "attnspec.implementations"
+ENV_VAR = "ATTNSPEC_IMPL"  # comma-separated, same forms as --impl
+REQUIRED = ("name", "asarray", "to_numpy")
+
+
+class ImplError(Exception):
+    """An implementation could not be loaded; the message is one line for the user."""
+
+
+def registered() -> dict[str, Any]:
+    """Entry points in the attnspec.implementations group, by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> str:
+    """What --impl accepts, for error messages."""
+    names = [*SHIPPED, *registered()]
+    return f"available: {', '.join(names)} (or module:attr, or path/to/file.py[:attr])"
+
+
+def last_line(exc: BaseException) -> str:
+    """`ErrorType: message` on one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def import_target(target: str) -> Any:
+    """Import `module[:attr]`, or `path/file.py[:attr]`; return the module or attribute."""
+    module_name, _, attr = target.partition(":")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise ImplError(f"no file {module_name!r}; {available()}")
+        spec = importlib.util.spec_from_file_location(f"attnspec_user_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ImplError(f"cannot import {module_name!r}: {last_line(exc)}") from exc
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise ImplError(f"cannot import {module_name!r}: {last_line(exc)}") from exc
+    if not attr:
+        return module
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImplError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def validate(obj: Any, label: str) -> Any:
+    """Fail with a one-line message unless `obj` has a name and the array-exchange functions."""
+    absent = [a for a in REQUIRED if not hasattr(obj, a)]
+    if absent:
+        raise ImplError(
+            f"{label} is not an implementation: it lacks {', '.join(absent)} "
+            f"(an implementation needs {', '.join(REQUIRED)} and some ops)"
+        )
+    if not isinstance(obj.name, str) or not obj.name:
+        raise ImplError(f"{label}.name must be a non-empty string, got {obj.name!r}")
+    return obj
+
+
+def load(spec: str, device: str | None = None) -> Any:
+    """The implementation named by `spec`, moved to `device` when it supports that."""
+    spec = spec.strip()
+    eps = registered()
+    if spec in SHIPPED:
+        obj = import_target(SHIPPED[spec])
+    elif spec in eps:
+        try:
+            obj = eps[spec].load()
+        except Exception as exc:
+            raise ImplError(f"cannot load entry point {spec!r}: {last_line(exc)}") from exc
+    elif ":" in spec or spec.endswith(".py") or "." in spec:
+        obj = import_target(spec)
+    else:
+        raise ImplError(f"unknown implementation {spec!r}; {available()}")
+    obj = validate(obj, spec)
+    if device is not None and callable(getattr(obj, "on_device", None)):
+        obj = obj.on_device(device)
+    return obj
+
+
+def requested(options: list[str]) -> list[str]:
+    """The --impl values, else the ATTNSPEC_IMPL variable's, else empty (meaning: the default)."""
+    if options:
+        return [s for opt in options for s in opt.split(",") if s.strip()]
+    env = os.environ.get(ENV_VAR, "")
+    return [s for s in env.split(",") if s.strip()]
+
+
+def default(device: str | None = None) -> list[Any]:
+    """Every shipped implementation that imports, plus every registered one."""
+    found = []
+    for spec in [*SHIPPED, *registered()]:
+        try:
+            found.append(load(spec, device))
+        except ImplError:
+            continue
+    return found

@@ -1,0 +1,32 @@
+"""The numpy implementation: reference quality, float64 capable, written to be read.
+
+The module itself is the implementation object: `name`, `asarray`, `to_numpy` and the ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from implementations.numpy_impl.attention import attention
+from implementations.numpy_impl.kv_cache import kv_cache
+from implementations.numpy_impl.matmul import matmul
+
+name = "numpy"
+dtypes = ("float32", "float16", "float64")
+
+
+def asarray(x: np.ndarray, dtype: str) -> np.ndarray:
+    """A numpy copy of `x` in `dtype` (numpy has no bfloat16)."""
+    if dtype not in dtypes:
+        raise ValueError(f"numpy implementation supports {', '.join(dtypes)}, not {dtype!r}")
+    return np.array(x, dtype=np.dtype(dtype))
+
+
+def to_numpy(x: np.ndarray) -> np.ndarray:
+    """The array itself; anything else is a misbehaving result."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(x).__name__}")
+    return x
+
+
+__all__ = ["asarray", "attention", "dtypes", "kv_cache", "matmul", "name", "to_numpy"]

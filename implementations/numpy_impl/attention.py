@@ -1,0 +1,34 @@
+"""Softmax attention in numpy: the readable path, float64 capable."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from implementations.validate import check_attention_shapes
+
+
+def work_dtype(x: np.ndarray) -> np.dtype:
+    """Accumulate half precision in float32, float32 in float32, float64 in float64."""
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def attention(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, scale: float | None = None
+) -> np.ndarray:
+    """softmax(q k^T * scale, bottom-right causal mask) v with GQA; rows that see no key give 0."""
+    B, Hq, Tq, D, Hkv, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
+    wd = work_dtype(q)
+    scale = 1.0 / np.sqrt(D) if scale is None else float(scale)
+    qg = q.astype(wd).reshape(B, Hkv, Hq // Hkv * Tq, D)  # (B, Hkv, G*Tq, D)
+    s = (qg @ k.astype(wd).transpose(0, 1, 3, 2)) * wd.type(scale)  # (B, Hkv, G*Tq, Tk)
+    s = s.reshape(B, Hkv, Hq // Hkv, Tq, Tk)  # (B, Hkv, G, Tq, Tk)
+    if causal:
+        i = np.arange(Tq)[:, None]  # (Tq, 1)
+        j = np.arange(Tk)[None, :]  # (1, Tk)
+        s = np.where(j <= i + (Tk - Tq), s, -np.inf)  # (B, Hkv, G, Tq, Tk)
+    m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
+    p = np.exp(s - np.where(np.isfinite(m), m, 0))  # (B, Hkv, G, Tq, Tk)
+    denom = p.sum(axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
+    p = p / np.where(denom > 0, denom, 1)
+    o = p.reshape(B, Hkv, Hq // Hkv * Tq, Tk) @ v.astype(wd)  # (B, Hkv, G*Tq, Dv)
+    return o.reshape(B, Hq, Tq, Dv).astype(q.dtype)  # (B, Hq, Tq, Dv)

@@ -1,0 +1,60 @@
+"""The torch implementation: fast paths that stay correct, on any device torch offers.
+
+`impl` is the implementation object; `impl.on_device("cuda")` gives one on another device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from implementations.torch_impl import attention as _attention
+from implementations.torch_impl import matmul as _matmul
+from implementations.torch_impl.dtypes import TORCH_DTYPES
+from implementations.torch_impl.kv_cache import TorchKVCache
+
+
+def default_device() -> str:
+    """cuda when torch sees a GPU, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TorchImplementation:
+    """The torch ops bound to one device."""
+
+    name = "torch"
+    dtypes = tuple(TORCH_DTYPES)
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+
+    def on_device(self, device: str) -> TorchImplementation:
+        """The same implementation on another device."""
+        return TorchImplementation(device)
+
+    def asarray(self, x: np.ndarray, dtype: str) -> torch.Tensor:
+        """A tensor copy of `x` in `dtype` on this implementation's device."""
+        if dtype not in TORCH_DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(TORCH_DTYPES)}")
+        return torch.tensor(np.asarray(x), dtype=TORCH_DTYPES[dtype], device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A numpy copy on the host; bfloat16 comes back as float32 (numpy has no bfloat16)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+
+    attention = staticmethod(_attention.attention)
+    matmul = staticmethod(_matmul.matmul)
+
+    def kv_cache(
+        self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: str
+    ) -> TorchKVCache:
+        """A cache preallocated on this implementation's device."""
+        return TorchKVCache(batch, kv_heads, head_dim, max_len, dtype, str(self.device))
+
+
+impl = TorchImplementation(default_device())

@@ -1,0 +1,66 @@
+"""Softmax attention in torch: grouped matmuls for decode-sized queries, SDPA for prefill.
+
+Decode (few query tokens over a long cache) is bandwidth-bound: the grouped path reads each kv
+head once for all the query heads that share it, without materialising repeated K/V. Prefill
+uses torch's fused scaled_dot_product_attention with an explicit bottom-right mask when
+Tq != Tk (SDPA's `is_causal` is top-left aligned).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from implementations.validate import check_attention_shapes
+
+GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
+
+
+def causal_mask(Tq: int, Tk: int, device: torch.device) -> torch.Tensor:
+    """Bottom-right aligned boolean mask (Tq, Tk): query i sees key j iff j <= i + Tk - Tq."""
+    i = torch.arange(Tq, device=device)[:, None]  # (Tq, 1)
+    j = torch.arange(Tk, device=device)[None, :]  # (1, Tk)
+    return j <= i + (Tk - Tq)  # (Tq, Tk)
+
+
+def attention_grouped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None
+) -> torch.Tensor:
+    """softmax(q k^T * scale) v as two batched matmuls per kv head group (the decomposed path)."""
+    B, Hq, Tq, D, Hkv, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
+    G = Hq // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    qg = (q * scale).reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
+    s = torch.matmul(qg, k.transpose(-1, -2)).float()  # (B, Hkv, G*Tq, Tk)
+    if causal:
+        visible = causal_mask(Tq, Tk, q.device).repeat(G, 1)  # (G*Tq, Tk)
+        s = s.masked_fill(~visible, float("-inf"))
+    m = s.amax(dim=-1, keepdim=True)  # (B, Hkv, G*Tq, 1)
+    p = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))  # (B, Hkv, G*Tq, Tk)
+    denom = p.sum(dim=-1, keepdim=True)  # (B, Hkv, G*Tq, 1)
+    p = p / torch.where(denom > 0, denom, torch.ones_like(denom))
+    o = torch.matmul(p.to(v.dtype), v)  # (B, Hkv, G*Tq, Dv)
+    return o.reshape(B, Hq, Tq, Dv)  # (B, Hq, Tq, Dv)
+
+
+def attention_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None
+) -> torch.Tensor:
+    """torch's fused attention with GQA and a bottom-right causal mask."""
+    _, Hq, Tq, _, Hkv, Tk, _ = check_attention_shapes(q, k, v, causal=causal)
+    mask = causal_mask(Tq, Tk, q.device) if causal and Tq != Tk else None  # (Tq, Tk)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal and Tq == Tk, scale=scale, enable_gqa=Hq != Hkv
+    )  # (B, Hq, Tq, Dv)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None
+) -> torch.Tensor:
+    """Attention with bottom-right causal alignment and GQA; picks the faster path by Tq."""
+    if causal and k.shape[2] < q.shape[2]:
+        raise ValueError(f"causal attention needs Tk >= Tq, got Tq={q.shape[2]}, Tk={k.shape[2]}")
+    path = attention_grouped if q.shape[2] <= GROUPED_MAX_TQ else attention_sdpa
+    return path(q, k, v, causal=causal, scale=scale)

@@ -1,0 +1,100 @@
+"""The conformance verdict: one record per clause x implementation x dtype, as table and JSON."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+BLOB = re.compile(r"@reproduce_failure\([^)]*\)")
+CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}
+
+
+@dataclass
+class Record:
+    """The outcome of one clause test."""
+
+    clause: str
+    sentence: str
+    impl: str
+    dtype: str
+    outcome: str  # passed / failed / skipped
+    nodeid: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    reproduce: str = ""
+
+    @property
+    def column(self) -> str:
+        return f"{self.impl} [{self.dtype}]" if self.dtype else self.impl
+
+
+def first_lines(text: str, n: int = 3) -> str:
+    """The first `n` non-empty lines of a failure message."""
+    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(lines[:n])
+
+
+def failure_message(longrepr: str) -> str:
+    """The assertion's own message out of pytest's long representation of a failure."""
+    lines = [ln[2:].rstrip() for ln in longrepr.splitlines() if ln.startswith("E ")]
+    return "\n".join(ln.strip() for ln in lines if ln.strip()) or first_lines(longrepr)
+
+
+def reproduction(nodeid: str, impl_spec: str, dtype: str, longrepr: str) -> str:
+    """The command that reruns one failing test, plus Hypothesis's blob when it printed one."""
+    cmd = f"pytest '{nodeid}' --impl {impl_spec}"
+    if dtype:
+        cmd += f" --dtype {dtype}"
+    blob = BLOB.search(longrepr)
+    return cmd + (f"   # Hypothesis: {blob.group(0)}" if blob else "")
+
+
+def table(records: list[Record], clause_order: list[str]) -> str:
+    """Clauses down, implementation [dtype] across, pass / FAIL / skip in the cells."""
+    columns = sorted({r.column for r in records})
+    cells: dict[tuple[str, str], str] = {}
+    for r in records:
+        cells[(r.clause, r.column)] = CELL.get(r.outcome, r.outcome)
+    order = [c for c in clause_order if any(r.clause == c for r in records)]
+    rows = [[c, *[cells.get((c, col), "-") for col in columns]] for c in order]
+    return tabulate(rows, headers=["clause", *columns], tablefmt="github")
+
+
+def failures(records: list[Record]) -> str:
+    """One paragraph per failure: clause, implementation, the message, how to reproduce."""
+    out = []
+    for r in records:
+        if r.outcome != "failed":
+            continue
+        out.append(
+            f"FAIL {r.clause} on {r.column}: {r.sentence}\n"
+            f"{_indent(first_lines(r.message, 4))}\n    reproduce: {r.reproduce}"
+        )
+    return "\n".join(out)
+
+
+def skips(records: list[Record]) -> str:
+    """Distinct skip reasons, with how many clauses each covers."""
+    reasons: dict[str, int] = {}
+    for r in records:
+        if r.outcome == "skipped":
+            key = f"{r.column}: {r.message}"
+            reasons[key] = reasons.get(key, 0) + 1
+    return "\n".join(f"skip x{n}  {why}" for why, n in sorted(reasons.items()))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + ln for ln in text.splitlines())
+
+
+def write_json(records: list[Record], path: Path, meta: dict[str, Any]) -> None:
+    """The same content as the table, machine-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {o: sum(r.outcome == o for r in records) for o in ("passed", "failed", "skipped")}
+    payload = {**meta, "counts": counts, "results": [asdict(r) for r in records]}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -1,0 +1,1 @@
+"""The attnspec contract: clause registry, checks, strategies, tolerance and cost model."""

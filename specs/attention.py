@@ -1,0 +1,179 @@
+"""Attention clauses: softmax attention against its float64 reference and its invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.clauses import clause
+from specs.dtypes import UNIT_ROUNDOFF
+from specs.reference import attention as ref
+from specs.runner import Target
+from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
+from specs.tolerance import ClauseFailure, assert_close, budget, floor
+
+LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
+
+
+def draw_qkv(
+    t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k, v for `shape`, rounded onto the working dtype."""
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    q = normal(rng, shape.q, qk_scale)  # (B, Hq, Tq, D)
+    k = normal(rng, shape.k, qk_scale)  # (B, Hkv, Tk, D)
+    v = normal(rng, shape.v)  # (B, Hkv, Tk, Dv)
+    return t.inputs(q, k, v)
+
+
+def attend(t: Target, shape: AttnShape, q, k, v, *, causal: bool, scale=None) -> np.ndarray:
+    """The implementation's attention output, checked for shape and dtype."""
+    return t.call("attention", q, k, v, causal=causal, scale=scale, expect_shape=shape.o)
+
+
+def pair_budget(t: Target, shape: AttnShape, q, k, v, *, causal: bool) -> float:
+    """Budget for two of the implementation's outputs that should agree: 2x its own budget."""
+    expected = ref.attention(q, k, v, causal=causal)
+    baseline = ref.attention(q, k, v, causal=causal, precision=t.dtype)
+    return 2 * budget(t.dtype, reduction(shape), expected, baseline)
+
+
+def reduction(shape: AttnShape) -> int:
+    """The longest reduction in attention: the head dim for scores, Tk for the output."""
+    return max(shape.D, shape.Tk)
+
+
+@clause(
+    "ATTN-REF",
+    "attention equals the float64 reference, causal (bottom-right aligned) or not, "
+    "for Tq != Tk, GQA/MQA head groups, odd head dims and custom scales",
+    needs=("attention",),
+)
+def attn_ref(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    scale = data.draw(scales(), label="scale")
+    q, k, v = draw_qkv(t, data, shape)
+    out = attend(t, shape, q, k, v, causal=causal, scale=scale)
+    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
+    what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale})")
+    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), baseline=baseline, what=what)
+
+
+@clause(
+    "ATTN-CAUSAL-NO-FUTURE",
+    "with causal=True, replacing the keys and values a query cannot see leaves its output "
+    "unchanged (a leaked weight of 1e-3 is caught)",
+    needs=("attention",),
+)
+def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(attn_shapes(causal=True, min_Tq=2), label="shape")
+    offset = shape.Tk - shape.Tq
+    rows = data.draw(st.integers(1, shape.Tq - 1), label="queries checked")
+    cut = rows + offset  # query rows-1 sees keys < cut; keys cut.. are its future
+    q, k, v = draw_qkv(t, data, shape)
+    rng = np.random.default_rng(data.draw(seeds(), label="perturbation seed"))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, :, cut:] = normal(rng, k2[:, :, cut:].shape)  # (B, Hkv, Tk - cut, D)
+    v2[:, :, cut:] = normal(rng, v2[:, :, cut:].shape, LEAK_SCALE)  # (B, Hkv, Tk - cut, Dv)
+    k2, v2 = t.inputs(k2, v2)
+    before = attend(t, shape, q, k, v, causal=True)[:, :, :rows]  # (B, Hq, rows, Dv)
+    after = attend(t, shape, q, k2, v2, causal=True)[:, :, :rows]  # (B, Hq, rows, Dv)
+    what = t.where(
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=True): queries 0..{rows - 1} "
+        f"changed when keys/values {cut}..{shape.Tk - 1} (in their future) were replaced"
+    )
+    assert_close(after, before, dtype=t.dtype, n=reduction(shape), what=what)
+
+
+@clause(
+    "ATTN-STABLE",
+    "logits in the thousands give finite outputs equal to the reference (max-subtraction)",
+    needs=("attention",),
+)
+def attn_stable(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    q, k, v = draw_qkv(t, data, shape, qk_scale=1.0)
+    # scale logits up to thousands without overflowing half-precision inputs
+    target_logit = data.draw(st.floats(1e3, 5e3), label="logit size")
+    scale = target_logit / max(float(np.max(np.abs(ref.logits(q, k)))), 1e-6)
+    out = attend(t, shape, q, k, v, causal=causal, scale=scale)
+    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
+    what = t.where(
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale:.4g}) "
+        f"with logits up to {target_logit:.0f}"
+    )
+    # A logit of size L stored in precision u moves its softmax weight by about u*L (relative):
+    # that, not the reduction length, bounds what any same-precision kernel can achieve here.
+    tol = max(
+        budget(t.dtype, reduction(shape), expected, baseline),
+        4 * UNIT_ROUNDOFF[t.dtype] * target_logit,
+    )
+    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
+
+
+@clause(
+    "ATTN-CONVEX",
+    "every output row lies inside the bounding box of the value rows its query can see",
+    needs=("attention",),
+)
+def attn_convex(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
+    out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
+    vv = ref.expand_kv(v, shape.Hq)[:, :, None]  # (B, Hq, 1, Tk, Dv)
+    visible = ref.causal_mask(shape.Tq, shape.Tk) if causal else np.ones((shape.Tq, shape.Tk), bool)
+    mask = visible[None, None, :, :, None]  # (1, 1, Tq, Tk, 1)
+    lo = np.where(mask, vv, np.inf).min(axis=3)  # (B, Hq, Tq, Dv)
+    hi = np.where(mask, vv, -np.inf).max(axis=3)  # (B, Hq, Tq, Dv)
+    slack = floor(t.dtype, reduction(shape)) * np.max(np.abs(v))
+    outside = np.maximum(lo - slack - out, out - hi - slack)
+    if not np.all(np.nan_to_num(outside, nan=np.inf) <= 0):
+        where = tuple(int(i) for i in np.unravel_index(int(np.nanargmax(outside)), outside.shape))
+        raise ClauseFailure(
+            f"output {out[where]:.6g} at index {where} lies outside the visible values' range "
+            f"[{lo[where]:.6g}, {hi[where]:.6g}] (slack {slack:.3g})\n  in "
+            + t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})"),
+            index=list(where),
+        )
+
+
+@clause(
+    "ATTN-PERMUTE",
+    "without a causal mask, permuting key/value pairs together leaves the output unchanged",
+    needs=("attention",),
+)
+def attn_permute(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(attn_shapes(min_Tk=2), label="shape")
+    q, k, v = draw_qkv(t, data, shape)
+    perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
+    out = attend(t, shape, q, k, v, causal=False)
+    permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
+    what = t.where(
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted "
+        f"by {perm.tolist()}"
+    )
+    tol = pair_budget(t, shape, q, k, v, causal=False)
+    assert_close(permuted, out, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
+
+
+@clause(
+    "ATTN-BATCH-INDEP",
+    "each batch row's output equals the output of that row computed alone",
+    needs=("attention",),
+)
+def attn_batch_indep(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    q, k, v = draw_qkv(t, data, shape)
+    together = attend(t, shape, q, k, v, causal=causal)
+    b = data.draw(st.integers(0, shape.B - 1), label="batch row")
+    alone_shape = AttnShape(1, shape.Hq, shape.Hkv, shape.Tq, shape.Tk, shape.D, shape.Dv)
+    alone = attend(t, alone_shape, q[b : b + 1], k[b : b + 1], v[b : b + 1], causal=causal)
+    what = t.where(f"attention batch row {b} of q{shape.q} vs the same row alone")
+    tol = pair_budget(t, alone_shape, q[b : b + 1], k[b : b + 1], v[b : b + 1], causal=causal)
+    assert_close(together[b : b + 1], alone, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)

@@ -1,0 +1,47 @@
+"""Working dtypes, their unit roundoff, and rounding float64 data onto them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
+
+# Unit roundoff u = 2^-p for p significand bits (incl. the implicit bit): IEEE 754, bfloat16.
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+
+BYTES_PER_ELEMENT: dict[str, int] = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+# What `to_numpy` must hand back for each working dtype: numpy has no bfloat16, so float32.
+EXCHANGE_DTYPE: dict[str, np.dtype] = {
+    "float64": np.dtype(np.float64),
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(np.float32),
+}
+
+
+def check_dtype(dtype: str) -> str:
+    """Return `dtype` if it is a working dtype, else raise ValueError listing the choices."""
+    if dtype not in UNIT_ROUNDOFF:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return dtype
+
+
+def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float64 values to the nearest `dtype` value (ties to even); return them as float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if dtype == "float64":
+        return x.copy()
+    if dtype in ("float32", "float16"):
+        return x.astype(dtype).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = x.astype(np.float32).view(np.uint32)  # bfloat16 = the top 16 bits of a float32
+        rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+        kept = np.where(np.isfinite(x), (bits + rounding) & np.uint32(0xFFFF0000), bits)
+        return kept.astype(np.uint32).view(np.float32).astype(np.float64)
+    raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")

@@ -1,0 +1,219 @@
+"""KV-cache clauses: decoding through the cache equals recomputing attention from scratch."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.clauses import clause
+from specs.dtypes import BYTES_PER_ELEMENT
+from specs.reference import attention as ref
+from specs.runner import Target
+from specs.strategies import HEAD_DIMS, normal, seeds
+from specs.tolerance import ClauseFailure, assert_close
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One cached sequence batch: q (B, Hq, T, D), k and v (B, Hkv, T, D), cache of max_len."""
+
+    B: int
+    Hq: int
+    Hkv: int
+    T: int
+    D: int
+    max_len: int
+
+
+@st.composite
+def sequences(draw: st.DrawFn, *, max_T: int = 32, min_T: int = 1) -> Sequence:
+    """Batch, heads (GQA/MQA), head dim, sequence length and a cache with some headroom."""
+    B = draw(st.integers(1, 3), label="B")
+    Hkv = draw(st.integers(1, 3), label="Hkv")
+    G = draw(st.integers(1, 4), label="Hq/Hkv")
+    T = draw(st.integers(min_T, max_T), label="T")
+    D = draw(st.sampled_from(HEAD_DIMS), label="D")
+    headroom = draw(st.integers(0, 4), label="max_len - T")
+    return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+
+
+@st.composite
+def splits(draw: st.DrawFn, T: int) -> list[int]:
+    """Chunk lengths (each >= 1) summing to T, drawn as cut points."""
+    cuts = draw(st.sets(st.integers(1, T - 1), max_size=6) if T > 1 else st.just(set()))
+    edges = [0, *sorted(cuts), T]
+    return [b - a for a, b in itertools.pairwise(edges)]
+
+
+def draw_sequence(t: Target, data: st.DataObject, s: Sequence) -> tuple[np.ndarray, ...]:
+    """q, k, v for the whole sequence, rounded onto the working dtype."""
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    q = normal(rng, (s.B, s.Hq, s.T, s.D))  # (B, Hq, T, D)
+    k = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
+    v = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
+    return t.inputs(q, k, v)
+
+
+def new_cache(t: Target, s: Sequence) -> Any:
+    """The implementation's cache for `s`, built through a guarded call."""
+    text = f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"
+    return t.guard(text, t.impl.kv_cache, s.B, s.Hkv, s.D, s.max_len, t.dtype)
+
+
+def append(t: Target, cache: Any, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any, str]:
+    """Append k, v (B, Hkv, t, D); return the native keys and values it hands back, and the call."""
+    text = f"cache.append(k{k.shape}, v{v.shape}) at length {len_of(t, cache)}"
+    out = t.guard(text, cache.append, t.native(k), t.native(v))
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ClauseFailure(
+            f"append returned {type(out).__name__}, expected (keys, values)\n  in {t.where(text)}",
+            misbehaviour="wrong result",
+        )
+    return out[0], out[1], text
+
+
+def len_of(t: Target, cache: Any) -> int:
+    """len(cache), guarded."""
+    return int(t.guard("len(cache)", len, cache))
+
+
+def check_rows(
+    t: Target, s: Sequence, q, k, v, cache: Any, start: int, stop: int, what: str
+) -> None:
+    """Append tokens start..stop-1, attend with their queries, compare with full attention rows."""
+    keys, values, text = append(t, cache, k[:, :, start:stop], v[:, :, start:stop])
+    out = t.call_native(
+        "attention",
+        t.native(q[:, :, start:stop]),
+        keys,
+        values,
+        causal=True,
+        expect_shape=(s.B, s.Hq, stop - start, s.D),
+    )
+    rows = ref.attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], causal=True)
+    base = ref.attention(
+        q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], causal=True, precision=t.dtype
+    )
+    assert_close(
+        out, rows, dtype=t.dtype, n=max(s.D, stop), baseline=base, what=t.where(f"{what}: {text}")
+    )
+    if len_of(t, cache) != stop:
+        raise ClauseFailure(f"len(cache) is {len_of(t, cache)} after {stop} tokens\n  in {text}")
+
+
+@clause(
+    "KV-DECODE-EQ-RECOMPUTE",
+    "prefilling P tokens and then decoding N tokens one at a time through the cache gives, "
+    "at every step, the output of full causal attention over the sequence so far",
+    needs=("kv_cache", "attention"),
+)
+def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
+    s = data.draw(sequences(min_T=2), label="sequence")
+    P = data.draw(st.integers(1, s.T - 1), label="prefill length P")
+    q, k, v = draw_sequence(t, data, s)
+    cache = new_cache(t, s)
+    check_rows(t, s, q, k, v, cache, 0, P, f"prefill of {P} tokens")
+    for pos in range(P, s.T):
+        check_rows(t, s, q, k, v, cache, pos, pos + 1, f"decode step {pos - P + 1} of {s.T - P}")
+
+
+@clause(
+    "KV-CHUNKED-PREFILL",
+    "prefilling a sequence through the cache in chunks of any sizes equals full causal attention",
+    needs=("kv_cache", "attention"),
+)
+def kv_chunked_prefill(t: Target, data: st.DataObject) -> None:
+    s = data.draw(sequences(), label="sequence")
+    chunks = data.draw(splits(s.T), label="chunk lengths")
+    q, k, v = draw_sequence(t, data, s)
+    cache = new_cache(t, s)
+    start = 0
+    for n, size in enumerate(chunks):
+        check_rows(t, s, q, k, v, cache, start, start + size, f"chunk {n} of {chunks}")
+        start += size
+
+
+@clause(
+    "KV-APPEND-ONLY",
+    "after every append the whole cache holds exactly the tokens appended so far, in order: "
+    "earlier entries are never touched",
+    needs=("kv_cache",),
+)
+def kv_append_only(t: Target, data: st.DataObject) -> None:
+    s = data.draw(sequences(), label="sequence")
+    chunks = data.draw(splits(s.T), label="chunk lengths")
+    _, k, v = draw_sequence(t, data, s)
+    cache = new_cache(t, s)
+    start = 0
+    for size in chunks:
+        keys, values, text = append(
+            t, cache, k[:, :, start : start + size], v[:, :, start : start + size]
+        )
+        start += size
+        for name, got, want in (("keys", keys, k), ("values", values, v)):
+            got = t.result(got, text, expect_shape=(s.B, s.Hkv, start, s.D))
+            wrong = got != want[:, :, :start]  # (B, Hkv, start, D)
+            if wrong.any():
+                b, h, pos, d = (int(i) for i in np.argwhere(wrong)[0])
+                raise ClauseFailure(
+                    f"cached {name}[{b}, {h}, {pos}, {d}] is {got[b, h, pos, d]:.6g}, but token "
+                    f"{pos} was appended as {want[b, h, pos, d]:.6g} (chunks {chunks})\n"
+                    f"  in {t.where(text)}",
+                    index=[b, h, pos, d],
+                )
+
+
+@clause(
+    "KV-CAPACITY",
+    "an append that would pass max_len raises an error and leaves the cache as it was; "
+    "it never wraps around or drops tokens silently",
+    needs=("kv_cache",),
+)
+def kv_capacity(t: Target, data: st.DataObject) -> None:
+    s = data.draw(sequences(max_T=12), label="sequence")
+    fill = data.draw(st.integers(0, s.max_len), label="tokens appended first")
+    extra = data.draw(st.integers(s.max_len - fill + 1, s.max_len - fill + 3), label="overflow")
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    cache = new_cache(t, s)
+    if fill:
+        append(
+            t,
+            cache,
+            *t.inputs(normal(rng, (s.B, s.Hkv, fill, s.D)), normal(rng, (s.B, s.Hkv, fill, s.D))),
+        )
+    k, v = t.inputs(normal(rng, (s.B, s.Hkv, extra, s.D)), normal(rng, (s.B, s.Hkv, extra, s.D)))
+    text = f"cache.append of {extra} tokens to a cache holding {fill} of max_len {s.max_len}"
+    try:
+        cache.append(t.native(k), t.native(v))
+    except Exception:
+        pass
+    else:
+        raise ClauseFailure(f"no error was raised\n  in {t.where(text)}", misbehaviour="overflow")
+    if len_of(t, cache) != fill:
+        raise ClauseFailure(
+            f"len(cache) became {len_of(t, cache)} after the failed append (was {fill})\n"
+            f"  in {t.where(text)}"
+        )
+
+
+@clause(
+    "KV-BYTES",
+    "cache.nbytes equals 2 (K and V) x B x Hkv x max_len x D x bytes per element",
+    needs=("kv_cache",),
+)
+def kv_bytes(t: Target, data: st.DataObject) -> None:
+    s = data.draw(sequences(), label="sequence")
+    cache = new_cache(t, s)
+    got = t.guard("cache.nbytes", getattr, cache, "nbytes")
+    want = 2 * s.B * s.Hkv * s.max_len * s.D * BYTES_PER_ELEMENT[t.dtype]
+    if got != want:
+        raise ClauseFailure(
+            f"nbytes is {got}, expected 2*{s.B}*{s.Hkv}*{s.max_len}*{s.D}*"
+            f"{BYTES_PER_ELEMENT[t.dtype]} = {want}\n  in "
+            + t.where(f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"),
+            misbehaviour="wrong nbytes",
+        )

@@ -1,0 +1,67 @@
+"""Float64 reference softmax attention, and the same plain computation in a working dtype.
+
+The working-dtype variant is the "plain same-precision computation" whose error sets the
+budget (FlashAttention's test rule): float32 and float16 run in numpy in that dtype; bfloat16,
+which numpy lacks, runs in float32 and rounds each stored intermediate to bfloat16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specs.dtypes import round_to
+
+WORK = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
+
+
+def causal_mask(Tq: int, Tk: int) -> np.ndarray:
+    """Bottom-right aligned mask (Tq, Tk): query i sees key j iff j <= i + (Tk - Tq)."""
+    i = np.arange(Tq)[:, None]  # (Tq, 1)
+    j = np.arange(Tk)[None, :]  # (1, Tk)
+    return j <= i + (Tk - Tq)  # (Tq, Tk)
+
+
+def expand_kv(x: np.ndarray, Hq: int) -> np.ndarray:
+    """Repeat kv heads so query head h reads kv head h // (Hq // Hkv)."""
+    Hkv = x.shape[1]
+    return np.repeat(x, Hq // Hkv, axis=1)  # (B, Hq, Tk, D)
+
+
+def logits(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Unscaled scores q k^T per query head (B, Hq, Tq, Tk), in float64."""
+    return np.einsum("bhqd,bhkd->bhqk", q, expand_kv(np.asarray(k, np.float64), q.shape[1]))
+
+
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    precision: str = "float64",
+) -> np.ndarray:
+    """softmax(q k^T * scale [+ causal mask]) v, with max-subtraction; rows seeing no key give 0.
+
+    Source: Vaswani et al. 2017, eq. 1; GQA head mapping as in Ainslie et al. 2023.
+    """
+    work = WORK[precision]
+
+    def rnd(x: np.ndarray) -> np.ndarray:
+        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+
+    _, Hq, Tq, D = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    qq = np.asarray(q, work)  # (B, Hq, Tq, D)
+    kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
+    vv = expand_kv(np.asarray(v, work), Hq)  # (B, Hq, Tk, Dv)
+    s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
+    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)  # (B, Hq, Tq, 1)
+    m = np.where(np.isfinite(m), m, 0).astype(work)
+    p = rnd(np.exp(s - m))  # (B, Hq, Tq, Tk)
+    denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hq, Tq, 1)
+    p = rnd(p / np.where(denom > 0, denom, 1).astype(work))
+    return rnd(p @ vv).astype(np.float64)  # (B, Hq, Tq, Dv)

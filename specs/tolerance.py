@@ -1,0 +1,97 @@
+"""How close is close enough: a normwise error budget against the float64 reference.
+
+The rule follows the FlashAttention test suite: an implementation's error against the float64
+reference may be at most FACTOR times the error of a plain computation in the same precision
+(the "baseline"). A floor derived from the dtype's unit roundoff and the reduction length keeps
+the budget sane when the baseline happens to be exact. Errors are normwise and relative to the
+reference's norm, so returning zeros (relative error 1) can never pass, and NaN or Inf fail
+unless the reference has them at the same places.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from specs.dtypes import UNIT_ROUNDOFF
+
+FACTOR = 3.0  # FlashAttention's tests allow 2x the baseline error; we allow a little more
+FLOOR_ULPS = 8.0  # the floor is u * (FLOOR_ULPS + 2 * sqrt(n)): sqrt(n) is the typical error growth
+TINY = 1e-30
+
+
+class ClauseFailure(AssertionError):
+    """A clause does not hold; `details` carries the figures for the conformance report."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def floor(dtype: str, n: int) -> float:
+    """The smallest budget for a result made of reductions of length `n` in `dtype`."""
+    return UNIT_ROUNDOFF[dtype] * (FLOOR_ULPS + 2.0 * math.sqrt(max(n, 1)))
+
+
+def normwise_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """||actual - expected||_F / ||expected||_F (the denominator floored away from zero)."""
+    diff = np.asarray(actual, np.float64) - np.asarray(expected, np.float64)
+    return float(np.linalg.norm(diff) / max(float(np.linalg.norm(expected)), TINY))
+
+
+def budget(dtype: str, n: int, expected: np.ndarray, baseline: np.ndarray | None) -> float:
+    """FACTOR x the baseline's own error, but never below the dtype/length floor."""
+    tol = floor(dtype, n)
+    if baseline is not None:
+        tol = max(tol, FACTOR * normwise_error(baseline, expected))
+    return tol
+
+
+def assert_close(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    dtype: str,
+    n: int,
+    what: str,
+    baseline: np.ndarray | None = None,
+    tol: float | None = None,
+) -> None:
+    """Fail with a ClauseFailure naming `what`, the budget, the worst error and where it is."""
+    __tracebackhide__ = True
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ClauseFailure(
+            f"wrong shape {actual.shape}, expected {expected.shape}\n  in {what}",
+            misbehaviour="wrong shape",
+            call=what,
+        )
+    bad = ~np.isfinite(actual) & np.isfinite(expected)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ClauseFailure(
+            f"non-finite output {actual[where]} at index {where} where the reference is "
+            f"{expected[where]:.6g} ({int(bad.sum())} of {bad.size} elements are NaN/Inf)"
+            f"\n  in {what}",
+            misbehaviour="NaN/Inf",
+            call=what,
+            index=list(where),
+        )
+    if tol is None:
+        tol = budget(dtype, n, expected, baseline)
+    err = normwise_error(actual, expected)
+    if not err <= tol:
+        absdiff = np.abs(actual - expected)
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(absdiff)), absdiff.shape))
+        raise ClauseFailure(
+            f"normwise relative error {err:.3g} exceeds tolerance {tol:.3g} ({dtype}); "
+            f"worst element at index {where}: got {actual[where]:.6g}, "
+            f"expected {expected[where]:.6g}\n  in {what}",
+            error=err,
+            tolerance=tol,
+            index=list(where),
+            call=what,
+        )

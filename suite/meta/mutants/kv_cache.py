@@ -1,0 +1,126 @@
+"""KV-cache mutants: caches that overwrite, drop, reorder, wrap or miscount."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import implementations.numpy_impl as base
+from implementations.numpy_impl.kv_cache import NumpyKVCache
+from suite.meta.mutants import Mutant, derive
+
+
+class OverwriteLastSlot(NumpyKVCache):
+    """Single-token appends after the first write land on the last filled slot."""
+
+    def write(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+        shift = 1 if values.shape[2] == 1 and start > 0 else 0
+        super().write(buffer, start - shift, values)
+
+
+class DropFirstOfLaterChunks(NumpyKVCache):
+    """A chunk appended after the first loses its first token (a classic off-by-one on resume)."""
+
+    def write(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+        if start > 0 and values.shape[2] > 1:
+            super().write(buffer, start, values[:, :, 1:])
+            buffer[:, :, start + values.shape[2] - 1] = 0
+        else:
+            super().write(buffer, start, values)
+
+
+class Prepend(NumpyKVCache):
+    """New tokens go in front of the old ones."""
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any]:
+        t, n = k.shape[2], self.length
+        if n + t > self.max_len:
+            return super().append(k, v)
+        self.k[:, :, t : t + n] = self.k[:, :, :n].copy()
+        self.v[:, :, t : t + n] = self.v[:, :, :n].copy()
+        self.k[:, :, :t], self.v[:, :, :t] = k, v
+        self.length += t
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class WrapAround(NumpyKVCache):
+    """A ring buffer: past max_len it overwrites the oldest tokens instead of raising."""
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any]:
+        for i in range(k.shape[2]):
+            pos = self.length % self.max_len
+            self.k[:, :, pos], self.v[:, :, pos] = k[:, :, i], v[:, :, i]
+            self.length += 1
+        self.length = min(self.length, self.max_len)
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class Truncate(NumpyKVCache):
+    """Past max_len it silently keeps only the tokens that fit."""
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any]:
+        room = self.max_len - self.length
+        if room <= 0:
+            return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return super().append(k[:, :, :room], v[:, :, :room])
+
+
+class CountsOnlyKeys(NumpyKVCache):
+    """nbytes forgets the V buffer."""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.k.nbytes)
+
+
+class CountsFilledLength(NumpyKVCache):
+    """nbytes counts the filled tokens, not the allocation."""
+
+    @property
+    def nbytes(self) -> int:
+        return int(2 * self.k[:, :, : max(self.length, 1)].nbytes)
+
+
+def cache_mutant(name: str, bug: str, cls: type, kills: tuple[str, ...]) -> Mutant:
+    """A mutant whose kv_cache builds `cls`; its attention is the healthy numpy one."""
+    impl = derive(base, f"mutant-{name}", kv_cache=cls, attention=base.attention)
+    return Mutant(name, bug, impl, kills)
+
+
+MUTANTS = [
+    cache_mutant(
+        "overwrite-last-slot",
+        "decode appends overwrite the last cached token instead of adding one",
+        OverwriteLastSlot,
+        ("KV-DECODE-EQ-RECOMPUTE", "KV-APPEND-ONLY"),
+    ),
+    cache_mutant(
+        "drop-first-of-chunk",
+        "a chunk appended after the first loses its first token",
+        DropFirstOfLaterChunks,
+        ("KV-CHUNKED-PREFILL", "KV-APPEND-ONLY"),
+    ),
+    cache_mutant(
+        "prepend", "new tokens are stored before the old ones", Prepend, ("KV-APPEND-ONLY",)
+    ),
+    cache_mutant(
+        "wrap-around",
+        "a full cache overwrites its oldest tokens instead of raising",
+        WrapAround,
+        ("KV-CAPACITY",),
+    ),
+    cache_mutant(
+        "truncate",
+        "a full cache silently drops the tokens that do not fit",
+        Truncate,
+        ("KV-CAPACITY",),
+    ),
+    cache_mutant("bytes-k-only", "nbytes counts K but not V", CountsOnlyKeys, ("KV-BYTES",)),
+    cache_mutant(
+        "bytes-filled",
+        "nbytes counts the filled tokens instead of the allocation",
+        CountsFilledLength,
+        ("KV-BYTES",),
+    ),
+]

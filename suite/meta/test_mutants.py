@@ -1,0 +1,34 @@
+"""Meta-tests: every clause rejects the mutants written for it, and every clause has one."""
+
+from __future__ import annotations
+
+import pytest
+
+from specs.clauses import all_clauses
+from specs.profiles import KILL
+from specs.runner import run_clause
+from suite.meta.mutants import all_mutants
+
+MUTANTS = all_mutants()
+PAIRS = [(m, c) for m in MUTANTS for c in m.kills]
+
+
+@pytest.mark.parametrize(("mutant", "clause_id"), PAIRS, ids=[f"{c}<-{m.name}" for m, c in PAIRS])
+def test_clause_kills_mutant(mutant, clause_id):
+    """The clause fails on the mutant written for it (the bug is caught, not skipped)."""
+    with pytest.raises(AssertionError):
+        run_clause(clause_id, mutant.impl, settings_=KILL)
+
+
+def test_every_clause_has_a_mutant():
+    """No clause ships without a mutant that proves it can fail."""
+    targeted = {c for m in MUTANTS for c in m.kills}
+    untested = [c.id for c in all_clauses() if c.id not in targeted]
+    assert not untested, f"clauses without a mutant: {untested}"
+
+
+def test_mutants_name_known_clauses():
+    """Every clause a mutant names exists (a typo would silently test nothing)."""
+    known = {c.id for c in all_clauses()}
+    unknown = sorted({c for m in MUTANTS for c in m.kills} - known)
+    assert not unknown, f"mutants name unknown clauses: {unknown}"
