@@ -15,18 +15,24 @@ from hypothesis import settings
 
 from implementations import discovery
 from reports import conformance
-from specs import profiles
+from specs import profiles, runner
 from specs.clauses import all_clauses
 from specs.dtypes import DTYPES
+from suite import harness, known_failures
 
 OPT_IMPL = "--impl"
 OPT_DEVICE = "--device"
 OPT_DTYPE = "--dtype"
 OPT_TIER = "--tier"
 OPT_REPORT_DIR = "--report-dir"
+OPT_CALL_TIMEOUT = "--call-timeout"
+OPT_KNOWN = "--known-failures"
+OPT_REPRODUCE = "--reproduce"
 REPORT_DIR_DEFAULT = Path(__file__).parent / "reports" / "out"
 
 STATE = pytest.StashKey[dict[str, Any]]()
+
+pytest_plugins = ["reports.bench_plugin"]
 
 profiles.register()
 
@@ -58,6 +64,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         OPT_TIER,
         default=None,
         help=f"run tier: {', '.join(profiles.TIERS)} (default: ${profiles.TIER_ENV}, else default)",
+    )
+    group.addoption(
+        OPT_CALL_TIMEOUT,
+        type=float,
+        default=runner.CALL_TIMEOUT_S,
+        metavar="SECONDS",
+        help="time limit for one call into an implementation; a hang fails that clause "
+        f"(default {runner.CALL_TIMEOUT_S:g}; 0 disables)",
+    )
+    group.addoption(
+        OPT_KNOWN,
+        default=None,
+        metavar="FILE",
+        help="file of known failures (one 'SELECTOR  # reason' per line); listed tests are "
+        "xfail(strict), entries that match nothing warn",
+    )
+    group.addoption(
+        OPT_REPRODUCE,
+        default=None,
+        metavar="BLOB",
+        help="replay one failing example: the blob from the @reproduce_failure line of a failure "
+        "(run it with that failure's test id)",
     )
     group.addoption(
         OPT_REPORT_DIR,
@@ -119,12 +147,20 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile(f"attnspec-{tier}")
     device = resolve_device(config.getoption(OPT_DEVICE))
     report_dir = Path(config.getoption(OPT_REPORT_DIR) or REPORT_DIR_DEFAULT)
+    runner.CALL_TIMEOUT_S = config.getoption(OPT_CALL_TIMEOUT) or None
+    harness.REPRODUCE_BLOB = config.getoption(OPT_REPRODUCE)
+    known_path = config.getoption(OPT_KNOWN)
+    try:
+        known = known_failures.parse(Path(known_path)) if known_path else []
+    except known_failures.KnownFailuresError as exc:
+        raise pytest.UsageError(f"{OPT_KNOWN}: {exc}") from None
     config.stash[STATE] = {
         "impls": resolve_impls(config, device),
         "dtypes": dtypes,
         "device": device,
         "tier": tier,
         "report_dir": report_dir,
+        "known": known,
         "records": [],
     }
 
@@ -148,6 +184,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 CLAUSE_OF_TEST = {c.test_name: c for c in all_clauses()}
+
+
+def clause_and_impl(item: pytest.Item) -> tuple[str | None, str | None]:
+    """The clause ID an item tests (None for meta-tests and benchmarks) and its impl's name."""
+    clause = CLAUSE_OF_TEST.get(getattr(item, "originalname", ""))
+    if clause is None or "/meta/" in item.nodeid:
+        return None, None
+    callspec = getattr(item, "callspec", None)
+    impl = callspec.params.get("impl") if callspec else None
+    return clause.id, getattr(impl, "name", None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    known = config.stash[STATE]["known"]
+    if known:
+        known_failures.apply(items, known, clause_and_impl)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -184,7 +236,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     state = config.stash[STATE]
     spec = {i.name: s for s, i in state["impls"]}.get(info["impl"], info["impl"])
     longrepr = str(report.longrepr) if report.longrepr else ""
-    if report.skipped and isinstance(report.longrepr, tuple):
+    outcome = report.outcome
+    if hasattr(report, "wasxfail") and report.skipped:
+        outcome, message = "xfailed", str(report.wasxfail)
+    elif report.skipped and isinstance(report.longrepr, tuple):
         message = str(report.longrepr[2]).removeprefix("Skipped: ")
     elif report.failed:
         message = conformance.failure_message(longrepr)
@@ -196,7 +251,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             sentence=info["sentence"],
             impl=info["impl"],
             dtype=info["dtype"],
-            outcome=report.outcome,
+            outcome=outcome,
             nodeid=report.nodeid,
             message=message,
             details=info["details"],

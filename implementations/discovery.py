@@ -98,6 +98,8 @@ def load(spec: str, device: str | None = None) -> Any:
             raise ImplError(f"cannot load entry point {spec!r}: {last_line(exc)}") from exc
     elif ":" in spec or spec.endswith(".py") or "." in spec:
         obj = import_target(spec)
+    elif importlib.util.find_spec(spec) is not None:
+        obj = import_target(spec)
     else:
         raise ImplError(f"unknown implementation {spec!r}; {available()}")
     obj = validate(obj, spec)

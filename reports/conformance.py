@@ -11,7 +11,7 @@ from typing import Any
 from tabulate import tabulate
 
 BLOB = re.compile(r"@reproduce_failure\([^)]*\)")
-CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}
+CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail (known)"}
 
 
 @dataclass
@@ -30,7 +30,9 @@ class Record:
 
     @property
     def column(self) -> str:
-        return f"{self.impl} [{self.dtype}]" if self.dtype else self.impl
+        if self.impl == "spec" or not self.dtype:  # clauses on the cost model, not an impl
+            return self.impl
+        return f"{self.impl} [{self.dtype}]"
 
 
 def first_lines(text: str, n: int = 3) -> str:
@@ -41,8 +43,13 @@ def first_lines(text: str, n: int = 3) -> str:
 
 def failure_message(longrepr: str) -> str:
     """The assertion's own message out of pytest's long representation of a failure."""
-    lines = [ln[2:].rstrip() for ln in longrepr.splitlines() if ln.startswith("E ")]
-    return "\n".join(ln.strip() for ln in lines if ln.strip()) or first_lines(longrepr)
+    lines = [ln[2:].strip() for ln in longrepr.splitlines() if ln.startswith("E ")]
+    lines = [ln for ln in lines if ln]
+    for i, ln in enumerate(lines):  # skip chained causes: start at the clause's own failure
+        if "ClauseFailure: " in ln:
+            lines = [ln.split("ClauseFailure: ", 1)[1], *lines[i + 1 :]]
+            break
+    return "\n".join(lines) or first_lines(longrepr)
 
 
 def reproduction(nodeid: str, impl_spec: str, dtype: str, longrepr: str) -> str:

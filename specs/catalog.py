@@ -8,6 +8,10 @@ import importlib
 AREAS: tuple[str, ...] = (
     "attention",
     "kv_cache",
+    "cost_clauses",
+    "linear",
+    "tiled",
+    "decoder",
 )
 
 for _area in AREAS:

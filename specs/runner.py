@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import hypothesis
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import given, reproduce_failure, settings
 from hypothesis import strategies as st
 
 from specs.clauses import Clause, get
+from specs.deadline import CallTimeout, deadline
 from specs.dtypes import EXCHANGE_DTYPE, check_dtype, round_to
-from specs.tolerance import ClauseFailure
+from specs.tolerance import ClauseFailure, floor, normwise_error
+
+CALL_TIMEOUT_S: float | None = 60.0  # per call into an implementation; conftest's --call-timeout
 
 
 class NotImplementedByImpl(Exception):
@@ -45,6 +50,9 @@ class Target:
         self.impl = impl
         self.dtype = check_dtype(dtype)
         self.name = str(getattr(impl, "name", type(impl).__name__))
+        self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
+        self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
+        self.snippet = ""  # the last call as a runnable snippet, for failure messages
 
     def has(self, op: str) -> bool:
         """Whether the implementation provides `op`."""
@@ -59,12 +67,21 @@ class Target:
         return tuple(round_to(a, self.dtype) for a in arrays)
 
     def guard(self, text: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call fn; an exception from it becomes a ClauseFailure naming the call."""
+        """Call fn under the call time limit; an exception or a hang becomes a ClauseFailure."""
         __tracebackhide__ = True
+        if self.hung:  # fail the same way again rather than hang again
+            raise ClauseFailure(self.hung, misbehaviour="hang", call=self.where(text))
         try:
-            return fn(*args, **kwargs)
+            with deadline(CALL_TIMEOUT_S):
+                return fn(*args, **kwargs)
         except ClauseFailure:
             raise
+        except CallTimeout as exc:
+            self.hung = (
+                f"hang: {exc} (the per-call limit; set it with --call-timeout)\n"
+                f"  in {self.where(text)}"
+            )
+            raise ClauseFailure(self.hung, misbehaviour="hang", call=self.where(text)) from None
         except Exception as exc:
             raise ClauseFailure(
                 f"raised {type(exc).__name__}: {exc}\n  in {self.where(text)}",
@@ -157,10 +174,97 @@ class Target:
         """Run `op` on native inputs; check them unchanged and the result; return it as float64."""
         __tracebackhide__ = True
         text = call_text(op, natives, kwargs)
+        self.snippet = snippet(self.name, self.dtype, op, natives, kwargs)
         before = [self.numpy(x) for x in natives]
         y = self.guard(text, getattr(self.impl, op), *natives, **kwargs)
         self.unchanged(natives, before, text)
-        return self.result(y, text, expect_shape)
+        self.same_device(natives, y, text)
+        out = self.result(y, text, expect_shape)
+        if not self.log:
+            self.repeatable(op, natives, kwargs, out, text)
+        self.log.append(Call(op, natives, kwargs, y, out, text))
+        return out
+
+    def repeatable(
+        self, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any], out: np.ndarray, text: str
+    ) -> None:
+        """Make the call again: a different answer means the result depends on earlier calls."""
+        __tracebackhide__ = True
+        again = self.result(self.guard(text, getattr(self.impl, op), *natives, **kwargs), text)
+        if np.array_equal(again, out, equal_nan=True):
+            return
+        same_nans = np.array_equal(np.isnan(again), np.isnan(out))
+        err = normwise_error(np.nan_to_num(again), np.nan_to_num(out)) if same_nans else np.inf
+        if not err <= floor(self.dtype, 1):
+            raise ClauseFailure(
+                f"hidden state: the same call made twice gave different results (normwise "
+                f"difference {err:.3g}), so results depend on earlier calls\n  in {self.where(text)}",
+                misbehaviour="hidden state",
+                call=self.where(text),
+            )
+
+    def same_device(self, natives: tuple[Any, ...], y: Any, text: str) -> None:
+        """Fail if a result lives on another device than the inputs (torch-style `.device`)."""
+        __tracebackhide__ = True
+        wanted = getattr(natives[0], "device", None) if natives else None
+        got = getattr(y, "device", None)
+        if wanted is not None and got is not None and str(got) != str(wanted):
+            raise ClauseFailure(
+                f"returned a result on device {got} for inputs on {wanted}\n  in {self.where(text)}",
+                misbehaviour="wrong device",
+                call=self.where(text),
+            )
+
+    def begin(self) -> None:
+        """Start an example: forget the previous example's calls."""
+        self.log = []
+
+    def finish(self) -> None:
+        """End an example: every result it returned must still hold its value.
+
+        A result that a later call overwrote means the implementation hands out one buffer for
+        different inputs.
+        """
+        __tracebackhide__ = True
+        for c in self.log:
+            if not np.array_equal(self.numpy(c.result), c.value, equal_nan=True):
+                raise ClauseFailure(
+                    f"a later call overwrote the result of {c.text}: it returns the same "
+                    f"buffer for different inputs\n  in {self.where(c.text)}",
+                    misbehaviour="reused output buffer",
+                    call=self.where(c.text),
+                )
+
+
+@dataclass
+class Call:
+    """One guarded call: enough to check its result later and to repeat it."""
+
+    op: str
+    natives: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    result: Any
+    value: np.ndarray
+    text: str
+
+
+def snippet(
+    name: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """A few lines of Python that make the failing call with the same shapes (random values)."""
+    names = ["q", "k", "v"] if len(natives) == 3 else [f"x{i}" for i in range(len(natives))]
+    lines = [
+        "import numpy as np",
+        "from implementations.discovery import load",
+        f"impl = load({name!r})  # or the --impl value you ran with",
+        "rng = np.random.default_rng(0)",
+    ]
+    for n, x in zip(names, natives, strict=False):
+        shape = tuple(int(d) for d in getattr(x, "shape", ()))
+        lines.append(f"{n} = impl.asarray(rng.standard_normal({shape}), {dtype!r})")
+    args = ", ".join([*names, *(f"{k}={v!r}" for k, v in kwargs.items())])
+    lines.append(f"print(impl.to_numpy(impl.{op}({args})))")
+    return "\n".join(lines)
 
 
 def missing(clause: Clause, subject: Any, dtype: str) -> str | None:
@@ -181,6 +285,7 @@ def run_clause(
     *,
     dtype: str = "float32",
     settings_: settings | None = None,
+    reproduce_blob: str | None = None,
 ) -> None:
     """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation."""
     __tracebackhide__ = True
@@ -191,16 +296,22 @@ def run_clause(
     target = Target(subject, dtype)
 
     def prop(data: st.DataObject) -> None:
+        target.begin()
         clause.check(target, data)
+        target.finish()
 
     # Hypothesis keys its example database by function name: one name per clause x subject.
     prop.__name__ = prop.__qualname__ = re.sub(r"\W", "_", f"{clause.id}__{target.name}__{dtype}")
     base = settings_ or settings()
     chosen = settings(base, max_examples=max(1, round(base.max_examples * clause.examples)))
     test = chosen(given(data=st.data())(prop))
+    if reproduce_blob:
+        test = reproduce_failure(hypothesis.__version__, reproduce_blob.encode())(test)
     try:
         test()
-    except BaseException as exc:
-        if isinstance(exc, Exception):
-            exc.add_note(f"clause {clause.id}: {clause.sentence}")
+    except Exception as exc:
+        exc.add_note(f"clause {clause.id}: {clause.sentence}")
+        if target.snippet and isinstance(exc, ClauseFailure):
+            exc.details.setdefault("snippet", target.snippet)
+            exc.add_note("the last call, with the same shapes (random values):\n" + target.snippet)
         raise

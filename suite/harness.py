@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from specs.runner import NotImplementedByImpl, run_clause
 
+REPRODUCE_BLOB: str | None = None  # set by conftest from --reproduce
+
 
 def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
     """Check clause `clause_id` on `impl`; a missing op or dtype becomes a skip with the reason."""
     __tracebackhide__ = True
     try:
-        run_clause(clause_id, impl, dtype=dtype)
+        with few_threads():
+            run_clause(clause_id, impl, dtype=dtype, reproduce_blob=REPRODUCE_BLOB)
     except NotImplementedByImpl as exc:
         pytest.skip(str(exc))
+
+
+@contextmanager
+def few_threads() -> Iterator[None]:
+    """One torch CPU thread: conformance examples are tiny, and thread start-up dominates them."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

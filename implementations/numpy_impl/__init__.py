@@ -8,16 +8,23 @@ from __future__ import annotations
 import numpy as np
 
 from implementations.numpy_impl.attention import attention
+from implementations.numpy_impl.decoder import decoder
 from implementations.numpy_impl.kv_cache import kv_cache
+from implementations.numpy_impl.linear import (
+    linear_attention,
+    linear_attention_chunked,
+    linear_attention_recurrent,
+)
 from implementations.numpy_impl.matmul import matmul
+from implementations.numpy_impl.tiled import tiled_attention
 
 name = "numpy"
 dtypes = ("float32", "float16", "float64")
 
 
 def asarray(x: np.ndarray, dtype: str) -> np.ndarray:
-    """A numpy copy of `x` in `dtype` (numpy has no bfloat16)."""
-    if dtype not in dtypes:
+    """A numpy copy of `x` in `dtype` (numpy has no bfloat16); "int64" is for token ids."""
+    if dtype not in (*dtypes, "int64"):
         raise ValueError(f"numpy implementation supports {', '.join(dtypes)}, not {dtype!r}")
     return np.array(x, dtype=np.dtype(dtype))
 
@@ -29,4 +36,17 @@ def to_numpy(x: np.ndarray) -> np.ndarray:
     return x
 
 
-__all__ = ["asarray", "attention", "dtypes", "kv_cache", "matmul", "name", "to_numpy"]
+__all__ = [
+    "asarray",
+    "attention",
+    "decoder",
+    "dtypes",
+    "kv_cache",
+    "linear_attention",
+    "linear_attention_chunked",
+    "linear_attention_recurrent",
+    "matmul",
+    "name",
+    "tiled_attention",
+    "to_numpy",
+]

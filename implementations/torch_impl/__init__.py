@@ -11,7 +11,10 @@ import numpy as np
 import torch
 
 from implementations.torch_impl import attention as _attention
+from implementations.torch_impl import decoder as _decoder
+from implementations.torch_impl import linear as _linear
 from implementations.torch_impl import matmul as _matmul
+from implementations.torch_impl import tiled as _tiled
 from implementations.torch_impl.dtypes import TORCH_DTYPES
 from implementations.torch_impl.kv_cache import TorchKVCache
 
@@ -35,10 +38,11 @@ class TorchImplementation:
         return TorchImplementation(device)
 
     def asarray(self, x: np.ndarray, dtype: str) -> torch.Tensor:
-        """A tensor copy of `x` in `dtype` on this implementation's device."""
-        if dtype not in TORCH_DTYPES:
+        """A tensor copy of `x` in `dtype` on this implementation's device; "int64" for tokens."""
+        torch_dtype = torch.int64 if dtype == "int64" else TORCH_DTYPES.get(dtype)
+        if torch_dtype is None:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(TORCH_DTYPES)}")
-        return torch.tensor(np.asarray(x), dtype=TORCH_DTYPES[dtype], device=self.device)
+        return torch.tensor(np.asarray(x), dtype=torch_dtype, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A numpy copy on the host; bfloat16 comes back as float32 (numpy has no bfloat16)."""
@@ -49,6 +53,11 @@ class TorchImplementation:
 
     attention = staticmethod(_attention.attention)
     matmul = staticmethod(_matmul.matmul)
+    tiled_attention = staticmethod(_tiled.tiled_attention)
+    linear_attention = staticmethod(_linear.linear_attention)
+    linear_attention_recurrent = staticmethod(_linear.linear_attention_recurrent)
+    linear_attention_chunked = staticmethod(_linear.linear_attention_chunked)
+    decoder = staticmethod(_decoder.decoder)
 
     def kv_cache(
         self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: str

@@ -13,6 +13,10 @@ from typing import Any
 AREAS: tuple[str, ...] = (
     "attention",
     "kv_cache",
+    "cost",
+    "linear",
+    "tiled",
+    "decoder",
 )
 
 

@@ -28,7 +28,7 @@ def broken_attention(
     first_batch_kv: bool = False,
 ) -> np.ndarray:
     """numpy attention with one switchable bug per keyword."""
-    B, Hq, Tq, D = q.shape
+    _, Hq, Tq, D = q.shape
     Tk = k.shape[2]
     G = Hq // k.shape[1]
     scale = (1.0 / D if scale_by_d else 1.0 / np.sqrt(D)) if scale is None else scale

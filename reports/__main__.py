@@ -1,0 +1,141 @@
+"""``python -m reports``: the detected device, its roof and ridge, and the H100 baseline.
+
+Bad input (an override that is not a positive number, a device torch can't use, an
+unreadable calibration cache) prints one line to stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
+from reports.calibrate import cache_path
+from reports.detect import DeviceRoof, h100_baseline, parse_rate, resolve_device
+from specs.cost import matmul_cost
+
+PROG = "python -m reports"
+
+
+def si(value: float | None, unit: str) -> str:
+    """989e12, "FLOP/s" -> "989 TFLOP/s"."""
+    if value is None:
+        return "unknown"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def describe(roof: DeviceRoof, title: str) -> list[str]:
+    """Lines describing one device roof."""
+    lines = [f"{title}: {roof.name}  [{roof.kind}, {roof.dtype}]"]
+    if roof.kind == "cuda":
+        lines.append(f"  properties     {json.dumps(roof.properties)}")
+    if roof.spec is not None:
+        spec = roof.spec
+        lines.append(
+            f"  spec           tensor {si(spec.tensor_flops, 'FLOP/s')} dense, "
+            f"fp32 {si(spec.fp32_flops, 'FLOP/s')}, {si(spec.bandwidth, 'B/s')}"
+        )
+        lines.append(f"  source         {spec.source}")
+    elif roof.kind != "baseline":
+        lines.append("  spec           none (no published roof for this device)")
+    m = roof.measured
+    if m is not None:
+        lines.append(
+            f"  measured       copy {si(m.copy_bandwidth, 'B/s')}, triad "
+            f"{si(m.triad_bandwidth, 'B/s')} (read + write, {m.buffer_bytes >> 20} MiB buffers); "
+            f"GEMM {m.gemm_dtype} n={m.gemm_n}: {si(m.gemm_flops, 'FLOP/s')}"
+        )
+        threads = f", {m.threads} threads" if m.threads is not None else ""
+        lines.append(f"                 median of {m.repeats}{threads}, at {m.measured_at}")
+    lines.append(f"  peak used      {si(roof.peak_flops, 'FLOP/s')}  <- {roof.peak_source}")
+    lines.append(f"  bandwidth used {si(roof.bandwidth, 'B/s')}  <- {roof.bandwidth_source}")
+    ridge = "unknown" if roof.ridge is None else f"{roof.ridge:.1f} FLOP/byte"
+    lines.append(f"  ridge          {ridge}")
+    lines.extend(f"  note           {note}" for note in roof.notes)
+    return lines
+
+
+def matmul_table(device: DeviceRoof, baseline: DeviceRoof) -> str:
+    """The textbook batching example on both roofs: X(B×4096) @ W(4096×11008), bf16."""
+    rows = []
+    for B in (1, 16, 64, 256, 512):
+        cost = matmul_cost(B, 4096, 11008, 2)
+        rows.append(
+            [
+                B,
+                f"{cost.intensity:.1f}",
+                device.verdict(cost.intensity),
+                baseline.verdict(cost.intensity),
+            ]
+        )
+    headers = ["B", "FLOP/byte", "this device", "H100 SXM"]
+    return tabulate(
+        rows, headers=headers, colalign=("right", "right", "left", "left"), disable_numparse=True
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if any, else cpu)"
+    )
+    parser.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16 / float64")
+    parser.add_argument("--peak-flops", default=None, help="override peak FLOP/s, e.g. 989e12")
+    parser.add_argument(
+        "--bandwidth", default=None, help="override bandwidth in bytes/s, e.g. 3.35e12"
+    )
+    parser.add_argument("--recalibrate", action="store_true", help="measure the roof again")
+    parser.add_argument("--calibration-file", default=None, help="calibration cache (JSON)")
+    parser.add_argument("--json", action="store_true", help="print the roofs as JSON")
+    args = parser.parse_args(argv)
+    try:
+        peak = (
+            None
+            if args.peak_flops is None
+            else parse_rate(args.peak_flops, "peak FLOP/s", "--peak-flops")
+        )
+        bw = (
+            None
+            if args.bandwidth is None
+            else parse_rate(args.bandwidth, "bandwidth (bytes/s)", "--bandwidth")
+        )
+        if args.device is None:
+            import torch
+
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        roof = resolve_device(
+            args.device,
+            dtype=args.dtype,
+            peak_flops=peak,
+            bandwidth=bw,
+            recalibrate=args.recalibrate,
+            calibration_path=args.calibration_file,
+        )
+    except ValueError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    baseline = h100_baseline()
+    if args.json:
+        print(json.dumps({"device": roof.to_dict(), "baseline": baseline.to_dict()}, indent=2))
+        return 0
+    print("\n".join(describe(roof, "Detected device")))
+    if roof.measured is not None:
+        print(
+            f"  cache          {cache_path(args.calibration_file)} (--recalibrate to measure again)"
+        )
+    print()
+    print("\n".join(describe(baseline, "Baseline")))
+    print()
+    print("X(B×4096) @ W(4096×11008), 2-byte elements: verdict by batch size")
+    print(matmul_table(roof, baseline))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""pytest-benchmark wiring: attnspec's benchmark options, the `bench` fixture and the roofline report.
+
+Benchmarks are the tests that use pytest-benchmark's `benchmark` fixture (through `bench`).
+A plain `pytest suite` skips them, so it stays a conformance run; they run under
+`--benchmark-only` (which then deselects everything else), or when `--benchmark-enable` or
+`--benchmark-disable` (run each once, untimed: the fast CI mode) is given explicitly.
+This plugin talks to pytest-benchmark only through its fixture (`pedantic`, `stats`,
+`extra_info`) and its hooks; after pytest-benchmark's own table it prints a roofline table
+per op group and writes roofline.md, roofline.json and roofline.png to the report folder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reports import render, timing
+from reports.roofline import (
+    BASELINE_ELEMENT_BYTES,
+    Record,
+    Row,
+    analyse,
+    annotate,
+    cache_comparisons,
+    summarise,
+)
+
+OPT_BENCH_SIZE = "--bench-size"
+OPT_PEAK_FLOPS = "--peak-flops"
+OPT_BANDWIDTH = "--bandwidth"
+OPT_RECALIBRATE = "--recalibrate"
+OPT_THREADS = "--bench-threads"
+BENCH_SIZES = ("small", "default", "large")
+# Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
+ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
+MIN_ROUNDS, MAX_ROUNDS = 3, 30
+SKIP_REASON = "benchmark: run with `pytest --benchmark-only` (a plain run checks conformance only)"
+
+BENCH = pytest.StashKey["BenchState"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attnspec", "attnspec conformance and benchmarks")
+    group.addoption(
+        OPT_BENCH_SIZE,
+        default="default",
+        choices=BENCH_SIZES,
+        help="benchmark sizes: small (seconds, for CI), default (a few minutes on a 2-core "
+        "CPU; GPU runs get the large grid), large",
+    )
+    group.addoption(OPT_PEAK_FLOPS, default=None, help="override the device's peak FLOP/s")
+    group.addoption(OPT_BANDWIDTH, default=None, help="override the device's bandwidth (B/s)")
+    group.addoption(
+        OPT_RECALIBRATE, action="store_true", help="measure the device roof again (no cache)"
+    )
+    group.addoption(
+        OPT_THREADS, type=int, default=None, help="CPU threads for torch during benchmarks"
+    )
+
+
+def root_state(config: pytest.Config) -> dict[str, Any] | None:
+    """The root conftest's session state (implementations, device, report dir, records)."""
+    plugin = config.pluginmanager.get_plugin(str(config.rootpath / "conftest.py"))
+    key = getattr(plugin, "STATE", None)
+    return config.stash.get(key, None) if key is not None else None
+
+
+class BenchState:
+    """Per-session benchmark state: size, roofs, cache flushers and the records collected."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from reports.detect import OverrideError, parse_rate
+
+        self.config = config
+        self.requested_size = config.getoption(OPT_BENCH_SIZE)
+        try:
+            self.peak = config.getoption(OPT_PEAK_FLOPS)
+            self.bandwidth = config.getoption(OPT_BANDWIDTH)
+            if self.peak is not None:
+                parse_rate(self.peak, "peak FLOP/s", OPT_PEAK_FLOPS)
+            if self.bandwidth is not None:
+                parse_rate(self.bandwidth, "bandwidth (bytes/s)", OPT_BANDWIDTH)
+        except OverrideError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.recalibrate = bool(config.getoption(OPT_RECALIBRATE))
+        self.threads = timing.fix_threads(config.getoption(OPT_THREADS))
+        self.records: list[Record] = []
+        self._roofs: dict[tuple[str, str], Any] = {}
+        self._flushers: dict[str, Callable[[], None]] = {}
+
+    @property
+    def device(self) -> str:
+        state = root_state(self.config)
+        return str(state["device"]) if state else "cpu"
+
+    @property
+    def size(self) -> str:
+        """The grid the benchmarks use: `default` means `large` on a GPU."""
+        if self.requested_size == "default" and timing.is_cuda(self.device):
+            return "large"
+        return self.requested_size
+
+    @property
+    def report_dir(self) -> Path:
+        state = root_state(self.config)
+        if state and "report_dir" in state:
+            return Path(state["report_dir"])
+        return Path(
+            self.config.getoption("--report-dir", None) or self.config.rootpath / "reports" / "out"
+        )
+
+    def flusher(self, device: str) -> Callable[[], None]:
+        if device not in self._flushers:
+            self._flushers[device] = timing.flusher(device)
+        return self._flushers[device]
+
+    def roof(self, device: str, dtype: str) -> Any:
+        """The device's roof for `dtype` (CPU: always the measured float32 roof)."""
+        from reports.detect import resolve_device
+
+        roof_dtype = dtype if timing.is_cuda(device) else "float32"
+        key = (device, roof_dtype)
+        if key not in self._roofs:
+            self._roofs[key] = resolve_device(
+                device,
+                dtype=roof_dtype,
+                peak_flops=self.peak,
+                bandwidth=self.bandwidth,
+                recalibrate=self.recalibrate,
+            )
+            self.recalibrate = False  # once per session is enough
+        return self._roofs[key]
+
+    def baseline(self) -> Any:
+        from reports.detect import h100_baseline
+
+        return h100_baseline("bfloat16")
+
+    def analysed(self) -> tuple[list[Row], dict[str, Any]]:
+        """Every record judged on its device roof and on the baseline, with cross-row notes."""
+        mark_conformance_failures(self.config, self.records)
+        rows, roofs = [], {}
+        for record in self.records:
+            roof = self.roof(record.device, record.dtype)
+            roofs[f"{record.device} {roof.dtype}"] = roof
+            rows.append(analyse(record, roof, self.baseline()))
+        annotate(rows)
+        return rows, roofs
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON block: roofs, baseline, ridge points, rows, comparisons, verdicts."""
+        rows, roofs = self.analysed()
+        baseline = self.baseline()
+        return {
+            "bench_size": self.size,
+            "threads": self.threads,
+            "device_roofs": {k: roof.to_dict() for k, roof in roofs.items()},
+            "baseline": baseline.to_dict(),
+            "ridge_points": {
+                **{k: r.ridge for k, r in roofs.items()},
+                "h100-sxm bf16": baseline.ridge,
+            },
+            "rows": [row.to_dict() for row in rows],
+            "cached_vs_recompute": cache_comparisons(
+                rows, lambda r: self.roof(r.device, r.dtype), baseline
+            ),
+            "verdicts": summarise(rows),
+        }
+
+
+def mark_conformance_failures(config: pytest.Config, records: list[Record]) -> None:
+    """Mark rows whose implementation failed the matching clause in this session's conformance run."""
+    state = root_state(config) or {}
+    failed = {
+        (c.clause, c.impl, c.dtype) for c in state.get("records", []) if c.outcome == "failed"
+    }
+    for r in records:
+        if not r.failed and (r.clause, r.impl, r.dtype) in failed:
+            r.check = f"FAIL {r.clause} (conformance run in this session)"
+
+
+def benchmarks_active(config: pytest.Config) -> bool:
+    """Whether this run asked for benchmarks (plain runs skip them)."""
+    return bool(
+        config.getoption("benchmark_only", False)
+        or config.getoption("benchmark_enable", False)
+        or config.getoption("benchmark_disable", False)
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[BENCH] = BenchState(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def is_bench(item: pytest.Item) -> bool:
+        return "benchmark" in getattr(item, "fixturenames", ())
+
+    if config.getoption("benchmark_only", False):
+        keep = [i for i in items if is_bench(i)]
+        dropped = [i for i in items if not is_bench(i)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+    elif not benchmarks_active(config):
+        for item in items:
+            if is_bench(item):
+                item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+class Timed:
+    """One benchmarked call: its last output and inputs, and the timing statistics."""
+
+    def __init__(self, result: Any, args: tuple[Any, ...], stats: Any) -> None:
+        self.result = result
+        self.args = args
+        self.seconds = float(stats["median"]) if stats else None
+        self.spread = float(stats["iqr"]) if stats else None
+        self.rounds = int(stats["rounds"]) if stats else None
+
+
+class Bench:
+    """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
+
+    def __init__(self, state: BenchState, benchmark: Any, request: pytest.FixtureRequest) -> None:
+        self.state = state
+        self.benchmark = benchmark
+        self.nodeid = request.node.nodeid
+        self.size = state.size
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.benchmark.enabled)
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        make_args: Callable[[], tuple[Any, ...]],
+        *,
+        device: str,
+        flush: bool = True,
+        max_rounds: int = MAX_ROUNDS,
+    ) -> Timed:
+        """Time fn(*make_args()) with fresh inputs every round, the cache flushed before each."""
+        flusher = self.state.flusher(device) if flush else None
+        last: list[tuple[Any, ...]] = [()]
+
+        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+            last[0] = make_args()
+            if flusher is not None:
+                flusher()
+            timing.sync(device)
+            return last[0], {}
+
+        def target(*args: Any) -> Any:
+            out = fn(*args)
+            timing.sync(device)
+            return out
+
+        rounds, warmup = 1, 0
+        if self.timed:
+            args, _ = setup()
+            start = timing.now(device)
+            target(*args)
+            estimate = max(timing.now(device) - start, 1e-9)
+            budget = ROUND_BUDGET_S[self.size]
+            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / estimate)))
+            warmup = 1 if estimate < 0.1 else 0
+        result = self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup)
+        return Timed(result, last[0], self.benchmark.stats)
+
+    def record(
+        self,
+        timed: Timed,
+        *,
+        impl: str,
+        device: str,
+        dtype: str,
+        group: str,
+        variant: str,
+        case: str,
+        shape: dict[str, Any],
+        cost: Callable[[float], Any],
+        seconds: float | None = None,
+        spread: float | None = None,
+        clause: str = "",
+        check: str = "ok",
+        extras: dict[str, Any] | None = None,
+    ) -> Record:
+        """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info)."""
+        from specs.dtypes import BYTES_PER_ELEMENT
+
+        run_cost = cost(BYTES_PER_ELEMENT[dtype])
+        base_cost = cost(BASELINE_ELEMENT_BYTES)
+        rec = Record(
+            group=group,
+            variant=variant,
+            case=case,
+            impl=impl,
+            device=device,
+            dtype=dtype,
+            shape=shape,
+            flops=float(run_cost.flops),
+            bytes=float(run_cost.bytes),
+            baseline_flops=float(base_cost.flops),
+            baseline_bytes=float(base_cost.bytes),
+            clause=clause,
+            seconds=timed.seconds if seconds is None else seconds,
+            spread=timed.spread if seconds is None else spread,
+            rounds=timed.rounds,
+            check=check,
+            extras=dict(extras or {}),
+            nodeid=self.nodeid,
+        )
+        self.state.records.append(rec)
+        info = self.benchmark.extra_info
+        info.setdefault("attnspec", []).append(rec.to_dict())
+        info.update(flops=rec.flops, bytes=rec.bytes, intensity=rec.flops / rec.bytes)
+        info.update(check=rec.check, group=group)
+        return rec
+
+    def verify(self, clause: str, check: Callable[[], None]) -> str:
+        """Run the check of one benchmarked output: "ok", or "FAIL <clause>: <first line>"."""
+        try:
+            check()
+        except AssertionError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"FAIL {clause}: {first}"
+        return "ok"
+
+    def fail_if(self, record: Record) -> None:
+        """Fail the test after recording when its output did not match the reference."""
+        __tracebackhide__ = True
+        if record.failed:
+            pytest.fail(
+                f"{record.impl} {record.group} {record.case}: {record.check}", pytrace=False
+            )
+
+
+@pytest.fixture
+def bench(request: pytest.FixtureRequest, benchmark: Any) -> Bench:
+    """Time, check and record one benchmark (see reports.bench_plugin.Bench)."""
+    return Bench(request.config.stash[BENCH], benchmark, request)
+
+
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    """Carry the device name so pytest-benchmark warns when comparing runs across devices."""
+    from reports.calibrate import cpu_name
+
+    state = config.stash[BENCH]
+    device = state.device
+    info: dict[str, Any] = {"device": device, "cpu": cpu_name(), "torch_threads": state.threads}
+    if timing.is_cuda(device):
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(device)
+    machine_info["attnspec"] = info
+
+
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]
+) -> None:
+    """Add the top-level roofline block to pytest-benchmark's JSON."""
+    state = config.stash[BENCH]
+    if state.records:
+        output_json["attnspec"] = state.payload()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash[BENCH]
+    if not state.records or hasattr(config, "workerinput"):
+        return
+    tr = terminalreporter
+    payload = state.payload()
+    rows, roofs = state.analysed()
+    baseline = state.baseline()
+    comparisons = payload["cached_vs_recompute"]
+    timed = any(r.seconds is not None for r in state.records)
+    heading = f"bench size {state.size}; torch threads {state.threads}" + (
+        "" if timed else "; benchmarks ran once, untimed (--benchmark-disable)"
+    )
+    tr.section("attnspec roofline")
+    text = render.report_text(
+        rows, roofs, baseline, comparisons, payload["verdicts"], heading=heading
+    )
+    tr.write_line(text)
+    out = state.report_dir
+    md = render.report_text(
+        rows,
+        roofs,
+        baseline,
+        comparisons,
+        payload["verdicts"],
+        fmt="github",
+        heading=f"# attnspec roofline report\n\n{heading}\n",
+    )
+    paths = [
+        render.write_text(out / "roofline.md", md),
+        render.write_json(out / "roofline.json", payload),
+    ]
+    png = render.plot(out / "roofline.png", rows, roofs, baseline)
+    if png is not None:
+        paths.append(png)
+    tr.write_line("")
+    for path in paths:
+        tr.write_line(f"roofline report: {path}")

@@ -1,0 +1,262 @@
+"""Which device is this, and which roof (peak FLOP/s, bandwidth) do verdicts use?
+
+Precedence for each of the two figures: an explicit argument (the lead wires
+``--peak-flops`` / ``--bandwidth`` to it), then $ATTNSPEC_PEAK_FLOPS / $ATTNSPEC_BANDWIDTH,
+then the published spec of a recognised GPU, then the measured roof. A GPU whose name
+is not in the table is reported as unknown with the properties torch gives; it is
+never mapped to a neighbour. Without a GPU the detected device is the CPU and its
+roof is the measured one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from reports.calibrate import Measured, calibrate, cpu_name
+from reports.hardware import H100_SXM, SPECS, DeviceSpec
+from specs.cost import is_memory_bound, ridge
+
+PEAK_ENV = "ATTNSPEC_PEAK_FLOPS"
+BANDWIDTH_ENV = "ATTNSPEC_BANDWIDTH"
+
+# torch.cuda.get_device_name() strings, matched whole and case-insensitively.
+_NAME_PATTERNS: dict[str, tuple[str, ...]] = {
+    "h100-sxm": (r"NVIDIA H100 80GB HBM3", r"NVIDIA H100 SXM5 80GB"),
+    "h100-pcie": (r"NVIDIA H100 PCIe",),
+    "h200-sxm": (r"NVIDIA H200", r"NVIDIA H200 141GB HBM3e"),
+    "a100-40gb": (r"NVIDIA A100-SXM4-40GB", r"NVIDIA A100-PCIE-40GB"),
+    "a100-80gb-sxm": (r"NVIDIA A100-SXM4-80GB",),
+    "a100-80gb-pcie": (r"NVIDIA A100 80GB PCIe", r"NVIDIA A100-PCIE-80GB"),
+    "l40s": (r"NVIDIA L40S",),
+    "l4": (r"NVIDIA L4",),
+    "rtx-4090": (r"NVIDIA GeForce RTX 4090",),
+    "b200": (r"NVIDIA B200",),
+    "mi300x": (r"AMD Instinct MI300X", r"AMD Instinct MI300X OAM"),
+}
+_SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+class OverrideError(ValueError):
+    """A peak FLOP/s or bandwidth override that is not a positive finite number."""
+
+
+def parse_rate(value: object, what: str, origin: str) -> float:
+    """``value`` as a positive finite rate; accepts 989e12 or "989e12" or "989T".
+
+    ``what`` names the figure and ``origin`` where it came from ("--peak-flops",
+    "$ATTNSPEC_BANDWIDTH"), so the error says exactly which value to fix.
+    """
+    if isinstance(value, bool):
+        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([-+0-9.eE]+|nan|inf)\s*([KMGTP]?)\s*", value, re.IGNORECASE)
+        try:
+            if match is None:
+                raise ValueError(value)
+            rate = float(match.group(1)) * _SI[match.group(2).upper()]
+        except ValueError:
+            raise OverrideError(
+                f"{what} from {origin} must be a number such as 989e12, got {value!r}"
+            ) from None
+    else:
+        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
+    if not (rate > 0 and math.isfinite(rate)):
+        raise OverrideError(f"{what} from {origin} must be finite and > 0, got {value!r}")
+    return rate
+
+
+def match_spec(name: str) -> DeviceSpec | None:
+    """The table entry whose known torch names include ``name`` exactly; else None."""
+    normal = " ".join(name.split())
+    for key, patterns in _NAME_PATTERNS.items():
+        if any(re.fullmatch(p, normal, re.IGNORECASE) for p in patterns):
+            return SPECS[key]
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceRoof:
+    """A device and the roof its verdicts use, with where each figure came from."""
+
+    name: str
+    kind: str
+    device: str
+    dtype: str
+    spec: DeviceSpec | None
+    measured: Measured | None
+    peak_flops: float | None
+    bandwidth: float | None
+    peak_source: str
+    bandwidth_source: str
+    properties: dict[str, object] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """Whether a published spec was matched (always false on CPU)."""
+        return self.spec is not None
+
+    @property
+    def ridge(self) -> float | None:
+        """peak / bandwidth in FLOP/byte, None when either is unknown."""
+        if self.peak_flops is None or self.bandwidth is None:
+            return None
+        return ridge(self.peak_flops, self.bandwidth)
+
+    def verdict(self, intensity: float) -> str:
+        """ "memory-bound", "compute-bound", or "unknown roof" on this device."""
+        if self.peak_flops is None or self.bandwidth is None:
+            return "unknown roof"
+        bound = is_memory_bound(intensity, self.peak_flops, self.bandwidth)
+        return "memory-bound" if bound else "compute-bound"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain numbers and strings, for the JSON report."""
+        out = asdict(self)
+        out["ridge"] = self.ridge
+        out["known"] = self.known
+        return out
+
+
+def h100_baseline(dtype: str = "bfloat16") -> DeviceRoof:
+    """The H100 SXM spec roof every report compares against."""
+    peak = H100_SXM.peak_flops(dtype) or H100_SXM.tensor_flops
+    return DeviceRoof(
+        name=H100_SXM.name,
+        kind="baseline",
+        device="",
+        dtype=dtype,
+        spec=H100_SXM,
+        measured=None,
+        peak_flops=peak,
+        bandwidth=H100_SXM.bandwidth,
+        peak_source=f"spec table ({H100_SXM.key})",
+        bandwidth_source=f"spec table ({H100_SXM.key})",
+    )
+
+
+H100_BASELINE = h100_baseline()
+
+
+def _override(
+    value: object, env: Mapping[str, str], var: str, what: str, arg: str
+) -> tuple[float, str] | None:
+    if value is not None:
+        return parse_rate(value, what, arg), f"override ({arg})"
+    if env.get(var, "").strip():
+        return parse_rate(env[var], what, f"${var}"), f"override (${var})"
+    return None
+
+
+def _cuda_properties(dev: torch.device) -> dict[str, object]:
+    props = torch.cuda.get_device_properties(dev)
+    out: dict[str, object] = {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "total_memory_bytes": int(props.total_memory),
+        "multi_processor_count": int(props.multi_processor_count),
+    }
+    for attr in ("L2_cache_size", "gcnArchName"):
+        if hasattr(props, attr):
+            out[attr] = getattr(props, attr)
+    return out
+
+
+def _settle(
+    override: tuple[float, str] | None,
+    spec: DeviceSpec | None,
+    published: float | None,
+    measured: Measured | None,
+    figure: str,
+) -> tuple[float | None, str]:
+    if override is not None:
+        return override
+    if spec is not None and published is not None:
+        return published, f"spec table ({spec.key})"
+    if measured is not None:
+        how = (
+            f"{measured.gemm_dtype} GEMM n={measured.gemm_n}"
+            if figure == "gemm_flops"
+            else "best of copy/triad"
+        )
+        where = f"{how}, {measured.device_key}, {measured.measured_at}"
+        return float(getattr(measured, figure)), f"measured ({where})"
+    return None, "unknown"
+
+
+def resolve_device(
+    device: str = "cpu",
+    *,
+    dtype: str | None = None,
+    peak_flops: float | str | None = None,
+    bandwidth: float | str | None = None,
+    recalibrate: bool = False,
+    calibrate_roof: bool = True,
+    calibration_path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DeviceRoof:
+    """Detect ``device`` and settle the roof its verdicts use (see the module docstring).
+
+    ``peak_flops`` / ``bandwidth`` are the values of the --peak-flops / --bandwidth options
+    (numbers or strings such as "989e12"); errors and sources name them that way.
+    ``dtype`` picks the peak (tensor BF16/FP16, or FP32) and the GEMM dtype measured;
+    it defaults to float32 on CPU and bfloat16 on GPU. ``calibrate_roof=False`` skips
+    measuring when nothing is cached (the measured figures are then None).
+    """
+    env = os.environ if env is None else env
+    peak_o = _override(peak_flops, env, PEAK_ENV, "peak FLOP/s", "--peak-flops")
+    bw_o = _override(bandwidth, env, BANDWIDTH_ENV, "bandwidth (bytes/s)", "--bandwidth")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device ({err})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: only cpu and cuda devices are supported")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+    dtype = dtype or ("float32" if dev.type == "cpu" else "bfloat16")
+    notes: list[str] = []
+
+    spec: DeviceSpec | None = None
+    if dev.type == "cpu":
+        name, props = f"{cpu_name()} ({torch.get_num_threads()} threads)", {}
+    else:
+        props = _cuda_properties(dev)
+        name = str(props["name"])
+        spec = match_spec(name)
+        if spec is None:
+            notes.append(
+                f"unknown GPU {name!r}: not in the spec table, no published roof assumed; "
+                "verdicts use the measured roof unless --peak-flops/--bandwidth are given"
+            )
+    measured = None
+    if calibrate_roof or recalibrate:
+        measured = calibrate(device, dtype, path=calibration_path, recalibrate=recalibrate)
+
+    spec_peak = spec.peak_flops(dtype) if spec else None
+    peak, peak_src = _settle(peak_o, spec, spec_peak, measured, "gemm_flops")
+    bw, bw_src = _settle(bw_o, spec, spec.bandwidth if spec else None, measured, "bandwidth")
+    if peak is None or bw is None:
+        notes.append("roof incomplete: verdicts on this device read 'unknown roof'")
+    return DeviceRoof(
+        name=name,
+        kind=dev.type,
+        device=str(dev),
+        dtype=dtype,
+        spec=spec,
+        measured=measured,
+        peak_flops=peak,
+        bandwidth=bw,
+        peak_source=peak_src,
+        bandwidth_source=bw_src,
+        properties=props,
+        notes=tuple(notes),
+    )

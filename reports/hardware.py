@@ -1,0 +1,150 @@
+"""Published peak figures of the accelerators attnspec knows, each with its source.
+
+Tensor FLOP/s are *dense* BF16/FP16 with FP32 accumulation. Datasheets headline the 2:4
+sparse figure, exactly twice the dense one; sparse figures are never used here. FP32 is
+the non-tensor (CUDA-core / vector) rate, which is what a float32 torch matmul gets
+with TF32 off (torch's default). Bandwidth is the datasheet HBM/GDDR figure in bytes/s;
+L2 is in bytes where the vendor states it (None otherwise). Values cross-checked against
+the tables public repos quote (torchtitan's ``get_peak_flops``, LLM-Viewer, scaling book).
+Every figure can be overridden (see ``reports.detect``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One accelerator's published roof."""
+
+    key: str
+    name: str
+    tensor_flops: float
+    fp32_flops: float | None
+    bandwidth: float
+    l2_bytes: int | None
+    source: str
+
+    def peak_flops(self, dtype: str) -> float | None:
+        """The peak that applies to matmuls in ``dtype`` (None when not published)."""
+        if dtype in ("bfloat16", "float16"):
+            return self.tensor_flops
+        if dtype == "float32":
+            return self.fp32_flops
+        return None
+
+
+_NV_H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023) and Hopper whitepaper (L2 50 MB)"
+_NV_A100 = "NVIDIA A100 Tensor Core GPU datasheet (2021) and Ampere GA100 whitepaper"
+_NV_ADA = "NVIDIA Ada Lovelace architecture whitepaper v2.1, appendix"
+
+SPECS: dict[str, DeviceSpec] = {
+    spec.key: spec
+    for spec in (
+        DeviceSpec(
+            key="h100-sxm",
+            name="NVIDIA H100 SXM5 80GB",
+            tensor_flops=989e12,
+            fp32_flops=67e12,
+            bandwidth=3.35e12,
+            l2_bytes=50 * MiB,
+            source=f"{_NV_H100}: BF16 1979 sparse / 989 dense TFLOP/s, FP32 67 TFLOP/s, HBM3 3.35 TB/s",
+        ),
+        DeviceSpec(
+            key="h100-pcie",
+            name="NVIDIA H100 PCIe 80GB",
+            tensor_flops=756e12,
+            fp32_flops=51e12,
+            bandwidth=2.0e12,
+            l2_bytes=50 * MiB,
+            source=f"{_NV_H100}: BF16 1513 sparse / 756 dense TFLOP/s, FP32 51 TFLOP/s, HBM2e 2.0 TB/s",
+        ),
+        DeviceSpec(
+            key="h200-sxm",
+            name="NVIDIA H200 SXM 141GB",
+            tensor_flops=989e12,
+            fp32_flops=67e12,
+            bandwidth=4.8e12,
+            l2_bytes=50 * MiB,
+            source="NVIDIA H200 Tensor Core GPU datasheet (2024): BF16 1979 sparse / 989 dense TFLOP/s, FP32 67 TFLOP/s, HBM3e 4.8 TB/s; L2 as GH100",
+        ),
+        DeviceSpec(
+            key="a100-40gb",
+            name="NVIDIA A100 40GB",
+            tensor_flops=312e12,
+            fp32_flops=19.5e12,
+            bandwidth=1.555e12,
+            l2_bytes=40 * MiB,
+            source=f"{_NV_A100}: BF16 624 sparse / 312 dense TFLOP/s, FP32 19.5 TFLOP/s, HBM2 1,555 GB/s, L2 40 MB",
+        ),
+        DeviceSpec(
+            key="a100-80gb-sxm",
+            name="NVIDIA A100 SXM4 80GB",
+            tensor_flops=312e12,
+            fp32_flops=19.5e12,
+            bandwidth=2.039e12,
+            l2_bytes=40 * MiB,
+            source=f"{_NV_A100}: BF16 312 dense TFLOP/s, FP32 19.5 TFLOP/s, HBM2e 2,039 GB/s (SXM)",
+        ),
+        DeviceSpec(
+            key="a100-80gb-pcie",
+            name="NVIDIA A100 PCIe 80GB",
+            tensor_flops=312e12,
+            fp32_flops=19.5e12,
+            bandwidth=1.935e12,
+            l2_bytes=40 * MiB,
+            source=f"{_NV_A100}: BF16 312 dense TFLOP/s, FP32 19.5 TFLOP/s, HBM2e 1,935 GB/s (PCIe)",
+        ),
+        DeviceSpec(
+            key="l40s",
+            name="NVIDIA L40S",
+            tensor_flops=362e12,
+            fp32_flops=91.6e12,
+            bandwidth=0.864e12,
+            l2_bytes=96 * MiB,
+            source="NVIDIA L40S datasheet (2023): BF16 733 sparse / 362.05 dense TFLOP/s, FP32 91.6 TFLOP/s, GDDR6 864 GB/s; L2 96 MB (Ada whitepaper, AD102)",
+        ),
+        DeviceSpec(
+            key="l4",
+            name="NVIDIA L4",
+            tensor_flops=121e12,
+            fp32_flops=30.3e12,
+            bandwidth=0.300e12,
+            l2_bytes=48 * MiB,
+            source="NVIDIA L4 datasheet (2023): BF16 242 sparse / 121 dense TFLOP/s, FP32 30.3 TFLOP/s, GDDR6 300 GB/s; L2 48 MB (Ada whitepaper, AD104)",
+        ),
+        DeviceSpec(
+            key="rtx-4090",
+            name="NVIDIA GeForce RTX 4090",
+            tensor_flops=165.2e12,
+            fp32_flops=82.6e12,
+            bandwidth=1.008e12,
+            l2_bytes=72 * MiB,
+            source=f"{_NV_ADA}: FP16/BF16 tensor with FP32 accumulate 165.2 dense TFLOP/s (330.3 is FP16 accumulate), FP32 82.6 TFLOP/s, GDDR6X 1,008 GB/s, L2 72 MB",
+        ),
+        DeviceSpec(
+            key="b200",
+            name="NVIDIA B200",
+            tensor_flops=2.25e15,
+            fp32_flops=None,
+            bandwidth=8e12,
+            l2_bytes=None,
+            source="NVIDIA Blackwell datasheet (HGX B200, per GPU): FP16/BF16 4.5 sparse / 2.25 dense PFLOP/s, HBM3e 8 TB/s",
+        ),
+        DeviceSpec(
+            key="mi300x",
+            name="AMD Instinct MI300X",
+            tensor_flops=1307.4e12,
+            fp32_flops=163.4e12,
+            bandwidth=5.3e12,
+            l2_bytes=None,
+            source="AMD Instinct MI300X datasheet (2023): FP16/BF16 2614.9 sparse / 1307.4 dense TFLOP/s, FP32 vector 163.4 TFLOP/s, HBM3 5.3 TB/s",
+        ),
+    )
+}
+
+H100_SXM: DeviceSpec = SPECS["h100-sxm"]
+"""The baseline every report compares against."""

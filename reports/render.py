@@ -1,0 +1,376 @@
+"""Renderers for the roofline report: terminal tables, Markdown, JSON and a log-log plot.
+
+Numbers stay plain in the JSON; only these renderers format them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from reports.roofline import Roof, Row
+
+GROUP_ORDER = (
+    "matmul",
+    "decode attention",
+    "long-context decode",
+    "prefill attention",
+    "tiled attention",
+    "linear attention",
+    "kv-cache append",
+    "generation",
+    "cached vs recompute",
+)
+SHORT_VERDICT = {
+    "memory-bound": "memory",
+    "compute-bound": "compute",
+    "launch-bound": "launch",
+    "unknown roof": "unknown",
+}
+
+
+def si(value: float | None, unit: str, digits: int = 3) -> str:
+    """1.23e10, "FLOP/s" -> "12.3 GFLOP/s"; None -> "-"."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value == 0:
+        return f"0 {unit}"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {prefix}{unit}"
+    return f"{value:.{digits}g} {unit}"
+
+
+def seconds(value: float | None) -> str:
+    """0.00123 -> "1.23 ms"."""
+    if value is None:
+        return "-"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+
+
+def ordered_groups(rows: list[Row]) -> list[tuple[str, list[Row]]]:
+    """Rows grouped by op group, groups in GROUP_ORDER (others after, in order seen)."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[row.record.group].append(row)
+    names = [g for g in GROUP_ORDER if g in groups] + [g for g in groups if g not in GROUP_ORDER]
+    return [(g, groups[g]) for g in names]
+
+
+def roofline_table(rows: list[Row], *, fmt: str = "simple") -> str:
+    """One row per benchmark: time, achieved rates, intensity, roof fraction and verdicts."""
+    short = fmt != "github"
+    headers = [
+        "impl",
+        "op",
+        "case",
+        "dtype",
+        "median ± IQR",
+        "FLOP/s",
+        "bytes/s",
+        "FLOP/B",
+        "roof",
+        "bound here",
+        "FLOP/B bf16",
+        "bound H100",
+        "check",
+        "note",
+    ]
+    body = []
+    for row in rows:
+        r, d, b = row.record, row.device, row.baseline
+        spread = f" ±{seconds(r.spread)}" if r.spread is not None else ""
+        body.append(
+            [
+                r.impl,
+                r.variant,
+                r.case,
+                r.dtype,
+                seconds(r.seconds) + spread,
+                si(d.flop_rate, "FLOP/s"),
+                si(d.byte_rate, "B/s"),
+                number(d.intensity),
+                percent(d.fraction),
+                SHORT_VERDICT.get(d.verdict, d.verdict) if short else d.verdict,
+                number(b.intensity),
+                SHORT_VERDICT.get(b.verdict, b.verdict) if short else b.verdict,
+                "FAIL" if r.failed else r.check,
+                "; ".join(row.notes),
+            ]
+        )
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def generation_table(rows: list[Row], *, fmt: str = "simple") -> str:
+    """TTFT, TPOT (MLPerf) and throughput per generation benchmark."""
+    headers = ["impl", "case", "dtype", "TTFT", "TPOT", "throughput", "tokens", "check"]
+    body = []
+    for row in rows:
+        r = row.record
+        if r.group != "generation" or not r.variant.startswith("TPOT"):
+            continue
+        ex = r.extras
+        body.append(
+            [
+                r.impl,
+                r.case,
+                r.dtype,
+                seconds(ex.get("ttft_s")),
+                seconds(ex.get("tpot_s")),
+                si(ex.get("throughput_tok_s"), "tok/s"),
+                f"{ex.get('B', '?')}x{ex.get('N', '?')}",
+                "FAIL" if r.failed else r.check,
+            ]
+        )
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) if body else ""
+
+
+def cache_table(comparisons: list[dict[str, Any]], *, fmt: str = "simple") -> str:
+    """Cached generation vs full recompute: measured speedup beside the cost model's."""
+    headers = [
+        "impl",
+        "case",
+        "dtype",
+        "cached",
+        "recompute",
+        "speedup",
+        "predicted here",
+        "predicted H100",
+    ]
+    body = [
+        [
+            c["impl"],
+            c["case"],
+            c["dtype"],
+            seconds(c["cached_s"]),
+            seconds(c["recompute_s"]),
+            "-" if c["speedup"] is None else f"{c['speedup']:.1f}x",
+            "-" if c["predicted_speedup"] is None else f"{c['predicted_speedup']:.1f}x",
+            "-" if c["predicted_speedup_h100"] is None else f"{c['predicted_speedup_h100']:.1f}x",
+        ]
+        + (["FAIL"] if c["failed"] else [])
+        for c in comparisons
+    ]
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) if body else ""
+
+
+def roof_line(label: str, roof: Any) -> str:
+    """'label: name — peak P (source), bandwidth W (source), ridge R FLOP/B'."""
+    ridge = getattr(roof, "ridge", None)
+    ridge_text = "unknown" if ridge is None else f"{ridge:.1f} FLOP/B"
+    return (
+        f"{label}: {roof.name} [{roof.dtype}] peak {si(roof.peak_flops, 'FLOP/s')} "
+        f"({roof.peak_source}), bandwidth {si(roof.bandwidth, 'B/s')} "
+        f"({roof.bandwidth_source}), ridge {ridge_text}"
+    )
+
+
+def report_text(
+    rows: list[Row],
+    roofs: dict[str, Any],
+    baseline: Any,
+    comparisons: list[dict[str, Any]],
+    summary: list[str],
+    *,
+    fmt: str = "simple",
+    heading: str = "",
+) -> str:
+    """The whole report as text: roofs, one table per op group, generation, findings."""
+    md = fmt == "github"
+    h2, h3 = ("## ", "### ") if md else ("", "-- ")
+    out = [heading] if heading else []
+    roof_lines = [roof_line(f"device {d}", r) for d, r in roofs.items()]
+    roof_lines.append(roof_line("baseline", baseline))
+    out += [f"- {x}" for x in roof_lines] if md else roof_lines
+    out.append(
+        "bound here: verdict on the device that ran it (measured time under 10 µs: launch); "
+        "FLOP/B bf16 and bound H100: the same op with 2-byte elements on the H100 SXM roof."
+    )
+    for group, members in ordered_groups(rows):
+        out += ["", f"{h3}{group}", roofline_table(members, fmt=fmt)]
+    gen = generation_table(rows, fmt=fmt)
+    if gen:
+        out += ["", f"{h3}generation: TTFT, TPOT = (total - TTFT) / (tokens - 1), throughput", gen]
+    cache = cache_table(comparisons, fmt=fmt)
+    if cache:
+        out += ["", f"{h3}cached generation vs full recompute (N new tokens)", cache]
+    if summary:
+        out += ["", f"{h2}verdicts" if md else "verdicts:"]
+        out += [f"- {line}" for line in summary]
+    failed = [r.record for r in rows if r.record.failed]
+    if failed:
+        out += ["", f"{h2}failing benchmarks" if md else "failing benchmarks:"]
+        out += [f"- {r.impl} {r.group} {r.variant} {r.case}: {r.check}" for r in failed]
+    return "\n".join(out)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` as indented JSON (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    return path
+
+
+MARKERS = {
+    "matmul": "o",
+    "decode attention": "v",
+    "long-context decode": "<",
+    "prefill attention": "^",
+    "tiled attention": "s",
+    "linear attention": "D",
+    "generation": "P",
+    "cached vs recompute": "X",
+}
+
+
+def _roof_curve(ax: Any, roof: Roof, xs: list[float], style: dict[str, Any], label: str) -> None:
+    if roof.peak_flops is None or roof.bandwidth is None:
+        return
+    ys = [min(roof.peak_flops, x * roof.bandwidth) for x in xs]
+    ax.plot(xs, ys, label=label, **style)
+    ridge = roof.peak_flops / roof.bandwidth
+    ax.axvline(ridge, color=style.get("color", "k"), linestyle=":", linewidth=0.8)
+    ax.annotate(
+        f"ridge {ridge:.3g}",
+        (ridge, roof.peak_flops),
+        textcoords="offset points",
+        xytext=(4, 4),
+        fontsize=7,
+        color=style.get("color", "k"),
+    )
+
+
+def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> Path | None:
+    """Log-log roofline PNG: each device roof and the H100 roof, each timed benchmark a point.
+
+    Ops with no FLOPs (KV-cache append) have intensity 0 and can't sit on a log axis; they
+    appear in the tables only.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [
+        r
+        for r in rows
+        if r.device.flop_rate is not None and r.device.flop_rate > 0 and r.device.intensity > 0
+    ]
+    ridges = [
+        r.peak_flops / r.bandwidth
+        for r in (*roofs.values(), baseline)
+        if r.peak_flops and r.bandwidth
+    ]
+    xs = [r.device.intensity for r in points] + ridges + [0.1]
+    lo, hi = min(xs) / 4, max(xs) * 8
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
+    colors = ["tab:blue", "tab:green", "tab:purple", "tab:brown"]
+    for i, (device, roof) in enumerate(roofs.items()):
+        _roof_curve(
+            ax,
+            roof,
+            grid,
+            {"color": colors[i % len(colors)], "linewidth": 2},
+            f"{device}: {roof.name} roof",
+        )
+    _roof_curve(
+        ax,
+        baseline,
+        grid,
+        {"color": "tab:red", "linewidth": 2, "linestyle": "--"},
+        "H100 SXM bf16 roof (baseline)",
+    )
+    impls = sorted({r.record.impl for r in points})
+    palette = ["tab:orange", "tab:cyan", "tab:olive", "tab:pink", "tab:gray", "black"]
+    impl_color = {name: palette[i % len(palette)] for i, name in enumerate(impls)}
+    for r in points:
+        rec = r.record
+        ax.scatter(
+            r.device.intensity,
+            r.device.flop_rate,
+            marker=MARKERS.get(rec.group, "o"),
+            color=impl_color[rec.impl],
+            edgecolors="red" if rec.failed else "black",
+            linewidths=2 if rec.failed else 0.5,
+            s=55,
+            zorder=3,
+        )
+    roof_legend = ax.legend(fontsize=7, loc="upper left", title="roofs", title_fontsize=8)
+    ax.add_artist(roof_legend)
+    from matplotlib.lines import Line2D
+
+    groups = list(dict.fromkeys(r.record.group for r in points))
+    handles = [
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker=MARKERS.get(g, "o"),
+            color="white",
+            markeredgecolor="black",
+            markersize=7,
+            label=g,
+        )
+        for g in groups
+    ] + [
+        Line2D([], [], linestyle="", marker="o", color=impl_color[i], markersize=7, label=i)
+        for i in impls
+    ]
+    if any(r.record.failed for r in points):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="",
+                marker="o",
+                color="white",
+                markeredgecolor="red",
+                markeredgewidth=2,
+                markersize=7,
+                label="failed its check",
+            )
+        )
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        loc="lower right",
+        title="op (marker) · implementation (colour)",
+        title_fontsize=8,
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title("attnspec roofline: benchmarks on the detected device, H100 SXM for reference")
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

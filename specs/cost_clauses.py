@@ -1,0 +1,441 @@
+"""Cost clauses: the FLOP and byte formulas of specs.cost, proven against hand derivations,
+the caches implementations allocate, and the FLOPs torch's FlopCounterMode counts.
+
+The subject of these clauses is a cost model (the module specs.cost, or a mutant namespace
+with the same functions) wrapped in a ``CostSubject``; COST-KV-BYTES pairs it with an
+implementation (whose caches it measures), COST-COUNTED with ``torch_counter()`` (the torch
+implementation's decomposed matmul paths).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.clauses import clause
+from specs.dtypes import BYTES_PER_ELEMENT
+from specs.runner import Target
+from specs.strategies import seeds
+from specs.tolerance import ClauseFailure
+
+# The scaling book's table, X(B×4096) @ W(4096×11008) with 2-byte elements.
+TEXTBOOK_D, TEXTBOOK_F, TEXTBOOK_E = 4096, 11008, 2
+TEXTBOOK_B1 = (90_177_536, 90_207_744, 0.99967)  # FLOPs, bytes, intensity at B = 1
+TEXTBOOK_INTENSITY = {1: 1.0, 16: 15.9, 64: 62.7, 256: 235.8, 512: 437.0}
+H100_PEAK, H100_BANDWIDTH, H100_RIDGE = 989e12, 3.35e12, 295.2
+
+element_sizes = st.sampled_from([0.5, 1, 2, 4, 8])
+
+
+class CostSubject:
+    """A cost model, paired with an implementation (or counter) when a clause needs one.
+
+    Attributes resolve on the model first, then (for the few names in PAIRED) on the
+    paired object, so a clause's ``needs`` names functions of either and a missing one
+    becomes a skip; the rest of the implementation stays hidden from other areas' clauses.
+    """
+
+    PAIRED = (
+        "kv_cache",
+        "asarray",
+        "to_numpy",
+        "counted_attention",
+        "counted_matmul",
+        "counted_decoder",
+    )
+
+    def __init__(self, model: Any, impl: Any = None) -> None:
+        self.model = model
+        self.impl = impl
+        model_name = getattr(model, "name", None) or getattr(model, "__name__", "cost model")
+        self.name = str(model_name) if impl is None else f"{model_name} + {impl.name}"
+        self.dtypes = getattr(impl, "dtypes", None)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in ("model", "impl"):
+            raise AttributeError(attr)
+        if hasattr(self.model, attr):
+            return getattr(self.model, attr)
+        if self.impl is not None and attr in self.PAIRED and hasattr(self.impl, attr):
+            return getattr(self.impl, attr)
+        raise AttributeError(f"{self.name} has no {attr!r}")
+
+
+def torch_counter() -> SimpleNamespace | None:
+    """The torch implementation's decomposed paths (matmuls FlopCounterMode sees), or None."""
+    try:
+        from implementations.torch_impl import attention, decoder, matmul
+        from implementations.torch_impl.dtypes import TORCH_DTYPES
+    except ImportError:
+        return None
+    return SimpleNamespace(
+        name="torch-decomposed",
+        dtypes=tuple(TORCH_DTYPES),
+        counted_attention=attention.attention_grouped,
+        counted_matmul=matmul.matmul,
+        counted_decoder=decoder.decoder,
+    )
+
+
+def exact(cost: Any) -> Fraction:
+    """A cost's intensity as an exact fraction (E may be 0.5; floats convert exactly)."""
+    return Fraction(cost.flops) / Fraction(cost.bytes)
+
+
+def mismatch(what: str, got: Any, want: Any, **details: Any) -> ClauseFailure:
+    return ClauseFailure(f"{what}: got {got!r}, expected {want!r}", got=got, want=want, **details)
+
+
+@clause(
+    "COST-MATMUL",
+    "X(B×D) @ W(D×F) costs 2BDF FLOPs and E(BD+DF+BF) bytes; D=4096, F=11008, E=2 gives "
+    "90,177,536 FLOPs, 90,207,744 bytes, intensity 0.99967 at B=1 and 1.0, 15.9, 62.7, "
+    "235.8, 437.0 at B = 1, 16, 64, 256, 512",
+    needs=("matmul_cost",),
+)
+def cost_matmul(t: Target, data: st.DataObject) -> None:
+    c = t.impl.matmul_cost(1, TEXTBOOK_D, TEXTBOOK_F, TEXTBOOK_E)
+    got = (c.flops, c.bytes, round(c.intensity, 5))
+    if got != TEXTBOOK_B1:
+        raise mismatch(
+            t.where("matmul_cost(1, 4096, 11008, 2) (flops, bytes, intensity)"), got, TEXTBOOK_B1
+        )
+    for B, want in TEXTBOOK_INTENSITY.items():
+        got_i = round(t.impl.matmul_cost(B, TEXTBOOK_D, TEXTBOOK_F, TEXTBOOK_E).intensity, 1)
+        if got_i != want:
+            raise mismatch(t.where(f"matmul_cost({B}, 4096, 11008, 2).intensity"), got_i, want)
+    B = data.draw(st.integers(1, 4096), label="B")
+    D = data.draw(st.integers(1, 16384), label="D")
+    F = data.draw(st.integers(1, 16384), label="F")
+    E = data.draw(element_sizes, label="E")
+    c = t.impl.matmul_cost(B, D, F, E)
+    want = (2 * B * D * F, E * (B * D + D * F + B * F))
+    if (c.flops, c.bytes) != want:
+        raise mismatch(
+            t.where(f"matmul_cost({B}, {D}, {F}, {E}) (flops, bytes)"), (c.flops, c.bytes), want
+        )
+
+
+@clause(
+    "COST-MATMUL-LIMITS",
+    "matmul intensity rises strictly with B, stays below its limit 2DF/E(D+F), is within "
+    "B·(B/D + B/F) of B when E=2, and is symmetric in D and F",
+    needs=("matmul_cost",),
+)
+def cost_matmul_limits(t: Target, data: st.DataObject) -> None:
+    D = data.draw(st.integers(1, 1 << 15), label="D")
+    F = data.draw(st.integers(1, 1 << 15), label="F")
+    E = data.draw(element_sizes, label="E")
+    B1 = data.draw(st.integers(1, 1 << 16), label="B")
+    B2 = B1 + data.draw(st.integers(1, 1 << 16), label="batch increase")
+    low, high = t.impl.matmul_cost(B1, D, F, E), t.impl.matmul_cost(B2, D, F, E)
+    if not exact(low) < exact(high):
+        raise mismatch(
+            t.where(f"matmul_cost intensity for D={D}, F={F}, E={E}: B={B1} -> {B2}"),
+            (low.intensity, high.intensity),
+            "strictly increasing",
+        )
+    limit = Fraction(2 * D * F) / (Fraction(E) * (D + F))
+    if not exact(high) < limit:
+        raise mismatch(
+            t.where(f"matmul_cost({B2}, {D}, {F}, {E}).intensity"),
+            high.intensity,
+            f"< limit {float(limit):.6g}",
+        )
+    small = data.draw(st.integers(1, max(1, min(D, F) // 64)), label="small B")
+    near = exact(t.impl.matmul_cost(small, D, F, 2))
+    slack = Fraction(small) * (Fraction(small, D) + Fraction(small, F))
+    if not (small - slack <= near <= small):
+        raise mismatch(
+            t.where(f"matmul_cost({small}, {D}, {F}, 2).intensity"),
+            float(near),
+            f"within {float(slack):.3g} below B={small}",
+        )
+    swapped = t.impl.matmul_cost(B1, F, D, E)
+    if (low.flops, low.bytes) != (swapped.flops, swapped.bytes):
+        raise mismatch(
+            t.where(f"matmul_cost({B1}, {D}, {F}, {E}) vs matmul_cost({B1}, {F}, {D}, {E})"),
+            (low.flops, low.bytes),
+            (swapped.flops, swapped.bytes),
+        )
+
+
+@clause(
+    "COST-DECODE-ATTN",
+    "a decode step reads the whole cache once: 4·B·Hq·T·D FLOPs, E·B·(2·Hkv·T·D + 2·Hq·D) bytes, "
+    "intensity about (Hq/Hkv)·2/E, independent of batch and nearly of context; batching "
+    "raises matmul intensity but never decode-attention intensity",
+    needs=("decode_attention_cost", "matmul_cost"),
+)
+def cost_decode_attn(t: Target, data: st.DataObject) -> None:
+    B = data.draw(st.integers(1, 256), label="B")
+    Hkv = data.draw(st.integers(1, 16), label="Hkv")
+    G = data.draw(st.integers(1, 16), label="query heads per kv head")
+    T = data.draw(st.integers(1, 1 << 17), label="T")
+    D = data.draw(st.integers(1, 256), label="D")
+    E = data.draw(element_sizes, label="E")
+    Hq = G * Hkv
+    call = f"decode_attention_cost({B}, {Hq}, {Hkv}, {T}, {D}, {E})"
+    c = t.impl.decode_attention_cost(B, Hq, Hkv, T, D, E)
+    want = (4 * B * Hq * T * D, E * B * (2 * Hkv * T * D + 2 * Hq * D))
+    if (c.flops, c.bytes) != want:
+        raise mismatch(t.where(f"{call} (flops, bytes)"), (c.flops, c.bytes), want)
+    rule = Fraction(2 * G) / Fraction(E)
+    if not rule * (1 - Fraction(G, T)) <= exact(c) <= rule:
+        raise mismatch(
+            t.where(f"{call}.intensity"),
+            c.intensity,
+            f"(Hq/Hkv)·2/E = {float(rule):.6g} within a factor 1 - Hq/(Hkv·T)",
+        )
+    more = B + data.draw(st.integers(1, 256), label="batch increase")
+    batched = t.impl.decode_attention_cost(more, Hq, Hkv, T, D, E)
+    if exact(batched) != exact(c):
+        raise mismatch(
+            t.where(f"decode intensity at B={more} vs B={B}"), batched.intensity, c.intensity
+        )
+    m_low, m_high = t.impl.matmul_cost(B, 4096, 4096, E), t.impl.matmul_cost(more, 4096, 4096, E)
+    if not exact(m_high) > exact(m_low):
+        raise mismatch(
+            t.where(f"matmul intensity at B={more} vs B={B}"),
+            m_high.intensity,
+            f"> {m_low.intensity}",
+        )
+
+
+@clause(
+    "COST-KV-BYTES",
+    "kv_cache_bytes is 2 × layers × Hkv × D × T × B × E, and equals the nbytes of the cache "
+    "an implementation allocates for max_len = T tokens",
+    needs=("kv_cache_bytes", "kv_cache"),
+)
+def cost_kv_bytes(t: Target, data: st.DataObject) -> None:
+    layers = data.draw(st.integers(1, 96), label="layers")
+    B = data.draw(st.integers(1, 8), label="B")
+    Hkv = data.draw(st.integers(1, 8), label="Hkv")
+    D = data.draw(st.integers(1, 32), label="D")
+    T = data.draw(st.integers(1, 64), label="T")
+    E = BYTES_PER_ELEMENT[t.dtype]
+    got = t.impl.kv_cache_bytes(layers, B, Hkv, D, T, E)
+    want = 2 * layers * Hkv * D * T * B * E
+    if got != want:
+        raise mismatch(t.where(f"kv_cache_bytes({layers}, {B}, {Hkv}, {D}, {T}, {E})"), got, want)
+    cache = t.guard(
+        f"kv_cache({B}, {Hkv}, {D}, {T}, {t.dtype!r})", t.impl.kv_cache, B, Hkv, D, T, t.dtype
+    )
+    nbytes = t.guard("cache.nbytes", getattr, cache, "nbytes")
+    model = t.impl.kv_cache_bytes(1, B, Hkv, D, T, E)
+    if nbytes != model:
+        raise mismatch(
+            t.where(
+                f"kv_cache({B}, {Hkv}, {D}, {T}, {t.dtype!r}).nbytes vs "
+                f"kv_cache_bytes(1, {B}, {Hkv}, {D}, {T}, {E})"
+            ),
+            nbytes,
+            model,
+        )
+
+
+def count_flops(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int]]:
+    """Run fn under FlopCounterMode; return its result and the FLOPs counted per aten op."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = fn(*args, **kwargs)
+    return out, {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+
+
+MATMUL_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm")
+
+
+def matmul_flops(counts: dict[str, int]) -> int:
+    """The FLOPs counted in matmul-family aten ops (SDPA, counted on some devices, is left out)."""
+    return sum(n for op, n in counts.items() if op in MATMUL_OPS)
+
+
+def check_counted_attention(t: Target, data: st.DataObject) -> None:
+    import torch
+
+    from implementations.torch_impl.dtypes import TORCH_DTYPES
+
+    B = data.draw(st.integers(1, 3), label="B")
+    Hkv = data.draw(st.integers(1, 3), label="Hkv")
+    Hq = Hkv * data.draw(st.integers(1, 4), label="query heads per kv head")
+    Tk = data.draw(st.integers(1, 12), label="Tk")
+    Tq = data.draw(st.integers(1, Tk + 3), label="Tq")
+    D = data.draw(st.integers(1, 12), label="D")
+    Dv = data.draw(st.integers(1, 12), label="Dv")
+    causal = data.draw(st.booleans(), label="causal")
+    E = BYTES_PER_ELEMENT[t.dtype]
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    dt = TORCH_DTYPES[t.dtype]
+    q = torch.tensor(rng.standard_normal((B, Hq, Tq, D)), dtype=dt)  # (B, Hq, Tq, D)
+    k = torch.tensor(rng.standard_normal((B, Hkv, Tk, D)), dtype=dt)  # (B, Hkv, Tk, D)
+    v = torch.tensor(rng.standard_normal((B, Hkv, Tk, Dv)), dtype=dt)  # (B, Hkv, Tk, Dv)
+    call = f"attention_cost({B}, {Hq}, {Hkv}, {Tq}, {Tk}, {D}, {Dv}, {E}, causal={causal})"
+    model = t.impl.attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
+    # A kernel that skips masked keys does, row by row, attention over the keys it sees.
+    counted = 0
+    for i in range(Tq):
+        seen = min(Tk, i + Tk - Tq + 1) if causal else Tk
+        if seen > 0:
+            _, ops = count_flops(
+                t.impl.counted_attention,
+                q[:, :, i : i + 1],
+                k[:, :, :seen],
+                v[:, :, :seen],
+                causal=False,
+            )
+            counted += matmul_flops(ops)
+    if model.flops != counted:
+        raise mismatch(
+            t.where(f"{call}.flops vs FlopCounterMode on attention rows"), model.flops, counted
+        )
+    o = t.impl.counted_attention(q, k, v, causal=False)  # (B, Hq, Tq, Dv)
+    tensors = sum(x.numel() * x.element_size() for x in (q, k, v, o))
+    if model.bytes != tensors:
+        raise mismatch(t.where(f"{call}.bytes vs q, k, v, o nbytes"), model.bytes, tensors)
+
+
+def check_counted_matmul(t: Target, data: st.DataObject) -> None:
+    import torch
+
+    from implementations.torch_impl.dtypes import TORCH_DTYPES
+
+    B, D, F = (data.draw(st.integers(1, 48), label=n) for n in ("B", "D", "F"))
+    E = BYTES_PER_ELEMENT[t.dtype]
+    x = torch.ones(B, D, dtype=TORCH_DTYPES[t.dtype])  # (B, D)
+    w = torch.ones(D, F, dtype=TORCH_DTYPES[t.dtype])  # (D, F)
+    y, ops = count_flops(t.impl.counted_matmul, x, w)  # (B, F)
+    model = t.impl.matmul_cost(B, D, F, E)
+    tensors = sum(a.numel() * a.element_size() for a in (x, w, y))
+    if (model.flops, model.bytes) != (matmul_flops(ops), tensors):
+        raise mismatch(
+            t.where(f"matmul_cost({B}, {D}, {F}, {E}) vs counted FLOPs, x, w, y nbytes"),
+            (model.flops, model.bytes),
+            (matmul_flops(ops), tensors),
+        )
+
+
+def check_counted_decoder(t: Target, data: st.DataObject) -> None:
+    import torch
+
+    from implementations.torch_impl.dtypes import TORCH_DTYPES
+    from specs.decoder_weights import DecoderConfig, make_weights
+
+    Hkv = data.draw(st.integers(1, 2), label="n_kv_heads")
+    config = DecoderConfig(
+        vocab=data.draw(st.integers(2, 40), label="vocab"),
+        d_model=data.draw(st.integers(1, 24), label="d_model"),
+        layers=data.draw(st.integers(1, 2), label="layers"),
+        n_heads=Hkv * data.draw(st.integers(1, 3), label="heads per kv head"),
+        n_kv_heads=Hkv,
+        head_dim=2 * data.draw(st.integers(1, 4), label="head_dim / 2"),
+        d_ff=data.draw(st.integers(1, 32), label="d_ff"),
+        tied_embeddings=data.draw(st.booleans(), label="tied"),
+        max_len=16,
+    )
+    B, P = data.draw(st.integers(1, 2), label="B"), data.draw(st.integers(1, 8), label="P")
+    E = BYTES_PER_ELEMENT[t.dtype]
+    weights = {
+        name: torch.tensor(w, dtype=TORCH_DTYPES[t.dtype])
+        for name, w in make_weights(config, data.draw(seeds(), label="seed")).items()
+    }
+    model = t.impl.counted_decoder(config, weights)
+    token_rng = np.random.default_rng(data.draw(seeds(), label="token seed"))
+    tokens = torch.tensor(token_rng.integers(0, config.vocab, (B, P + 1)))  # (B, P + 1)
+    L, hq, hd = config.layers, config.n_heads, config.head_dim
+    # The decoder's attention is torch SDPA, which FlopCounterMode reports as 0 on CPU and
+    # counts densely elsewhere: compare the matmul FLOPs with the model minus attention.
+    (_, cache), ops = count_flops(model.prefill, tokens[:, :P])
+    attn = L * t.impl.attention_cost(B, hq, Hkv, P, P, hd, hd, E, True).flops
+    want = t.impl.decoder_prefill_cost(config, B, P, E).flops - attn
+    if matmul_flops(ops) != want:
+        raise mismatch(
+            t.where(
+                f"decoder_prefill_cost({config}, B={B}, P={P}) minus attention "
+                "vs counted matmul FLOPs"
+            ),
+            want,
+            matmul_flops(ops),
+        )
+    _, ops = count_flops(model.decode, tokens[:, P:], cache)
+    attn = L * t.impl.attention_cost(B, hq, Hkv, 1, P + 1, hd, hd, E, True).flops
+    want = t.impl.decoder_decode_step_cost(config, B, P, E).flops - attn
+    if matmul_flops(ops) != want:
+        raise mismatch(
+            t.where(
+                f"decoder_decode_step_cost({config}, B={B}, T={P}) minus attention "
+                "vs counted matmul FLOPs"
+            ),
+            want,
+            matmul_flops(ops),
+        )
+
+
+@clause(
+    "COST-COUNTED",
+    "analytic FLOPs equal what FlopCounterMode counts on the torch implementation's matmul "
+    "paths (causal: row by row over the visible keys), and analytic bytes equal the sizes of "
+    "the op's input and output tensors, for matmul, attention and the decoder",
+    needs=(
+        "matmul_cost",
+        "attention_cost",
+        "decoder_prefill_cost",
+        "decoder_decode_step_cost",
+        "counted_attention",
+        "counted_matmul",
+        "counted_decoder",
+    ),
+    examples=0.5,
+)
+def cost_counted(t: Target, data: st.DataObject) -> None:
+    op = data.draw(st.sampled_from(["attention", "matmul", "decoder"]), label="op")
+    {
+        "attention": check_counted_attention,
+        "matmul": check_counted_matmul,
+        "decoder": check_counted_decoder,
+    }[op](t, data)
+
+
+@clause(
+    "COST-RIDGE",
+    "an op is memory-bound iff its intensity < peak FLOP/s ÷ bandwidth; H100 SXM (989e12, "
+    "3.35e12) has ridge 295.2, so matmul B=256 is memory-bound and B=512 compute-bound",
+    needs=("ridge", "is_memory_bound", "attainable_flops", "matmul_cost"),
+)
+def cost_ridge(t: Target, data: st.DataObject) -> None:
+    got = round(t.impl.ridge(H100_PEAK, H100_BANDWIDTH), 1)
+    if got != H100_RIDGE:
+        raise mismatch(t.where("ridge(989e12, 3.35e12)"), got, H100_RIDGE)
+    for B, bound in ((256, True), (512, False)):
+        intensity = t.impl.matmul_cost(B, TEXTBOOK_D, TEXTBOOK_F, TEXTBOOK_E).intensity
+        if t.impl.is_memory_bound(intensity, H100_PEAK, H100_BANDWIDTH) is not bound:
+            raise mismatch(t.where(f"is_memory_bound(matmul B={B}, H100 SXM)"), not bound, bound)
+        roof = t.impl.attainable_flops(intensity, H100_PEAK, H100_BANDWIDTH)
+        want = intensity * H100_BANDWIDTH if bound else H100_PEAK
+        if roof != want:
+            raise mismatch(t.where(f"attainable_flops(matmul B={B}, H100 SXM)"), roof, want)
+    peak = data.draw(st.floats(1e9, 1e16), label="peak FLOP/s")
+    bandwidth = data.draw(st.floats(1e9, 1e13), label="bandwidth")
+    ridge = t.impl.ridge(peak, bandwidth)
+    if ridge != peak / bandwidth:
+        raise mismatch(t.where(f"ridge({peak!r}, {bandwidth!r})"), ridge, peak / bandwidth)
+    below = float(np.nextafter(ridge, 0.0))
+    intensity = data.draw(st.floats(0.0, 1e6), label="intensity")
+    for i in (intensity, ridge, below):
+        got_b = t.impl.is_memory_bound(i, peak, bandwidth)
+        if got_b is not (i < ridge):
+            raise mismatch(
+                t.where(f"is_memory_bound({i!r}, {peak!r}, {bandwidth!r})"), got_b, i < ridge
+            )
+        roof = t.impl.attainable_flops(i, peak, bandwidth)
+        if roof != min(peak, i * bandwidth):
+            raise mismatch(
+                t.where(f"attainable_flops({i!r}, {peak!r}, {bandwidth!r})"),
+                roof,
+                min(peak, i * bandwidth),
+            )

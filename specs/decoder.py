@@ -1,0 +1,325 @@
+"""Decoder clauses: a whole tiny model generates the same logits with and without its KV cache.
+
+Two kinds of subject run these clauses. An implementation with `decoder(config, weights)`
+is built from a drawn DecoderConfig and seeded weights (specs.decoder_weights), so its logits
+can also be compared with the float64 reference (DEC-CROSS-IMPL). An implementation that
+brings its own model provides `model()` (no arguments; returns a ready model) and
+`model_config` (any object or mapping with `vocab` and `max_len`, optionally `tolerance`, a
+normwise relative error, and `d_model`/`d_ff`, which size the default tolerance); only the
+self-consistency clauses run on it. A model has `forward(tokens) -> logits`,
+`prefill(tokens) -> (logits, cache)` and `decode(tokens, cache) -> (logits, cache)`;
+tokens are (B, T) native int64 arrays made with `asarray(tokens, "int64")`, logits are
+(B, T, vocab) in the working dtype.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.clauses import clause
+from specs.decoder_weights import DecoderConfig, make_weights
+from specs.reference.decoder import decoder_forward
+from specs.runner import NotImplementedByImpl, Target
+from specs.strategies import seeds
+from specs.tolerance import ClauseFailure, assert_close, budget, floor
+
+INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
+MAX_T = 12  # longest sequence a clause feeds a model
+USER_REDUCTION = 4096  # reduction length assumed for a user model that does not give d_model
+
+
+@st.composite
+def decoder_configs(draw: st.DrawFn, *, max_len: int = MAX_T) -> DecoderConfig:
+    """Small Llama-style shapes: 1-3 layers, GQA/MQA head groups, tied or untied LM head."""
+    kv_heads = draw(st.integers(1, 2), label="n_kv_heads")
+    group = draw(st.integers(1, 3), label="n_heads / n_kv_heads")
+    return DecoderConfig(
+        vocab=draw(st.integers(2, 64), label="vocab"),
+        d_model=draw(st.integers(8, 32), label="d_model"),
+        layers=draw(st.integers(1, 3), label="layers"),
+        n_heads=kv_heads * group,
+        n_kv_heads=kv_heads,
+        head_dim=draw(st.sampled_from((2, 4, 6, 8, 16)), label="head_dim"),
+        d_ff=draw(st.integers(4, 48), label="d_ff"),
+        tied_embeddings=draw(st.booleans(), label="tied_embeddings"),
+        max_len=draw(st.integers(2, max_len), label="max_len"),
+        rope_base=draw(st.sampled_from((10000.0, 100.0)), label="rope_base"),
+    )
+
+
+@dataclass
+class Subject:
+    """The model under test, what it was built from, and how to name it in messages."""
+
+    model: Any
+    vocab: int
+    max_len: int
+    label: str
+    config: DecoderConfig | None = None  # None: a model brought by the user
+    weights: dict[str, np.ndarray] | None = None  # float64, rounded to the working dtype
+    user_tolerance: float | None = None
+    reduction: int = USER_REDUCTION
+
+
+def user_info(t: Target) -> dict[str, Any]:
+    """`model_config` as a dict; a missing vocab or max_len is the implementation's fault."""
+    cfg = getattr(t.impl, "model_config", None)
+    keys = ("vocab", "max_len", "d_model", "d_ff", "tolerance")
+    if isinstance(cfg, Mapping):
+        info = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+    else:
+        info = {k: getattr(cfg, k) for k in keys if getattr(cfg, k, None) is not None}
+    for key in ("vocab", "max_len"):
+        if not isinstance(info.get(key), int) or info[key] < (2 if key == "vocab" else 1):
+            raise ClauseFailure(
+                f"model_config must give an int {key!r} (vocab >= 2, max_len >= 1), got "
+                f"{info.get(key)!r}\n  in {t.where('model_config')}",
+                misbehaviour="bad model_config",
+            )
+    return info
+
+
+def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Subject:
+    """Build the model: from a drawn config and seed, or the implementation's own `model()`."""
+    if t.has("decoder"):
+        config = data.draw(decoder_configs(), label="config")
+        seed = data.draw(seeds(), label="weight seed")
+        drawn = make_weights(config, seed)
+        weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
+        native = {name: t.native(a) for name, a in weights.items()}
+        label = f"decoder({config}, make_weights(seed={seed}))"
+        model = t.guard(label, t.impl.decoder, config, native)
+        n = max(config.d_model, config.q_dim, config.d_ff, config.max_len)
+        return Subject(model, config.vocab, config.max_len, label, config, weights, None, n)
+    if own_weights or not t.has("model"):
+        raise NotImplementedByImpl(f"not implemented by {t.name}: decoder (or model)")
+    info = user_info(t)
+    n = max(int(info.get("d_model", USER_REDUCTION)), int(info.get("d_ff", 0)), info["max_len"])
+    tol = float(info["tolerance"]) if "tolerance" in info else None
+    model = t.guard("model()", t.impl.model)
+    return Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)
+
+
+def draw_tokens(
+    data: st.DataObject, s: Subject, B: int, T: int, label: str = "token seed"
+) -> np.ndarray:
+    """Token ids (B, T) uniform over the vocabulary."""
+    rng = np.random.default_rng(data.draw(seeds(), label=label))
+    return rng.integers(0, s.vocab, (B, T))  # (B, T)
+
+
+def pair_tolerance(t: Target, s: Subject, tokens: np.ndarray) -> float:
+    """Normwise budget for two of the model's own logits that should agree: 2x its own budget."""
+    if s.config is None or s.weights is None:
+        return s.user_tolerance if s.user_tolerance is not None else 2 * floor(t.dtype, s.reduction)
+    expected = decoder_forward(s.config, s.weights, tokens)
+    baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)
+    return 2 * budget(t.dtype, s.reduction, expected, baseline)
+
+
+def logits_of(t: Target, s: Subject, out: Any, text: str, B: int, T: int) -> np.ndarray:
+    """Checked float64 logits (B, T, vocab) from a native result."""
+    return t.result(out, text, expect_shape=(B, T, s.vocab))
+
+
+def forward(t: Target, s: Subject, tokens: np.ndarray) -> np.ndarray:
+    """model.forward(tokens): logits (B, T, vocab) as float64."""
+    text = f"{s.label}.forward(tokens{tokens.shape})"
+    out = t.guard(text, s.model.forward, t.native(tokens, INDEX_DTYPE))
+    return logits_of(t, s, out, text, *tokens.shape)
+
+
+def cached(t: Target, s: Subject, text: str, out: Any, B: int, T: int) -> tuple[np.ndarray, Any]:
+    """Unpack (logits, cache) from prefill or decode."""
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ClauseFailure(
+            f"returned {type(out).__name__}, expected (logits, cache)\n  in {t.where(text)}",
+            misbehaviour="wrong result",
+            call=t.where(text),
+        )
+    return logits_of(t, s, out[0], text, B, T), out[1]
+
+
+def prefill(t: Target, s: Subject, tokens: np.ndarray) -> tuple[np.ndarray, Any]:
+    """model.prefill(tokens): (logits as float64, native cache)."""
+    text = f"{s.label}.prefill(tokens{tokens.shape})"
+    out = t.guard(text, s.model.prefill, t.native(tokens, INDEX_DTYPE))
+    return cached(t, s, text, out, *tokens.shape)
+
+
+def decode(
+    t: Target, s: Subject, tokens: np.ndarray, cache: Any, at: int
+) -> tuple[np.ndarray, Any]:
+    """model.decode(tokens, cache) with `at` tokens cached: (logits as float64, cache)."""
+    text = f"{s.label}.decode(tokens{tokens.shape}, cache) after {at} tokens"
+    out = t.guard(text, s.model.decode, t.native(tokens, INDEX_DTYPE), cache)
+    return cached(t, s, text, out, *tokens.shape)
+
+
+def run_chunks(t: Target, s: Subject, tokens: np.ndarray, chunks: list[int]) -> np.ndarray:
+    """Prefill the first chunk, decode the others; all logits (B, T, vocab) concatenated."""
+    logits, cache = prefill(t, s, tokens[:, : chunks[0]])
+    parts, start = [logits], chunks[0]
+    for size in chunks[1:]:
+        logits, cache = decode(t, s, tokens[:, start : start + size], cache, start)
+        parts.append(logits)
+        start += size
+    return np.concatenate(parts, axis=1)  # (B, T, vocab)
+
+
+@st.composite
+def splits(draw: st.DrawFn, T: int, *, min_chunks: int = 1, max_chunks: int = 4) -> list[int]:
+    """Chunk lengths (each >= 1) summing to T, drawn as a count and distinct cut points."""
+    if T == 1:
+        return [1]
+    k = draw(st.integers(min(min_chunks, T), min(max_chunks, T)), label="number of chunks")
+    cuts = st.lists(st.integers(1, T - 1), min_size=k - 1, max_size=k - 1, unique=True)
+    edges = [0, *sorted(draw(cuts, label="cut points")), T]
+    return [b - a for a, b in itertools.pairwise(edges)]
+
+
+def batch_and_length(
+    data: st.DataObject, s: Subject, *, min_B: int = 1, min_T: int = 2
+) -> tuple[int, int]:
+    """A batch size and a sequence length that fits the model's max_len."""
+    B = data.draw(st.integers(min_B, 3), label="B")
+    T = data.draw(st.integers(min(min_T, s.max_len), min(s.max_len, MAX_T)), label="T")
+    return B, T
+
+
+@clause(
+    "DEC-CACHED-EQ-FULL",
+    "prefilling P tokens and then decoding the rest one token at a time gives, at every "
+    "position, the logits of a full forward pass over the whole sequence",
+    needs=(),
+)
+def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
+    s = subject(t, data)
+    B, T = batch_and_length(data, s)
+    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    tokens = draw_tokens(data, s, B, T)  # (B, T)
+    full = forward(t, s, tokens)  # (B, T, vocab)
+    steps = run_chunks(t, s, tokens, [P] + [1] * (T - P))  # (B, T, vocab)
+    what = t.where(
+        f"{s.label}: prefill of P={P} tokens, then {T - P} single-token decodes, vs forward "
+        f"of tokens{tokens.shape}"
+    )
+    tol = pair_tolerance(t, s, tokens)
+    assert_close(steps, full, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
+
+
+@clause(
+    "DEC-CHUNKED-PREFILL",
+    "prefilling the first chunk and decoding the remaining chunks of any sizes (several tokens "
+    "per call) gives the logits of a full forward pass",
+    needs=(),
+)
+def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
+    s = subject(t, data)
+    B, T = batch_and_length(data, s)
+    chunks = data.draw(splits(T, min_chunks=min(T, 2)), label="chunk lengths")
+    tokens = draw_tokens(data, s, B, T)  # (B, T)
+    full = forward(t, s, tokens)  # (B, T, vocab)
+    chunked = run_chunks(t, s, tokens, chunks)  # (B, T, vocab)
+    what = t.where(
+        f"{s.label}: prefill then decode in chunks {chunks} vs forward of {tokens.shape}"
+    )
+    tol = pair_tolerance(t, s, tokens)
+    assert_close(chunked, full, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
+
+
+@clause(
+    "DEC-GREEDY-EQ",
+    "greedy generation through the cache picks the same tokens as greedy generation by full "
+    "recompute, wherever the recomputed top-1 logit beats the top-2 by more than the tolerance",
+    needs=(),
+)
+def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
+    s = subject(t, data)
+    B, T = batch_and_length(data, s)
+    P = data.draw(st.integers(1, max(1, T - 1)), label="prompt length P")
+    prompt = draw_tokens(data, s, B, P)  # (B, P)
+    N = T - P + 1  # new tokens; the last one is chosen but never fed back
+    logits, cache = prefill(t, s, prompt)  # (B, P, vocab)
+    by_cache = [logits[:, -1].argmax(-1)]  # (B,) per new token
+    for i in range(1, N):
+        logits, cache = decode(t, s, by_cache[-1][:, None], cache, P + i - 1)  # (B, 1, vocab)
+        by_cache.append(logits[:, -1].argmax(-1))
+    seq, last = prompt, []
+    for _ in range(N):
+        step = forward(t, s, seq)[:, -1]  # (B, vocab)
+        last.append(step)
+        seq = np.concatenate([seq, step.argmax(-1)[:, None]], axis=1)  # (B, len(seq) + 1)
+    tol = pair_tolerance(t, s, seq[:, :T])
+    for b in range(B):
+        for i in range(N):
+            want, got = int(seq[b, P + i]), int(by_cache[i][b])
+            if want == got:
+                continue
+            top = np.sort(last[i][b])  # (vocab,)
+            margin, allowed = top[-1] - top[-2], 2 * tol * float(np.linalg.norm(last[i][b]))
+            if margin > allowed:
+                raise ClauseFailure(
+                    f"batch row {b}, new token {i}: the cached path chose {got} but recompute "
+                    f"chose {want}, whose logit leads by {margin:.3g} > {allowed:.3g} "
+                    f"(2 x tolerance {tol:.3g} x |logits row|)\n  in "
+                    + t.where(f"{s.label}: greedy from prompt{prompt.shape}, {N} new tokens"),
+                    error=float(margin),
+                    tolerance=allowed,
+                    index=[b, i],
+                )
+            break  # a near-tie: past it the two continuations may rightly differ
+
+
+@clause(
+    "DEC-CROSS-IMPL",
+    "forward logits equal the float64 reference decoder's for the same config and seeded "
+    "weights, so every implementation agrees with every other through the common reference",
+    needs=("decoder",),
+)
+def dec_cross_impl(t: Target, data: st.DataObject) -> None:
+    s = subject(t, data, own_weights=True)
+    assert s.config is not None and s.weights is not None
+    B, T = batch_and_length(data, s, min_T=1)
+    tokens = draw_tokens(data, s, B, T)  # (B, T)
+    out = forward(t, s, tokens)  # (B, T, vocab)
+    expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
+    baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
+    what = t.where(f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference")
+    assert_close(out, expected, dtype=t.dtype, n=s.reduction, baseline=baseline, what=what)
+
+
+@clause(
+    "DEC-BATCH-INDEP",
+    "each batch row's logits, from forward and from prefill plus decode, equal those of the "
+    "same row run alone",
+    needs=(),
+)
+def dec_batch_indep(t: Target, data: st.DataObject) -> None:
+    s = subject(t, data)
+    B, T = batch_and_length(data, s, min_B=2)
+    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    b = data.draw(st.integers(0, B - 1), label="batch row")
+    tokens = draw_tokens(data, s, B, T)  # (B, T)
+    row = tokens[b : b + 1]  # (1, T)
+    chunks = [P] + [1] * (T - P)
+    tol = pair_tolerance(t, s, row)
+    paths = (
+        ("forward", forward(t, s, tokens), forward(t, s, row)),
+        (
+            f"prefill P={P} + decode",
+            run_chunks(t, s, tokens, chunks),
+            run_chunks(t, s, row, chunks),
+        ),
+    )
+    for path, together, alone in paths:  # (B, T, vocab), (1, T, vocab)
+        what = t.where(
+            f"{s.label}: batch row {b} of tokens{tokens.shape} vs the row alone ({path})"
+        )
+        assert_close(together[b : b + 1], alone, dtype=t.dtype, n=s.reduction, tol=tol, what=what)

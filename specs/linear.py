@@ -1,0 +1,314 @@
+"""Causal linear attention clauses: every form equals the prefix-accumulator definition.
+
+The forms (parallel `linear_attention`, token-by-token `linear_attention_recurrent`, and
+`linear_attention_chunked`) are cheaper or differently ordered computations of one function;
+the clauses check each against the float64 reference, against each other, across a split of
+the sequence, and across a prefill-then-decode, on awkward lengths (63, 500) that chunk sizes
+do not divide (the flash-linear-attention test habit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.clauses import clause
+from specs.reference import linear as ref
+from specs.runner import Target, call_text
+from specs.strategies import HEAD_DIMS, normal, seeds
+from specs.tolerance import ClauseFailure, assert_close, budget
+
+AWKWARD_T = (63, 64, 65, 127, 500)  # lengths that most chunk sizes do not divide
+LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
+FORMS = ("linear_attention", "linear_attention_recurrent", "linear_attention_chunked")
+
+
+@dataclass(frozen=True)
+class LinShape:
+    """Shapes of one linear-attention call: q, k (B, H, T, Dk), v and the output (B, H, T, Dv)."""
+
+    B: int
+    H: int
+    T: int
+    Dk: int
+    Dv: int
+
+    @property
+    def qk(self) -> tuple[int, int, int, int]:
+        return (self.B, self.H, self.T, self.Dk)
+
+    @property
+    def v(self) -> tuple[int, int, int, int]:
+        return (self.B, self.H, self.T, self.Dv)
+
+    def o(self, T: int | None = None) -> tuple[int, int, int, int]:
+        """The output shape for `T` positions (default: all of them)."""
+        return (self.B, self.H, self.T if T is None else T, self.Dv)
+
+
+@st.composite
+def lin_shapes(draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40) -> LinShape:
+    """Batch, heads, head dims and a length: short, or one of the awkward long ones."""
+    T = draw(st.one_of(st.integers(min_T, max_T), st.sampled_from(AWKWARD_T)), label="T")
+    long = T > max_T
+    B = draw(st.integers(1, 1 if long else 3), label="B")
+    H = draw(st.integers(1, 2 if long else 3), label="H")
+    Dk = draw(st.sampled_from(HEAD_DIMS), label="Dk")
+    Dv = draw(st.one_of(st.just(Dk), st.sampled_from(HEAD_DIMS)), label="Dv")
+    return LinShape(B, H, T, Dk, Dv)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keyword arguments every form takes: feature map and the normaliser's eps."""
+
+    feature_map: str
+    eps: float
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"feature_map": self.feature_map, "eps": self.eps}
+
+
+def options() -> st.SearchStrategy[Options]:
+    """Feature map (ReLU or elu+1) and eps (the default 1e-6 or a larger one)."""
+    return st.builds(
+        Options,
+        feature_map=st.sampled_from(ref.FEATURE_MAPS),
+        eps=st.sampled_from([1e-6, 1e-2]),
+    )
+
+
+def draw_qkv(
+    t: Target, data: st.DataObject, shape: LinShape
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k, v for `shape`, rounded onto the working dtype."""
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    q = normal(rng, shape.qk)  # (B, H, T, Dk)
+    k = normal(rng, shape.qk)  # (B, H, T, Dk)
+    v = normal(rng, shape.v)  # (B, H, T, Dv)
+    return t.inputs(q, k, v)
+
+
+def reduction(shape: LinShape) -> int:
+    """The longest reduction: the prefix sums over T, or the feature dot products over Dk."""
+    return max(shape.T, shape.Dk)
+
+
+def ref_budget(
+    t: Target,
+    shape: LinShape,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    opts: Options,
+    *,
+    causal: bool = True,
+) -> tuple[np.ndarray, float]:
+    """The float64 reference output and the error budget for an output compared to it."""
+    expected = ref.linear_attention_ref(q, k, v, causal=causal, **opts.kwargs)
+    baseline = ref.linear_attention_plain(q, k, v, causal=causal, precision=t.dtype, **opts.kwargs)
+    return expected, budget(t.dtype, reduction(shape), expected, baseline)
+
+
+def parallel(
+    t: Target, q: np.ndarray, k: np.ndarray, v: np.ndarray, opts: Options, *, causal: bool = True
+) -> np.ndarray:
+    """The parallel form's output, checked for shape and dtype."""
+    shape = (*q.shape[:3], v.shape[-1])
+    return t.call("linear_attention", q, k, v, causal=causal, expect_shape=shape, **opts.kwargs)
+
+
+def stateful(
+    t: Target,
+    op: str,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    opts: Options,
+    *,
+    state: Any = None,
+    **kwargs: Any,
+) -> tuple[np.ndarray, Any]:
+    """Run a form that returns (o, state); the state stays native, to be passed back as is."""
+    __tracebackhide__ = True
+    natives = tuple(t.native(x) for x in (q, k, v))
+    shown = {**kwargs, **opts.kwargs, "state": None if state is None else "<carried>"}
+    text = call_text(op, natives, shown)
+    before = [t.numpy(x) for x in natives]
+    out = t.guard(text, getattr(t.impl, op), *natives, state=state, **kwargs, **opts.kwargs)
+    t.unchanged(natives, before, text)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ClauseFailure(
+            f"returned {type(out).__name__}, expected (o, state)\n  in {t.where(text)}",
+            misbehaviour="wrong result",
+            call=t.where(text),
+        )
+    return t.result(out[0], text, (*q.shape[:3], v.shape[-1])), out[1]
+
+
+def run_form(
+    t: Target, op: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, opts: Options, chunk_size: int
+) -> np.ndarray:
+    """The causal output of form `op` on the whole sequence from an empty state."""
+    if op == "linear_attention":
+        return parallel(t, q, k, v, opts)
+    extra = {"chunk_size": chunk_size} if op == "linear_attention_chunked" else {}
+    return stateful(t, op, q, k, v, opts, **extra)[0]
+
+
+def chunk_sizes(T: int) -> st.SearchStrategy[int]:
+    """Chunk sizes from 1 to a little past T."""
+    return st.integers(1, T + 3)
+
+
+@clause(
+    "LIN-REF",
+    "the parallel form equals the float64 prefix-accumulator definition, causal or not, "
+    "for the ReLU and elu+1 feature maps",
+    needs=("linear_attention",),
+)
+def lin_ref(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(lin_shapes(), label="shape")
+    opts = data.draw(options(), label="options")
+    q, k, v = draw_qkv(t, data, shape)
+    out = parallel(t, q, k, v, opts, causal=causal)
+    expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
+    what = t.where(
+        f"linear_attention(q{shape.qk}, k{shape.qk}, v{shape.v}, causal={causal}, "
+        f"feature_map={opts.feature_map!r}, eps={opts.eps})"
+    )
+    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
+
+
+@clause(
+    "LIN-NO-FUTURE",
+    "replacing q, k, v at positions after i leaves every output at positions up to i "
+    "unchanged, in every form provided (a leaked weight of 1e-3 is caught)",
+    needs=("linear_attention",),
+)
+def lin_no_future(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    opts = data.draw(options(), label="options")
+    kept = data.draw(st.integers(1, shape.T - 1), label="positions kept")
+    chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
+    q, k, v = draw_qkv(t, data, shape)
+    rng = np.random.default_rng(data.draw(seeds(), label="perturbation seed"))
+    q2, k2, v2 = q.copy(), k.copy(), v.copy()
+    future = q2[:, :, kept:].shape  # (B, H, T - kept, Dk)
+    q2[:, :, kept:] = normal(rng, future, 10.0)
+    # Positive keys: a ReLU feature map cannot zero out the leaked weight.
+    k2[:, :, kept:] = np.abs(normal(rng, future, 10.0))
+    v2[:, :, kept:] = normal(rng, v2[:, :, kept:].shape, LEAK_SCALE)
+    q2, k2, v2 = t.inputs(q2, k2, v2)
+    for op in (f for f in FORMS if t.has(f)):
+        before = run_form(t, op, q, k, v, opts, chunk)[:, :, :kept]  # (B, H, kept, Dv)
+        after = run_form(t, op, q2, k2, v2, opts, chunk)[:, :, :kept]  # (B, H, kept, Dv)
+        what = t.where(
+            f"{op}(q{shape.qk}, k{shape.qk}, v{shape.v}, feature_map={opts.feature_map!r}"
+            + (f", chunk_size={chunk}" if op.endswith("chunked") else "")
+            + f"): positions 0..{kept - 1} changed when positions {kept}..{shape.T - 1} "
+            "(their future) were replaced"
+        )
+        assert_close(after, before, dtype=t.dtype, n=reduction(shape), what=what)
+
+
+@clause(
+    "LIN-FORMS-AGREE",
+    "the recurrent and chunked forms equal the parallel form, for chunk sizes that do and "
+    "do not divide T",
+    needs=FORMS,
+)
+def lin_forms_agree(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(lin_shapes(), label="shape")
+    opts = data.draw(options(), label="options")
+    T = shape.T
+    dividing = data.draw(
+        st.sampled_from([c for c in range(1, T + 1) if T % c == 0]), label="chunk size dividing T"
+    )
+    other = data.draw(
+        st.sampled_from([c for c in range(2, T + 4) if T % c]), label="chunk size not dividing T"
+    )
+    q, k, v = draw_qkv(t, data, shape)
+    want = parallel(t, q, k, v, opts)
+    _, tol = ref_budget(t, shape, q, k, v, opts)
+    runs = [("linear_attention_recurrent", {})] + [
+        ("linear_attention_chunked", {"chunk_size": c}) for c in (dividing, other)
+    ]
+    for op, extra in runs:
+        got, _ = stateful(t, op, q, k, v, opts, **extra)
+        what = t.where(
+            f"{op}(q{shape.qk}, k{shape.qk}, v{shape.v}, feature_map={opts.feature_map!r}"
+            + "".join(f", {key}={val}" for key, val in extra.items())
+            + ") vs linear_attention (the parallel form)"
+        )
+        assert_close(got, want, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)
+
+
+@st.composite
+def cut_points(draw: st.DrawFn, T: int) -> list[int]:
+    """One to three positions 0 < s < T where the sequence is split."""
+    return sorted(draw(st.sets(st.integers(1, T - 1), min_size=1, max_size=3), label="splits"))
+
+
+@clause(
+    "LIN-SPLIT-RESUME",
+    "running the chunked form over positions [0, s) and then [s, T) from the carried state "
+    "equals one pass from an empty state, for any s (and a call without a state starts empty)",
+    needs=("linear_attention_chunked",),
+)
+def lin_split_resume(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    opts = data.draw(options(), label="options")
+    chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
+    cuts = data.draw(cut_points(shape.T), label="split at")
+    q, k, v = draw_qkv(t, data, shape)
+    op = "linear_attention_chunked"
+    whole, _ = stateful(t, op, q, k, v, opts, chunk_size=chunk)
+    pieces, state = [], None
+    for a, b in zip([0, *cuts], [*cuts, shape.T], strict=True):
+        piece = (x[:, :, a:b] for x in (q, k, v))  # (B, H, b - a, D) each
+        o, state = stateful(t, op, *piece, opts, state=state, chunk_size=chunk)
+        pieces.append(o)
+    _, tol = ref_budget(t, shape, q, k, v, opts)
+    what = t.where(
+        f"{op}(q{shape.qk}, k{shape.qk}, v{shape.v}, chunk_size={chunk}, "
+        f"feature_map={opts.feature_map!r}) split at {cuts} with the state carried, vs one pass"
+    )
+    got = np.concatenate(pieces, axis=2)  # (B, H, T, Dv)
+    assert_close(got, whole, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)
+
+
+@clause(
+    "LIN-DECODE-EQ-PREFILL",
+    "after a chunked prefill of P tokens, recurrent steps of one token each from the carried "
+    "state give the same outputs as running all P+N tokens at once",
+    needs=("linear_attention_chunked", "linear_attention_recurrent"),
+)
+def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
+    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    opts = data.draw(options(), label="options")
+    N = data.draw(st.integers(1, min(8, shape.T - 1)), label="decode steps N")
+    P = shape.T - N
+    chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
+    q, k, v = draw_qkv(t, data, shape)
+    chunked, recurrent = "linear_attention_chunked", "linear_attention_recurrent"
+    whole, _ = stateful(t, chunked, q, k, v, opts, chunk_size=chunk)
+    o, state = stateful(t, chunked, *(x[:, :, :P] for x in (q, k, v)), opts, chunk_size=chunk)
+    steps = [o]
+    for i in range(P, shape.T):
+        token = (x[:, :, i : i + 1] for x in (q, k, v))  # (B, H, 1, D) each
+        o, state = stateful(t, recurrent, *token, opts, state=state)
+        steps.append(o)
+    _, tol = ref_budget(t, shape, q, k, v, opts)
+    what = t.where(
+        f"linear_attention_chunked(chunk_size={chunk}) prefill of {P} tokens then {N} "
+        f"linear_attention_recurrent steps, q{shape.qk}, v{shape.v}, "
+        f"feature_map={opts.feature_map!r}, vs all {shape.T} tokens at once"
+    )
+    got = np.concatenate(steps, axis=2)  # (B, H, T, Dv)
+    assert_close(got, whole, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)

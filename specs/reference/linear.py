@@ -1,0 +1,117 @@
+"""Float64 reference for causal linear attention (the prefix-accumulator definition), and the
+plain parallel computation in a working dtype whose error sets the tolerance budget.
+
+Katharopoulos et al., "Transformers are RNNs" (ICML 2020), eqs. 4-9:
+    S_i = sum_{j<=i} phi(k_j) v_j^T,   z_i = sum_{j<=i} phi(k_j),
+    y_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps).
+Written as the plain loop over positions so that it is obviously right; speed is
+not a goal. Shapes: q, k (B, H, T, Dk), v (B, H, T, Dv).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specs.dtypes import round_to
+
+FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
+
+LinearState = tuple[np.ndarray, np.ndarray]
+
+
+def feature_map_ref(x: np.ndarray, name: str) -> np.ndarray:
+    """phi(x) in float64: "relu" is max(x, 0); "elu1" is elu(x) + 1 (Katharopoulos et al.)."""
+    x = np.asarray(x, dtype=np.float64)  # (..., Dk)
+    if name == "relu":
+        return np.maximum(x, 0.0)  # (..., Dk)
+    if name == "elu1":
+        return np.where(x > 0, x + 1.0, np.exp(np.minimum(x, 0.0)))  # (..., Dk)
+    raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {name!r}")
+
+
+def linear_state_ref(
+    k: np.ndarray, v: np.ndarray, *, feature_map: str = "relu", state: LinearState | None = None
+) -> LinearState:
+    """Final state (S, z) after all T positions: S (B, H, Dk, Dv), z (B, H, Dk)."""
+    fk = feature_map_ref(k, feature_map)  # (B, H, T, Dk)
+    v = np.asarray(v, dtype=np.float64)  # (B, H, T, Dv)
+    s = np.einsum("bhtk,bhtv->bhkv", fk, v)  # (B, H, Dk, Dv)
+    z = fk.sum(axis=2)  # (B, H, Dk)
+    if state is not None:
+        s = s + np.asarray(state[0], dtype=np.float64)  # (B, H, Dk, Dv)
+        z = z + np.asarray(state[1], dtype=np.float64)  # (B, H, Dk)
+    return s, z
+
+
+def linear_attention_ref(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool = True,
+    feature_map: str = "relu",
+    eps: float = 1e-6,
+    state: LinearState | None = None,
+) -> np.ndarray:
+    """Prefix-accumulator output y (B, H, T, Dv) in float64.
+
+    `state` is an initial (S, z) added to every prefix sum (the carried state of a
+    preceding segment). Non-causal: every position uses the sums over all T positions.
+    """
+    fq = feature_map_ref(q, feature_map)  # (B, H, T, Dk)
+    fk = feature_map_ref(k, feature_map)  # (B, H, T, Dk)
+    v = np.asarray(v, dtype=np.float64)  # (B, H, T, Dv)
+    b, h, t, dk = fq.shape
+    dv = v.shape[-1]
+    s = np.zeros((b, h, dk, dv))  # (B, H, Dk, Dv)
+    z = np.zeros((b, h, dk))  # (B, H, Dk)
+    if state is not None:
+        s = s + np.asarray(state[0], dtype=np.float64)  # (B, H, Dk, Dv)
+        z = z + np.asarray(state[1], dtype=np.float64)  # (B, H, Dk)
+    if not causal:
+        s = s + np.einsum("bhtk,bhtv->bhkv", fk, v)  # (B, H, Dk, Dv)
+        z = z + fk.sum(axis=2)  # (B, H, Dk)
+    y = np.zeros((b, h, t, dv))  # (B, H, T, Dv)
+    for i in range(t):
+        if causal:
+            s = s + fk[:, :, i, :, None] * v[:, :, i, None, :]  # (B, H, Dk, Dv)
+            z = z + fk[:, :, i]  # (B, H, Dk)
+        num = np.einsum("bhk,bhkv->bhv", fq[:, :, i], s)  # (B, H, Dv)
+        den = np.einsum("bhk,bhk->bh", fq[:, :, i], z) + eps  # (B, H)
+        y[:, :, i] = num / den[..., None]
+    return y
+
+
+WORK = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
+
+
+def linear_attention_plain(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool = True,
+    feature_map: str = "relu",
+    eps: float = 1e-6,
+    precision: str = "float32",
+) -> np.ndarray:
+    """The parallel form A = tril(phi(Q) phi(K)^T), y = A V / (A 1 + eps), run in `precision`.
+
+    This is the "plain same-precision computation" of the tolerance rule; bfloat16, which
+    numpy lacks, runs in float32 and rounds each stored intermediate to bfloat16.
+    """
+    work = WORK[precision]
+
+    def rnd(x: np.ndarray) -> np.ndarray:
+        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+
+    fq = rnd(feature_map_ref(q, feature_map).astype(work))  # (B, H, T, Dk)
+    fk = rnd(feature_map_ref(k, feature_map).astype(work))  # (B, H, T, Dk)
+    # A plain float16 computation may overflow; its error is then NaN and the budget's floor rules.
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = rnd(fq @ fk.swapaxes(-1, -2))  # (B, H, T, T)
+        if causal:
+            a = np.tril(a)  # (B, H, T, T)
+        num = rnd(a @ np.asarray(v, work))  # (B, H, T, Dv)
+        den = rnd(a.sum(axis=-1, keepdims=True) + work(eps))  # (B, H, T, 1)
+        return rnd(num / den).astype(np.float64)  # (B, H, T, Dv)

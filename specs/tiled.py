@@ -1,0 +1,183 @@
+"""Tiled (FlashAttention-style) attention clauses: block-wise online softmax equals attention.
+
+Source of the method: Dao et al., "FlashAttention" (NeurIPS 2022), Algorithm 1. Block sizes
+are drawn as 1, as sizes that need not divide T, and as sizes larger than T.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.attention import draw_qkv, reduction
+from specs.clauses import clause
+from specs.dtypes import UNIT_ROUNDOFF, round_to
+from specs.reference import attention as ref
+from specs.runner import NotImplementedByImpl, Target, call_text
+from specs.strategies import AttnShape, attn_shapes, scales
+from specs.tolerance import ClauseFailure, assert_close, budget
+
+
+def block_sizes(T: int) -> st.SearchStrategy[int]:
+    """1, a size up to T (usually not dividing it), or a size larger than T."""
+    return st.one_of(st.just(1), st.integers(1, max(T, 1)), st.integers(T + 1, 2 * T + 8))
+
+
+def draw_blocks(data: st.DataObject, shape: AttnShape) -> tuple[int, int]:
+    """block_q and block_k for `shape`."""
+    block_q = data.draw(block_sizes(shape.Tq), label="block_q")
+    block_k = data.draw(block_sizes(shape.Tk), label="block_k")
+    return block_q, block_k
+
+
+def tiled(
+    t: Target, shape: AttnShape, q: np.ndarray, k: np.ndarray, v: np.ndarray, **kwargs: Any
+) -> np.ndarray:
+    """The implementation's tiled attention output, checked for shape and dtype."""
+    return t.call("tiled_attention", q, k, v, expect_shape=shape.o, **kwargs)
+
+
+def lse_reference(
+    q: np.ndarray,
+    k: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    precision: str = "float64",
+) -> np.ndarray:
+    """log sum_j exp(scale q k_j^T) over the visible keys (B, Hq, Tq); -inf where none is visible.
+
+    In a working `precision` this is the plain max-subtracted computation (the baseline).
+    """
+    work = ref.WORK[precision]
+
+    def rnd(x: np.ndarray) -> np.ndarray:
+        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+
+    _, Hq, Tq, D = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    kk = ref.expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
+    s = rnd(rnd(np.asarray(q, work) @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
+    visible = ref.causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1)  # (B, Hq, Tq)
+    m_safe = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hq, Tq)
+    total = rnd(np.exp(s - m_safe[..., None]).sum(axis=-1))  # (B, Hq, Tq)
+    with np.errstate(divide="ignore"):
+        lse = rnd(m_safe + np.log(total))  # (B, Hq, Tq)
+    return lse.astype(np.float64)
+
+
+def supports_lse(t: Target) -> bool:
+    """Whether tiled_attention accepts return_lse (by name or through **kwargs)."""
+    try:
+        params = inspect.signature(t.impl.tiled_attention).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to read: try it
+    return any(p.name == "return_lse" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+@clause(
+    "FLASH-EQ-ATTN",
+    "tiled attention equals the float64 attention reference for any block sizes (1, sizes "
+    "that do not divide T, sizes larger than T), causal or not, with GQA/MQA",
+    needs=("tiled_attention",),
+)
+def flash_eq_attn(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    block_q, block_k = draw_blocks(data, shape)
+    scale = data.draw(scales(), label="scale")
+    q, k, v = draw_qkv(t, data, shape)
+    out = tiled(t, shape, q, k, v, causal=causal, scale=scale, block_q=block_q, block_k=block_k)
+    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
+    what = t.where(
+        f"tiled_attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale}, "
+        f"block_q={block_q}, block_k={block_k})"
+    )
+    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), baseline=baseline, what=what)
+
+
+@clause(
+    "FLASH-LSE",
+    "with return_lse=True, tiled attention also returns the log-sum-exp of each query's "
+    "scaled, masked logits (B, Hq, Tq), equal to the float64 reference",
+    needs=("tiled_attention",),
+)
+def flash_lse(t: Target, data: st.DataObject) -> None:
+    if not supports_lse(t):
+        raise NotImplementedByImpl(f"{t.name}'s tiled_attention does not support return_lse")
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    block_q, block_k = draw_blocks(data, shape)
+    scale = data.draw(scales(), label="scale")
+    q, k, v = draw_qkv(t, data, shape)
+    kwargs = {"causal": causal, "scale": scale, "block_q": block_q, "block_k": block_k}
+    natives = tuple(t.native(x) for x in (q, k, v))
+    text = call_text("tiled_attention", natives, {**kwargs, "return_lse": True})
+    before = [t.numpy(x) for x in natives]
+    out = t.guard(text, t.impl.tiled_attention, *natives, return_lse=True, **kwargs)
+    t.unchanged(natives, before, text)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise ClauseFailure(
+            f"returned {type(out).__name__}, expected (o, lse)\n  in {t.where(text)}",
+            misbehaviour="wrong result",
+            call=t.where(text),
+        )
+    o = t.result(out[0], text, shape.o)
+    lse = t.numpy(out[1], text)
+    expected = lse_reference(q, k, causal=causal, scale=scale)
+    baseline = lse_reference(q, k, causal=causal, scale=scale, precision=t.dtype)
+    assert_close(
+        lse,
+        expected,
+        dtype=t.dtype,
+        n=reduction(shape),
+        baseline=baseline,
+        what=t.where(f"the lse (B, Hq, Tq) of {text}"),
+    )
+    expected_o = ref.attention(q, k, v, causal=causal, scale=scale)
+    baseline_o = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
+    assert_close(
+        o,
+        expected_o,
+        dtype=t.dtype,
+        n=reduction(shape),
+        baseline=baseline_o,
+        what=t.where(f"the output of {text}"),
+    )
+
+
+@clause(
+    "FLASH-STABLE",
+    "logits in the thousands, spread over many key blocks, give finite outputs equal to the "
+    "reference (the running max is subtracted)",
+    needs=("tiled_attention",),
+)
+def flash_stable(t: Target, data: st.DataObject) -> None:
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    block_q = data.draw(st.integers(1, max(shape.Tq // 2, 1)), label="block_q")
+    block_k = data.draw(st.integers(1, max(shape.Tk // 2, 1)), label="block_k")
+    q, k, v = draw_qkv(t, data, shape)
+    target_logit = data.draw(st.floats(1e3, 5e3), label="logit size")
+    scale = target_logit / max(float(np.max(np.abs(ref.logits(q, k)))), 1e-6)
+    out = tiled(t, shape, q, k, v, causal=causal, scale=scale, block_q=block_q, block_k=block_k)
+    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
+    what = t.where(
+        f"tiled_attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, "
+        f"scale={scale:.4g}, block_q={block_q}, block_k={block_k}) with logits up to "
+        f"{target_logit:.0f}"
+    )
+    # As in ATTN-STABLE: a logit of size L stored in precision u moves its weight by about u*L.
+    tol = max(
+        budget(t.dtype, reduction(shape), expected, baseline),
+        4 * UNIT_ROUNDOFF[t.dtype] * target_logit,
+    )
+    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)

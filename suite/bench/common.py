@@ -1,0 +1,138 @@
+"""What every benchmark shares: skips for missing ops, fresh native inputs, reference checks.
+
+Each benchmark gets fresh inputs every round (a result cached by the implementation can't
+fake speed), then compares the output of its last timed call with the float64 reference of
+specs/reference under the same tolerance rule as the matching clause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reports import timing
+from reports.bench_plugin import Bench, Timed
+from specs.dtypes import round_to
+from specs.reference import attention as attn_ref
+from specs.tolerance import assert_close, budget
+
+
+def need(impl: Any, dtype: str, *ops: str) -> None:
+    """Skip unless `impl` provides every op in `ops` and supports `dtype`."""
+    name = getattr(impl, "name", type(impl).__name__)
+    absent = [op for op in ops if not callable(getattr(impl, op, None))]
+    if absent:
+        pytest.skip(f"not implemented by {name}: {', '.join(absent)}")
+    dtypes = getattr(impl, "dtypes", None)
+    if dtypes is not None and dtype not in dtypes:
+        pytest.skip(f"dtype {dtype} not supported by {name} (supports {', '.join(dtypes)})")
+
+
+class Inputs:
+    """Seeded standard-normal inputs in an implementation's native arrays and dtype."""
+
+    def __init__(self, impl: Any, dtype: str, seed: int = 0) -> None:
+        self.impl, self.dtype = impl, dtype
+        self.rng = np.random.default_rng(seed)
+
+    def normal(self, *shape: int) -> Any:
+        """A fresh native array of standard-normal values."""
+        return self.impl.asarray(self.rng.standard_normal(shape, dtype=np.float32), self.dtype)
+
+    def numpy(self, x: Any) -> np.ndarray:
+        """The exact values of a native array, as float64."""
+        return np.asarray(self.impl.to_numpy(x), dtype=np.float64)
+
+
+def output(impl: Any, y: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A native result as float64, failing clearly on a wrong shape."""
+    out = np.asarray(impl.to_numpy(y), dtype=np.float64)
+    if out.shape != tuple(shape):
+        raise AssertionError(f"returned shape {out.shape}, expected {tuple(shape)} in {what}")
+    return out
+
+
+def attention_reference(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, precision: str = "float64"
+) -> np.ndarray:
+    """specs.reference.attention, one (batch row, query head) at a time to bound memory."""
+    B, Hq, Tq, _ = q.shape
+    G = Hq // k.shape[1]
+    out = np.empty((B, Hq, Tq, v.shape[-1]))  # (B, Hq, Tq, Dv)
+    for b in range(B):
+        for h in range(Hq):
+            kv = slice(h // G, h // G + 1)
+            out[b : b + 1, h : h + 1] = attn_ref.attention(
+                q[b : b + 1, h : h + 1],
+                k[b : b + 1, kv],
+                v[b : b + 1, kv],
+                causal=causal,
+                precision=precision,
+            )  # (1, 1, Tq, Dv)
+    return out
+
+
+def check_attention(
+    inputs: Inputs, y: Any, q: Any, k: Any, v: Any, *, causal: bool, what: str
+) -> None:
+    """The attention output equals the float64 reference within ATTN-REF's budget."""
+    qn, kn, vn = inputs.numpy(q), inputs.numpy(k), inputs.numpy(v)
+    out = output(inputs.impl, y, (*qn.shape[:3], vn.shape[-1]), what)
+    expected = attention_reference(qn, kn, vn, causal=causal)
+    baseline = attention_reference(qn, kn, vn, causal=causal, precision=inputs.dtype)
+    n = max(qn.shape[-1], kn.shape[2])
+    assert_close(out, expected, dtype=inputs.dtype, n=n, baseline=baseline, what=what)
+
+
+def check_matmul(inputs: Inputs, y: Any, x: Any, w: Any, *, what: str) -> None:
+    """X @ W equals the float64 product within the budget of a same-precision product."""
+    xn, wn = inputs.numpy(x), inputs.numpy(w)
+    out = output(inputs.impl, y, (xn.shape[0], wn.shape[1]), what)
+    expected = xn @ wn  # (B, F)
+    work = np.float32 if inputs.dtype == "bfloat16" else np.dtype(inputs.dtype)
+    baseline = round_to(xn.astype(work) @ wn.astype(work), inputs.dtype)  # (B, F)
+    tol = budget(inputs.dtype, xn.shape[1], expected, baseline)
+    assert_close(out, expected, dtype=inputs.dtype, n=xn.shape[1], tol=tol, what=what)
+
+
+def measure(
+    bench: Bench,
+    impl: Any,
+    dtype: str,
+    fn: Callable[..., Any],
+    make_args: Callable[[], tuple[Any, ...]],
+    *,
+    group: str,
+    variant: str,
+    case: str,
+    shape: dict[str, Any],
+    cost: Callable[[float], Any],
+    clause: str,
+    check: Callable[[Timed], None],
+    extras: dict[str, Any] | None = None,
+    max_rounds: int | None = None,
+) -> Timed:
+    """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong."""
+    device = timing.device_of(impl)
+    kwargs = {} if max_rounds is None else {"max_rounds": max_rounds}
+    timed = bench.run(fn, make_args, device=device, **kwargs)
+    verdict = bench.verify(clause, lambda: check(timed))
+    record = bench.record(
+        timed,
+        impl=impl.name,
+        device=device,
+        dtype=dtype,
+        group=group,
+        variant=variant,
+        case=case,
+        shape=shape,
+        cost=cost,
+        clause=clause,
+        check=verdict,
+        extras=extras,
+    )
+    bench.fail_if(record)
+    return timed

@@ -1,0 +1,87 @@
+"""Attention: decode over a growing cache (the memory wall) and causal prefill over T."""
+
+import pytest
+
+from reports import timing
+from specs.cost import attention_cost, decode_attention_cost
+from specs.dtypes import BYTES_PER_ELEMENT
+from suite.bench.common import Inputs, check_attention, measure, need
+
+pytestmark = pytest.mark.bench
+
+
+def decode(bench, impl, dtype, case, group):
+    """Time one query token per sequence over a T-token cache, beside a copy-bandwidth figure.
+
+    The copy bandwidth (read + write, STREAM's convention) is measured just before, on
+    buffers the size of the cache, so the ratio compares like with like on a shared machine.
+    """
+    need(impl, dtype, "attention")
+    B, Hq, Hkv, D, T = (case[k] for k in ("B", "Hq", "Hkv", "D", "T"))
+    inputs = Inputs(impl, dtype)
+    k = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
+    v = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
+    device = timing.device_of(impl)
+    extras = {}
+    if bench.timed:
+        cache_bytes = 2 * B * Hkv * T * D * BYTES_PER_ELEMENT[dtype]
+        extras["copy_bandwidth"] = timing.copy_bandwidth(device, cache_bytes)
+
+    def check(timed):
+        check_attention(inputs, timed.result, *timed.args, causal=True, what=f"decode {case}")
+
+    measure(
+        bench,
+        impl,
+        dtype,
+        lambda q, k, v: impl.attention(q, k, v, causal=True),
+        lambda: (inputs.normal(B, Hq, 1, D), k, v),
+        group=group,
+        variant="decode",
+        case=f"B={B} H={Hq}/{Hkv} T={T}",
+        shape=case,
+        cost=lambda E: decode_attention_cost(B, Hq, Hkv, T, D, E),
+        clause="ATTN-REF",
+        check=check,
+        extras=extras,
+    )
+
+
+@pytest.mark.benchmark(group="decode attention")
+def test_decode_attention(bench, impl, dtype, case):
+    """MHA decode over T cached tokens and B sequences: time grows with T, intensity does not."""
+    decode(bench, impl, dtype, case, "decode attention")
+
+
+@pytest.mark.benchmark(group="long-context decode")
+def test_decode_long_context(bench, impl, dtype, case):
+    """GQA decode (Hq=32, Hkv=8, D=128) over a 16k-token cache, as a fraction of copy bandwidth."""
+    decode(bench, impl, dtype, case, "long-context decode")
+
+
+@pytest.mark.benchmark(group="prefill attention")
+def test_prefill_attention(bench, impl, dtype, case):
+    """Causal self-attention over a T-token prompt: intensity grows with T."""
+    need(impl, dtype, "attention")
+    B, Hq, Hkv, D, T = (case[k] for k in ("B", "Hq", "Hkv", "D", "T"))
+    inputs = Inputs(impl, dtype)
+    k = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
+    v = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
+
+    def check(timed):
+        check_attention(inputs, timed.result, *timed.args, causal=True, what=f"prefill {case}")
+
+    measure(
+        bench,
+        impl,
+        dtype,
+        lambda q, k, v: impl.attention(q, k, v, causal=True),
+        lambda: (inputs.normal(B, Hq, T, D), k, v),
+        group="prefill attention",
+        variant="prefill",
+        case=f"B={B} H={Hq}/{Hkv} T={T} D={D}",
+        shape=case,
+        cost=lambda E: attention_cost(B, Hq, Hkv, T, T, D, D, E, causal=True),
+        clause="ATTN-REF",
+        check=check,
+    )

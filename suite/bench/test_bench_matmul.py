@@ -1,0 +1,34 @@
+"""Matmul X(B×D) @ W(D×F): the batching "carpool": intensity and throughput rise with B."""
+
+import pytest
+
+from specs.cost import matmul_cost
+from suite.bench.common import Inputs, check_matmul, measure, need
+
+pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="matmul")]
+
+
+def test_matmul(bench, impl, dtype, case):
+    """X @ W with fresh X each round; intensity about B while B << D, F."""
+    need(impl, dtype, "matmul")
+    B, D, F = case["B"], case["D"], case["F"]
+    inputs = Inputs(impl, dtype)
+    w = inputs.normal(D, F)  # (D, F)
+
+    def check(timed):
+        check_matmul(inputs, timed.result, *timed.args, what=f"matmul(x({B},{D}), w({D},{F}))")
+
+    measure(
+        bench,
+        impl,
+        dtype,
+        impl.matmul,
+        lambda: (inputs.normal(B, D), w),
+        group="matmul",
+        variant="X@W",
+        case=f"B={B} D={D} F={F}",
+        shape=case,
+        cost=lambda E: matmul_cost(B, D, F, E),
+        clause="",
+        check=check,
+    )

@@ -1,0 +1,206 @@
+"""Cost-model mutants: the byte and FLOP formula bugs that public roofline tools have shipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import implementations.numpy_impl as numpy_impl
+import specs.cost as cost
+from specs.cost import Cost, visible_pairs
+from specs.cost_clauses import CostSubject, torch_counter
+from suite.meta.mutants import Mutant, derive
+
+MODEL_FUNCTIONS = (
+    "matmul_cost",
+    "attention_cost",
+    "decode_attention_cost",
+    "kv_cache_bytes",
+    "kv_append_cost",
+    "tiled_attention_cost",
+    "linear_attention_recurrent_step_cost",
+    "linear_attention_chunked_cost",
+    "decoder_layer_cost",
+    "decoder_prefill_cost",
+    "decoder_decode_step_cost",
+    "ridge",
+    "attainable_flops",
+    "is_memory_bound",
+)
+
+
+def model(name: str, **broken: Callable[..., Any]) -> SimpleNamespace:
+    """specs.cost with the given functions replaced."""
+    funcs = {f: getattr(cost, f) for f in MODEL_FUNCTIONS}
+    return SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken})
+
+
+def attention_no_output(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal) -> Cost:
+    right = cost.attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
+    return Cost(right.flops, right.bytes - E * B * Hq * Tq * Dv)
+
+
+def matmul_no_output(B, D, F, E) -> Cost:
+    return Cost(2 * B * D * F, E * (B * D + D * F))
+
+
+def attention_kv_with_hq(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal) -> Cost:
+    right = cost.attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
+    return Cost(right.flops, E * B * (Hq * Tq * D + Hq * Tk * (D + Dv) + Hq * Tq * Dv))
+
+
+def decode_kv_with_hq(B, Hq, Hkv, T, D, E) -> Cost:
+    return attention_kv_with_hq(B, Hq, Hkv, 1, T, D, D, E, True)
+
+
+def attention_pairs(pairs: Callable[[int, int], float]) -> Callable[..., Cost]:
+    """attention_cost with the causal pair count replaced by pairs(Tq, Tk)."""
+
+    def broken(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal) -> Cost:
+        right = cost.attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
+        n = pairs(Tq, Tk) if causal else visible_pairs(Tq, Tk, False)
+        return Cost(2 * B * Hq * n * (D + Dv), right.bytes)
+
+    return broken
+
+
+def in_bits(fn: Callable[..., Any], e_position: int) -> Callable[..., Any]:
+    """fn called with E × 8: bytes per element confused with bits per byte-element."""
+
+    def broken(*args: Any) -> Any:
+        args = list(args)
+        args[e_position] = args[e_position] * 8
+        return fn(*args)
+
+    return broken
+
+
+def matmul_weights_per_row(B, D, F, E) -> Cost:
+    return Cost(2 * B * D * F, E * (B * D + B * D * F + B * F))
+
+
+def matmul_output_as_d(B, D, F, E) -> Cost:
+    return Cost(2 * B * D * F, E * (B * D + D * F + B * D))
+
+
+def ridge_inverted(peak_flops: float, bandwidth: float) -> float:
+    return bandwidth / peak_flops
+
+
+def memory_bound_at_ridge(intensity: float, peak_flops: float, bandwidth: float) -> bool:
+    return intensity <= cost.ridge(peak_flops, bandwidth)
+
+
+def matmul_flops_as_macs(B, D, F, E) -> Cost:
+    return Cost(B * D * F, E * (B * D + D * F + B * F))
+
+
+COUNTER = torch_counter()
+NUMPY_CACHE = derive(numpy_impl, "numpy", kv_cache=numpy_impl.kv_cache)
+COUNTED = ("COST-COUNTED",) if COUNTER is not None else ()
+
+
+def mutant(name: str, bug: str, kills: tuple[str, ...], pair: Any = None, **broken: Any) -> Mutant:
+    return Mutant(name, bug, CostSubject(model(name, **broken), pair), kills)
+
+
+def counted(name: str, bug: str, kills: tuple[str, ...], **broken: Any) -> Mutant:
+    """A mutant checked by the pure clauses and, where torch imports, by COST-COUNTED."""
+    return mutant(name, bug, kills + COUNTED, COUNTER, **broken)
+
+
+ALL = [
+    counted(
+        "attention-no-output-write",
+        "attention bytes forget writing the output O",
+        (),
+        attention_cost=attention_no_output,
+    ),
+    counted(
+        "matmul-no-output-write",
+        "matmul bytes forget writing Y (E(BD + DF))",
+        ("COST-MATMUL",),
+        matmul_cost=matmul_no_output,
+    ),
+    counted(
+        "gqa-bytes-with-query-heads",
+        "K and V bytes counted with Hq heads instead of Hkv (LLM-Viewer's GQA bug)",
+        ("COST-DECODE-ATTN",),
+        attention_cost=attention_kv_with_hq,
+        decode_attention_cost=decode_kv_with_hq,
+    ),
+    counted(
+        "causal-not-halved",
+        "causal attention FLOPs counted over all Tq·Tk pairs",
+        (),
+        attention_cost=attention_pairs(lambda Tq, Tk: Tq * Tk),
+    ),
+    counted(
+        "causal-vague-half",
+        "causal attention FLOPs counted as Tq·Tk/2 instead of the visible pairs",
+        (),
+        attention_cost=attention_pairs(lambda Tq, Tk: Tq * Tk / 2),
+    ),
+    counted(
+        "bits-for-bytes",
+        "element size taken in bits (E × 8) in every byte formula",
+        ("COST-MATMUL", "COST-DECODE-ATTN"),
+        matmul_cost=in_bits(cost.matmul_cost, 3),
+        attention_cost=in_bits(cost.attention_cost, 7),
+        decode_attention_cost=in_bits(cost.decode_attention_cost, 5),
+    ),
+    mutant(
+        "kv-bytes-bits-vs-implementation",
+        "kv_cache_bytes in bits, checked against the numpy cache's nbytes",
+        ("COST-KV-BYTES",),
+        NUMPY_CACHE,
+        kv_cache_bytes=in_bits(cost.kv_cache_bytes, 5),
+    ),
+    mutant(
+        "kv-bytes-keys-only",
+        "the KV cache counted without its V half",
+        ("COST-KV-BYTES",),
+        NUMPY_CACHE,
+        kv_cache_bytes=lambda layers, B, Hkv, D, T, E: layers * Hkv * D * T * B * E,
+    ),
+    mutant(
+        "matmul-flops-as-macs",
+        "a multiply-add counted as one FLOP",
+        ("COST-MATMUL",),
+        matmul_cost=matmul_flops_as_macs,
+    ),
+    mutant(
+        "matmul-weights-per-row",
+        "W re-read for every row of X, so batching never raises intensity",
+        ("COST-MATMUL-LIMITS",),
+        matmul_cost=matmul_weights_per_row,
+    ),
+    mutant(
+        "matmul-output-as-d",
+        "the output counted as B×D instead of B×F (asymmetric in D and F)",
+        ("COST-MATMUL-LIMITS",),
+        matmul_cost=matmul_output_as_d,
+    ),
+    mutant(
+        "ridge-inverted",
+        "ridge computed as bandwidth / peak",
+        ("COST-RIDGE",),
+        ridge=ridge_inverted,
+        is_memory_bound=lambda i, p, b: i < ridge_inverted(p, b),
+    ),
+    mutant(
+        "memory-bound-at-ridge",
+        "an op exactly at the ridge called memory-bound (<= instead of <)",
+        ("COST-RIDGE",),
+        is_memory_bound=memory_bound_at_ridge,
+    ),
+    mutant(
+        "roof-without-peak",
+        "attainable FLOP/s never capped by the peak",
+        ("COST-RIDGE",),
+        attainable_flops=lambda i, p, b: i * b,
+    ),
+]
+
+MUTANTS = [m for m in ALL if m.kills]  # without torch, the COST-COUNTED-only ones drop out

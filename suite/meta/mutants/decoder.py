@@ -1,0 +1,146 @@
+"""Decoder mutants: the generation-loop bugs that op-level checks miss.
+
+Each is the numpy decoder with one method overridden, built from the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+import implementations.numpy_impl as base
+from implementations.numpy_impl.decoder import DecoderCache, LayerCache, NumpyDecoder
+from specs.decoder_weights import DecoderConfig
+from suite.meta.mutants import Mutant, derive
+
+
+class RopeRestarts(NumpyDecoder):
+    """Every call numbers its tokens from 0, so decode steps get position 0 again."""
+
+    def _positions(self, start: int, t: int) -> np.ndarray:
+        return np.arange(t)  # (T,)
+
+
+class CacheAfterAttention(NumpyDecoder):
+    """Decode attends over the cache as it was, then writes: a new token never sees itself."""
+
+    stale = False  # whether the keys being attended are all from earlier calls
+
+    def _keys_values(
+        self, cache: DecoderCache | None, i: int, start: int, k: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.stale = cache is not None and start > 0
+        if not self.stale:
+            return super()._keys_values(cache, i, start, k, v)
+        layer = cache.layers[i]
+        old_k, old_v = layer.k[:, :, :start].copy(), layer.v[:, :, :start].copy()
+        layer.write(start, k, v)
+        return old_k, old_v  # (B, Hkv, start, D) each
+
+    def _mask(self, tq: int, tk: int) -> np.ndarray:
+        return np.ones((tq, tk), bool) if self.stale else super()._mask(tq, tk)  # (Tq, Tk)
+
+
+class SharedLayerCache(NumpyDecoder):
+    """Every layer reads and writes layer 0's cache."""
+
+    def _layer_cache(self, cache: DecoderCache, i: int) -> LayerCache:
+        return cache.layers[0]
+
+
+class ForgetsLastPrefillToken(NumpyDecoder):
+    """Prefill records one token fewer, so the first decode overwrites the prompt's last token."""
+
+    def prefill(self, tokens: np.ndarray) -> tuple[np.ndarray, DecoderCache]:
+        logits, cache = super().prefill(tokens)
+        cache.length -= 1
+        return logits, cache
+
+
+class UnmaskedChunk(NumpyDecoder):
+    """Decode drops the causal mask (right for one token): a chunk's tokens see their future."""
+
+    def _mask(self, tq: int, tk: int) -> np.ndarray:
+        return np.ones((tq, tk), bool) if tk > tq else super()._mask(tq, tk)  # (Tq, Tk)
+
+
+class FirstRowCache(NumpyDecoder):
+    """Decode reads batch row 0's cached keys and values for every row."""
+
+    def _keys_values(
+        self, cache: DecoderCache | None, i: int, start: int, k: np.ndarray, v: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        keys, values = super()._keys_values(cache, i, start, k, v)  # (B, Hkv, Tk, D) each
+        if start == 0:
+            return keys, values
+        keys = np.concatenate([keys[:1, :, :start]] * k.shape[0])  # (B, Hkv, start, D)
+        values = np.concatenate([values[:1, :, :start]] * k.shape[0])  # (B, Hkv, start, D)
+        return np.concatenate([keys, k], 2), np.concatenate([values, v], 2)  # (B, Hkv, Tk, D)
+
+
+class InterleavedRope(NumpyDecoder):
+    """RoPE rotates adjacent pairs (2j, 2j+1) instead of (j, j + D/2): consistent, but another model."""
+
+    def _rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        d = x.shape[-1]
+        perm = np.concatenate([np.arange(0, d, 2), np.arange(1, d, 2)])  # (D,)
+        back = np.argsort(perm)  # (D,)
+        return super()._rope(x[..., perm], positions)[..., back]  # (B, H, T, D)
+
+
+Build = Callable[[DecoderConfig, Mapping[str, np.ndarray]], NumpyDecoder]
+
+
+def decoder_mutant(
+    name: str, bug: str, kills: tuple[str, ...], model: type[NumpyDecoder]
+) -> Mutant:
+    """A mutant whose only op is `decoder`, building `model` instead of the numpy decoder."""
+    build: Build = model
+    return Mutant(name, bug, derive(base, f"mutant-{name}", decoder=build), kills)
+
+
+MUTANTS = [
+    decoder_mutant(
+        "rope-restarts",
+        "RoPE positions restart at 0 for each decode step",
+        ("DEC-CACHED-EQ-FULL", "DEC-GREEDY-EQ"),
+        RopeRestarts,
+    ),
+    decoder_mutant(
+        "cache-after-attention",
+        "decode writes the cache after attending, so the new token does not see itself",
+        ("DEC-CACHED-EQ-FULL",),
+        CacheAfterAttention,
+    ),
+    decoder_mutant(
+        "shared-layer-cache",
+        "every layer uses layer 0's cache",
+        ("DEC-CACHED-EQ-FULL",),
+        SharedLayerCache,
+    ),
+    decoder_mutant(
+        "forgets-last-prefill-token",
+        "decode overwrites the last prefill token (cache length off by one after prefill)",
+        ("DEC-CACHED-EQ-FULL", "DEC-CHUNKED-PREFILL"),
+        ForgetsLastPrefillToken,
+    ),
+    decoder_mutant(
+        "unmasked-chunk",
+        "decode applies no causal mask, so a multi-token chunk sees its own future",
+        ("DEC-CHUNKED-PREFILL",),
+        UnmaskedChunk,
+    ),
+    decoder_mutant(
+        "first-row-cache",
+        "decode reads batch row 0's cache for every row",
+        ("DEC-BATCH-INDEP",),
+        FirstRowCache,
+    ),
+    decoder_mutant(
+        "interleaved-rope",
+        "RoPE pairs adjacent features instead of the two halves: self-consistent, wrong model",
+        ("DEC-CROSS-IMPL",),
+        InterleavedRope,
+    ),
+]

@@ -1,0 +1,82 @@
+"""Meta-tests: misbehaving implementations get a named FAIL in a real pytest run that goes on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.meta.gallery import EXPECTED
+
+ROOT = Path(__file__).resolve().parents[2]
+GALLERY = ROOT / "suite" / "meta" / "gallery.py"
+
+
+def run_pytest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess from the project root, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def gallery_run() -> subprocess.CompletedProcess[str]:
+    impls = [arg for attr in EXPECTED for arg in ("--impl", f"{GALLERY}:{attr}")]
+    return run_pytest(
+        "suite/test_attention.py",
+        "--tier",
+        "smoke",
+        "--call-timeout",
+        "1",
+        "-p",
+        "no:xdist",
+        "--report-dir",
+        str(ROOT / "reports" / "out" / "gallery"),
+        *impls,
+    )
+
+
+@pytest.mark.parametrize("attr", list(EXPECTED))
+def test_misbehaviour_is_named(gallery_run, attr):
+    """Each misbehaving implementation FAILs a clause with a message naming what it did."""
+    from suite.meta import gallery
+
+    name = getattr(gallery, attr).name
+    pattern = (
+        rf"FAIL ATTN-[A-Z-]+ on {re.escape(name)} \[float32\]:.*\n.*{re.escape(EXPECTED[attr])}"
+    )
+    assert re.search(pattern, gallery_run.stdout), (
+        f"no FAIL naming {EXPECTED[attr]!r} for {name}\n{gallery_run.stdout[-3000:]}"
+    )
+
+
+def test_run_completes(gallery_run):
+    """The run over the whole gallery finishes with a summary line: nothing took it down."""
+    assert gallery_run.returncode == 1, gallery_run.stdout[-2000:] + gallery_run.stderr[-2000:]
+    assert re.search(r"\d+ failed.* in [\d.]+s", gallery_run.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--impl", "nope"], "ERROR: --impl: unknown implementation 'nope'; available: numpy"),
+        (["--impl", "nosuchpkg.attn:impl"], "No module named 'nosuchpkg'"),
+        (["--impl", f"{GALLERY}:EXPECTED"], "lacks name, asarray, to_numpy"),
+        (["--dtype", "float8"], "ERROR: --dtype float8: unknown dtype"),
+        (["--tier", "ultra"], "ERROR: --tier ultra: unknown tier"),
+        (["--device", "nodevice"], "ERROR: --device nodevice"),
+    ],
+)
+def test_bad_invocation_is_one_line(args, message):
+    """A bad option stops the run with a one-line usage error, not a traceback."""
+    result = run_pytest("suite/test_attention.py", *args, timeout=60)
+    out = (result.stdout + result.stderr).strip()
+    assert result.returncode == 4 and message in out, out[-2000:]
+    assert "Traceback" not in out and len(out.splitlines()) <= 2, out[-2000:]
