@@ -11,7 +11,6 @@ per op group and writes roofline.md, roofline.json and roofline.png to the repor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 
 from reports import render, timing
 from reports.roofline import (
-    BASELINE_ELEMENT_BYTES,
     Record,
     Row,
     analyse,
@@ -28,6 +26,7 @@ from reports.roofline import (
     cache_comparisons,
     summarise,
 )
+from reports.timing import Bench
 
 OPT_BENCH_SIZE = "--bench-size"
 OPT_PEAK_FLOPS = "--peak-flops"
@@ -35,9 +34,6 @@ OPT_BANDWIDTH = "--bandwidth"
 OPT_RECALIBRATE = "--recalibrate"
 OPT_THREADS = "--bench-threads"
 BENCH_SIZES = ("small", "default", "large")
-# Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
-ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
-MIN_ROUNDS, MAX_ROUNDS = 3, 30
 SKIP_REASON = "benchmark: run with `pytest --benchmark-only` (a plain run checks conformance only)"
 
 BENCH = pytest.StashKey["BenchState"]()
@@ -213,139 +209,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
-class Timed:
-    """One benchmarked call: its last output and inputs, and the timing statistics."""
-
-    def __init__(self, result: Any, args: tuple[Any, ...], stats: Any) -> None:
-        self.result = result
-        self.args = args
-        self.seconds = float(stats["median"]) if stats else None
-        self.spread = float(stats["iqr"]) if stats else None
-        self.rounds = int(stats["rounds"]) if stats else None
-
-
-class Bench:
-    """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
-
-    def __init__(self, state: BenchState, benchmark: Any, request: pytest.FixtureRequest) -> None:
-        self.state = state
-        self.benchmark = benchmark
-        self.nodeid = request.node.nodeid
-        self.size = state.size
-
-    @property
-    def timed(self) -> bool:
-        return bool(self.benchmark.enabled)
-
-    def run(
-        self,
-        fn: Callable[..., Any],
-        make_args: Callable[[], tuple[Any, ...]],
-        *,
-        device: str,
-        flush: bool = True,
-        max_rounds: int = MAX_ROUNDS,
-    ) -> Timed:
-        """Time fn(*make_args()) with fresh inputs every round, the cache flushed before each."""
-        flusher = self.state.flusher(device) if flush else None
-        last: list[tuple[Any, ...]] = [()]
-
-        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-            last[0] = make_args()
-            if flusher is not None:
-                flusher()
-            timing.sync(device)
-            return last[0], {}
-
-        def target(*args: Any) -> Any:
-            out = fn(*args)
-            timing.sync(device)
-            return out
-
-        rounds, warmup = 1, 0
-        if self.timed:
-            args, _ = setup()
-            start = timing.now(device)
-            target(*args)
-            estimate = max(timing.now(device) - start, 1e-9)
-            budget = ROUND_BUDGET_S[self.size]
-            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / estimate)))
-            warmup = 1 if estimate < 0.1 else 0
-        result = self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup)
-        return Timed(result, last[0], self.benchmark.stats)
-
-    def record(
-        self,
-        timed: Timed,
-        *,
-        impl: str,
-        device: str,
-        dtype: str,
-        group: str,
-        variant: str,
-        case: str,
-        shape: dict[str, Any],
-        cost: Callable[[float], Any],
-        seconds: float | None = None,
-        spread: float | None = None,
-        clause: str = "",
-        check: str = "ok",
-        extras: dict[str, Any] | None = None,
-    ) -> Record:
-        """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info)."""
-        from specs.dtypes import BYTES_PER_ELEMENT
-
-        run_cost = cost(BYTES_PER_ELEMENT[dtype])
-        base_cost = cost(BASELINE_ELEMENT_BYTES)
-        rec = Record(
-            group=group,
-            variant=variant,
-            case=case,
-            impl=impl,
-            device=device,
-            dtype=dtype,
-            shape=shape,
-            flops=float(run_cost.flops),
-            bytes=float(run_cost.bytes),
-            baseline_flops=float(base_cost.flops),
-            baseline_bytes=float(base_cost.bytes),
-            clause=clause,
-            seconds=timed.seconds if seconds is None else seconds,
-            spread=timed.spread if seconds is None else spread,
-            rounds=timed.rounds,
-            check=check,
-            extras=dict(extras or {}),
-            nodeid=self.nodeid,
-        )
-        self.state.records.append(rec)
-        info = self.benchmark.extra_info
-        info.setdefault("attnspec", []).append(rec.to_dict())
-        info.update(flops=rec.flops, bytes=rec.bytes, intensity=rec.flops / rec.bytes)
-        info.update(check=rec.check, group=group)
-        return rec
-
-    def verify(self, clause: str, check: Callable[[], None]) -> str:
-        """Run the check of one benchmarked output: "ok", or "FAIL <clause>: <first line>"."""
-        try:
-            check()
-        except AssertionError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return f"FAIL {clause}: {first}"
-        return "ok"
-
-    def fail_if(self, record: Record) -> None:
-        """Fail the test after recording when its output did not match the reference."""
-        __tracebackhide__ = True
-        if record.failed:
-            pytest.fail(
-                f"{record.impl} {record.group} {record.case}: {record.check}", pytrace=False
-            )
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Settle the roofs before timing starts, so a calibration never runs between benchmarks."""
+    config = session.config
+    if not benchmarks_active(config) or config.getoption("benchmark_disable", False):
+        return
+    if not any("benchmark" in getattr(i, "fixturenames", ()) for i in session.items):
+        return
+    state = config.stash[BENCH]
+    root = root_state(config) or {}
+    devices = {timing.device_of(impl) for _, impl in root.get("impls", [])} or {"cpu"}
+    for device in sorted(devices):
+        for dtype in root.get("dtypes", ["float32"]):
+            state.roof(device, dtype)
 
 
 @pytest.fixture
 def bench(request: pytest.FixtureRequest, benchmark: Any) -> Bench:
     """Time, check and record one benchmark (see reports.bench_plugin.Bench)."""
-    return Bench(request.config.stash[BENCH], benchmark, request)
+    return Bench(request.config.stash[BENCH], benchmark, request.node.nodeid)
 
 
 def pytest_benchmark_update_machine_info(

@@ -288,7 +288,7 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
     xs = [r.device.intensity for r in points] + ridges + [0.1]
     lo, hi = min(xs) / 4, max(xs) * 8
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(12, 6.5), dpi=120)
     colors = ["tab:blue", "tab:green", "tab:purple", "tab:brown"]
     for i, (device, roof) in enumerate(roofs.items()):
         _roof_curve(
@@ -358,8 +358,9 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
     ax.legend(
         handles=handles,
         fontsize=7,
-        loc="lower right",
-        title="op (marker) · implementation (colour)",
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+        title="op (marker), implementation (colour)",
         title_fontsize=8,
     )
     ax.set_xscale("log")

@@ -1,4 +1,7 @@
-"""Timing helpers for the benchmarks: synchronise, flush the cache, measure copy bandwidth.
+"""Timing for the benchmarks: synchronise, flush the cache, copy bandwidth, and `Bench`.
+
+`Bench` (the object behind the `bench` fixture) times a call through pytest-benchmark's
+`pedantic` mode with fresh inputs every round, and records its roofline `Record`.
 
 On CUDA every timed region ends with ``torch.cuda.synchronize`` (a synchronising timer: the
 wall time of launch plus execution), and the setup before each round writes a buffer twice
@@ -10,6 +13,7 @@ benchmark runs warm-up calls first. Copy bandwidth follows STREAM's convention (
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -17,9 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+
+from reports.roofline import BASELINE_ELEMENT_BYTES, Record
 
 MiB = 1 << 20
 MIN_FLUSH_BYTES = 64 * MiB
+# Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
+ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
+MIN_ROUNDS, MAX_ROUNDS = 3, 30
 
 
 def device_of(impl: Any) -> str:
@@ -136,3 +146,132 @@ def copy_bandwidth(device: str, nbytes: int, repeats: int = 5) -> float:
         copy()
         times.append(now(device) - t0)
     return 2 * 4 * n / statistics.median(times)
+
+
+class Timed:
+    """One benchmarked call: its last output and inputs, and the timing statistics."""
+
+    def __init__(self, result: Any, args: tuple[Any, ...], stats: Any) -> None:
+        self.result = result
+        self.args = args
+        self.seconds = float(stats["median"]) if stats else None
+        self.spread = float(stats["iqr"]) if stats else None
+        self.rounds = int(stats["rounds"]) if stats else None
+
+
+class Bench:
+    """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
+
+    def __init__(self, state: Any, benchmark: Any, nodeid: str) -> None:
+        self.state = state  # reports.bench_plugin.BenchState: size, flusher(), records
+        self.benchmark = benchmark
+        self.nodeid = nodeid
+        self.size = state.size
+
+    @property
+    def timed(self) -> bool:
+        return bool(self.benchmark.enabled)
+
+    def run(
+        self,
+        fn: Callable[..., Any],
+        make_args: Callable[[], tuple[Any, ...]],
+        *,
+        device: str,
+        flush: bool = True,
+        max_rounds: int = MAX_ROUNDS,
+    ) -> Timed:
+        """Time fn(*make_args()) with fresh inputs every round, the cache flushed before each."""
+        flusher = self.state.flusher(device) if flush else None
+        last: list[tuple[Any, ...]] = [()]
+
+        def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+            last[0] = make_args()
+            if flusher is not None:
+                flusher()
+            sync(device)
+            return last[0], {}
+
+        def target(*args: Any) -> Any:
+            out = fn(*args)
+            sync(device)
+            return out
+
+        rounds, warmup = 1, 0
+        if self.timed:
+            args, _ = setup()
+            start = now(device)
+            target(*args)
+            estimate = max(now(device) - start, 1e-9)
+            budget = ROUND_BUDGET_S[self.size]
+            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / estimate)))
+            warmup = 1 if estimate < 0.1 else 0
+        result = self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup)
+        return Timed(result, last[0], self.benchmark.stats)
+
+    def record(
+        self,
+        timed: Timed,
+        *,
+        impl: str,
+        device: str,
+        dtype: str,
+        group: str,
+        variant: str,
+        case: str,
+        shape: dict[str, Any],
+        cost: Callable[[float], Any],
+        seconds: float | None = None,
+        spread: float | None = None,
+        clause: str = "",
+        check: str = "ok",
+        extras: dict[str, Any] | None = None,
+    ) -> Record:
+        """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info)."""
+        from specs.dtypes import BYTES_PER_ELEMENT
+
+        run_cost = cost(BYTES_PER_ELEMENT[dtype])
+        base_cost = cost(BASELINE_ELEMENT_BYTES)
+        rec = Record(
+            group=group,
+            variant=variant,
+            case=case,
+            impl=impl,
+            device=device,
+            dtype=dtype,
+            shape=shape,
+            flops=float(run_cost.flops),
+            bytes=float(run_cost.bytes),
+            baseline_flops=float(base_cost.flops),
+            baseline_bytes=float(base_cost.bytes),
+            clause=clause,
+            seconds=timed.seconds if seconds is None else seconds,
+            spread=timed.spread if seconds is None else spread,
+            rounds=timed.rounds,
+            check=check,
+            extras=dict(extras or {}),
+            nodeid=self.nodeid,
+        )
+        self.state.records.append(rec)
+        info = self.benchmark.extra_info
+        info.setdefault("attnspec", []).append(rec.to_dict())
+        info.update(flops=rec.flops, bytes=rec.bytes, intensity=rec.flops / rec.bytes)
+        info.update(check=rec.check, group=group)
+        return rec
+
+    def verify(self, clause: str, check: Callable[[], None]) -> str:
+        """Run the check of one benchmarked output: "ok", or "FAIL <clause>: <first line>"."""
+        try:
+            check()
+        except AssertionError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"FAIL {clause or 'reference'}: {first}"
+        return "ok"
+
+    def fail_if(self, record: Record) -> None:
+        """Fail the test after recording when its output did not match the reference."""
+        __tracebackhide__ = True
+        if record.failed:
+            pytest.fail(
+                f"{record.impl} {record.group} {record.case}: {record.check}", pytrace=False
+            )

@@ -43,7 +43,9 @@ def attention_grouped(
     p = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))  # (B, Hkv, Tk, G*Tq)
     denom = p.sum(dim=-2, keepdim=True)  # (B, Hkv, 1, G*Tq)
     p = p / torch.where(denom > 0, denom, torch.ones_like(denom))
-    o = torch.matmul(p.to(v.dtype).transpose(-1, -2), v)  # (B, Hkv, G*Tq, Dv)
+    # a contiguous (G*Tq, Tk) operand lets BLAS stream V rows; the transpose copy is tiny
+    pt = p.to(v.dtype).transpose(-1, -2).contiguous()  # (B, Hkv, G*Tq, Tk)
+    o = torch.matmul(pt, v)  # (B, Hkv, G*Tq, Dv)
     return o.reshape(B, Hq, Tq, Dv)  # (B, Hq, Tq, Dv)
 
 

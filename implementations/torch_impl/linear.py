@@ -136,7 +136,7 @@ def linear_attention_chunked(
     c = chunk_size
     n = -(-t // c)
     if n == 0:
-        return v.new_zeros(b, h, 0, dv), (s0, z0)
+        return v.new_zeros(b, h, 0, dv), (s0.clone(), z0.clone())
     fq = _phi(q.to(dt), feature_map)  # (B, H, T, Dk)
     fk = _phi(k.to(dt), feature_map)  # (B, H, T, Dk)
     vv = v.to(dt)  # (B, H, T, Dv)
@@ -149,10 +149,16 @@ def linear_attention_chunked(
     vv = vv.reshape(b, h, n, c, dv)  # (B, H, N, C, Dv)
     kv = fk.transpose(-1, -2) @ vv  # (B, H, N, Dk, Dv)
     ksum = fk.sum(dim=3)  # (B, H, N, Dk)
-    # State entering each chunk: initial state plus the sum over earlier chunks (exclusive scan).
-    # (Subtracting kv from an inclusive scan would cancel catastrophically when a chunk is large.)
-    s_in = torch.cat([s0[:, :, None], kv[:, :, :-1]], dim=2).cumsum_(dim=2)  # (B, H, N, Dk, Dv)
+    # State entering each chunk: initial state plus the sum over earlier chunks (exclusive scan;
+    # subtracting kv from an inclusive scan would cancel catastrophically when a chunk is large).
+    s_in = torch.cat([s0[:, :, None], kv[:, :, :-1]], dim=2)  # (B, H, N, Dk, Dv)
     z_in = torch.cat([z0[:, :, None], ksum[:, :, :-1]], dim=2).cumsum_(dim=2)  # (B, H, N, Dk)
+    if s_in.device.type == "cpu":
+        # torch's CPU cumsum over a middle dim is several times slower than a loop over chunks.
+        for i in range(1, n):
+            s_in[:, :, i].add_(s_in[:, :, i - 1])
+    else:
+        s_in.cumsum_(dim=2)
     a = (fq @ fk.transpose(-1, -2)).tril_()  # (B, H, N, C, C)
     num = torch.matmul(fq, s_in).add_(a @ vv)  # (B, H, N, C, Dv)
     den = (

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from reports import timing
-from reports.bench_plugin import Bench, Timed
+from reports.timing import Bench, Timed
 from specs.dtypes import round_to
 from specs.reference import attention as attn_ref
 from specs.tolerance import assert_close, budget

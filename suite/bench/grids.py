@@ -75,13 +75,13 @@ DEFAULT_MODEL = {
     "d_ff": 704,
 }
 LARGE_MODEL = {
-    "vocab": 32000,
-    "d_model": 1024,
-    "layers": 8,
-    "n_heads": 16,
-    "n_kv_heads": 4,
+    "vocab": 8192,
+    "d_model": 512,
+    "layers": 4,
+    "n_heads": 8,
+    "n_kv_heads": 2,
     "head_dim": 64,
-    "d_ff": 2816,
+    "d_ff": 1408,
 }
 
 GRIDS: dict[str, dict[str, list[Case]]] = {
@@ -114,7 +114,7 @@ GRIDS: dict[str, dict[str, list[Case]]] = {
         append={"B": 4, "Hkv": 8, "D": 128, "P": 1024},
         appends=(1, 256),
         model=DEFAULT_MODEL,
-        generation=[(1, 128, 16), (4, 128, 16), (16, 128, 16), (1, 512, 16), (1, 2048, 16)],
+        generation=[(1, 128, 16), (4, 128, 16), (16, 128, 16), (1, 512, 16), (1, 1024, 16)],
         cache_cmp=[(1, 128, 16)],
     ),
     "large": _grid(
@@ -123,14 +123,14 @@ GRIDS: dict[str, dict[str, list[Case]]] = {
         decode=[(1, 4096), (1, 16384), (1, 65536), (8, 4096), (32, 4096), (64, 4096)],
         long_T=16384,
         prefill={"B": 1, "Hq": 32, "Hkv": 8, "D": 128},
-        prefill_T=(512, 2048, 8192),
+        prefill_T=(512, 2048, 4096),
         tiled={"B": 1, "Hq": 8, "Hkv": 8, "D": 64, "block": 128},
         tiled_T=(2048, 8192),
         linear={"B": 1, "H": 8, "D": 64, "T": 4096, "chunk": 64},
         append={"B": 8, "Hkv": 8, "D": 128, "P": 4096},
         appends=(1, 1024),
         model=LARGE_MODEL,
-        generation=[(1, 512, 32), (8, 512, 32), (32, 512, 32), (1, 2048, 32), (1, 8192, 32)],
+        generation=[(1, 512, 32), (8, 512, 32), (32, 512, 32), (1, 2048, 32), (1, 4096, 32)],
         cache_cmp=[(1, 512, 32)],
     ),
 }

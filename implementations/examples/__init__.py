@@ -1,0 +1,1 @@
+"""Worked examples of implementations brought by a user."""

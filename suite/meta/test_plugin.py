@@ -1,0 +1,30 @@
+"""Meta-tests: a user's implementation plugs in by path, and missing ops become skips."""
+
+from __future__ import annotations
+
+import json
+
+from suite.meta.test_gallery import ROOT, run_pytest
+
+EXAMPLE = ROOT / "implementations" / "examples" / "naive_attention.py"
+
+
+def test_attention_only_implementation_runs(tmp_path):
+    """The README's worked example passes the attention clauses; KV clauses skip, naming it."""
+    result = run_pytest(
+        "suite/test_attention.py",
+        "suite/test_kv_cache.py",
+        "--impl",
+        str(EXAMPLE),
+        "--tier",
+        "smoke",
+        "--report-dir",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads((tmp_path / "conformance.json").read_text())
+    outcome = {r["clause"]: r for r in report["results"]}
+    assert outcome["ATTN-REF"]["outcome"] == "passed"
+    assert outcome["KV-DECODE-EQ-RECOMPUTE"]["outcome"] == "skipped"
+    assert "not implemented by naive-torch: kv_cache" in outcome["KV-BYTES"]["message"]
+    assert "skip x5  naive-torch [float32]: not implemented by naive-torch" in result.stdout

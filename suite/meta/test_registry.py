@@ -1,0 +1,33 @@
+"""Meta-tests: the clause registry, the test modules and the README say the same thing."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import suite
+from specs.catalog import markdown_table
+from specs.clauses import all_clauses
+from suite.meta.test_gallery import ROOT
+
+
+def suite_test_names() -> set[str]:
+    """Names of the test functions in suite/test_*.py (the clause tests live there)."""
+    names: set[str] = set()
+    for info in pkgutil.iter_modules(suite.__path__):
+        if info.name.startswith("test_"):
+            module = importlib.import_module(f"suite.{info.name}")
+            names |= {n for n in vars(module) if n.startswith("test_")}
+    return names
+
+
+def test_every_clause_has_its_test():
+    """Each registered clause has exactly the test function its ID names."""
+    missing = [c.id for c in all_clauses() if c.test_name not in suite_test_names()]
+    assert not missing, f"clauses without a test_<id> in suite/: {missing}"
+
+
+def test_readme_clause_table_matches_registry():
+    """README's clause table is the registry's (regenerate with `python -m specs.catalog`)."""
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README clause table is stale: run python -m specs.catalog"
