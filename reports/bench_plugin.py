@@ -11,6 +11,7 @@ per op group and writes roofline.md, roofline.json and roofline.png to the repor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from reports import render, timing
 from reports.roofline import (
     Record,
     Row,
+    StaticRoof,
     analyse,
     annotate,
     cache_comparisons,
@@ -65,26 +67,49 @@ def root_state(config: pytest.Config) -> dict[str, Any] | None:
     return config.stash.get(key, None) if key is not None else None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): how busy the machine was."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def rate_option(config: pytest.Config, option: str, what: str) -> float | None:
+    """A --peak-flops / --bandwidth value as a positive number; a bad one is a usage error."""
+    value = config.getoption(option)
+    if value is None:
+        return None
+    try:
+        from reports.detect import OverrideError, parse_rate
+    except ImportError:
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = float("nan")
+        if not (rate > 0 and rate != float("inf")):
+            raise pytest.UsageError(
+                f"{option} {value!r}: {what} must be a positive number"
+            ) from None
+        return rate
+    try:
+        return parse_rate(value, what, option)
+    except OverrideError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 class BenchState:
     """Per-session benchmark state: size, roofs, cache flushers and the records collected."""
 
     def __init__(self, config: pytest.Config) -> None:
-        from reports.detect import OverrideError, parse_rate
-
         self.config = config
         self.requested_size = config.getoption(OPT_BENCH_SIZE)
-        try:
-            self.peak = config.getoption(OPT_PEAK_FLOPS)
-            self.bandwidth = config.getoption(OPT_BANDWIDTH)
-            if self.peak is not None:
-                parse_rate(self.peak, "peak FLOP/s", OPT_PEAK_FLOPS)
-            if self.bandwidth is not None:
-                parse_rate(self.bandwidth, "bandwidth (bytes/s)", OPT_BANDWIDTH)
-        except OverrideError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        self.peak = rate_option(config, OPT_PEAK_FLOPS, "peak FLOP/s")
+        self.bandwidth = rate_option(config, OPT_BANDWIDTH, "bandwidth (bytes/s)")
         self.recalibrate = bool(config.getoption(OPT_RECALIBRATE))
         self.threads = timing.fix_threads(config.getoption(OPT_THREADS))
         self.records: list[Record] = []
+        self.load_at_start = load_average()
         self._roofs: dict[tuple[str, str], Any] = {}
         self._flushers: dict[str, Callable[[], None]] = {}
 
@@ -116,10 +141,20 @@ class BenchState:
 
     def roof(self, device: str, dtype: str) -> Any:
         """The device's roof for `dtype` (CPU: always the measured float32 roof)."""
-        from reports.detect import resolve_device
-
         roof_dtype = dtype if timing.is_cuda(device) else "float32"
         key = (device, roof_dtype)
+        try:
+            from reports.detect import resolve_device
+        except ImportError:  # no torch: no detection or calibration, only the overrides
+            given = "override"
+            return StaticRoof(
+                f"{device} (torch not installed: no detected roof)",
+                roof_dtype,
+                self.peak,
+                self.bandwidth,
+                given if self.peak else "unknown",
+                given if self.bandwidth else "unknown",
+            )
         if key not in self._roofs:
             self._roofs[key] = resolve_device(
                 device,
@@ -132,8 +167,21 @@ class BenchState:
         return self._roofs[key]
 
     def baseline(self) -> Any:
-        from reports.detect import h100_baseline
+        """The H100 SXM's dense BF16 roof every report compares against."""
+        try:
+            from reports.detect import h100_baseline
+        except ImportError:
+            from reports.hardware import H100_SXM
 
+            source = f"spec table ({H100_SXM.key})"
+            return StaticRoof(
+                H100_SXM.name,
+                "bfloat16",
+                H100_SXM.tensor_flops,
+                H100_SXM.bandwidth,
+                source,
+                source,
+            )
         return h100_baseline("bfloat16")
 
     def analysed(self) -> tuple[list[Row], dict[str, Any]]:
@@ -154,6 +202,8 @@ class BenchState:
         return {
             "bench_size": self.size,
             "threads": self.threads,
+            "cpu_count": os.cpu_count(),
+            "load_average": {"start": self.load_at_start, "end": load_average()},
             "device_roofs": {k: roof.to_dict() for k, roof in roofs.items()},
             "baseline": baseline.to_dict(),
             "ridge_points": {
@@ -226,7 +276,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture
 def bench(request: pytest.FixtureRequest, benchmark: Any) -> Bench:
-    """Time, check and record one benchmark (see reports.bench_plugin.Bench)."""
+    """Time, check and record one benchmark (see reports.timing.Bench)."""
     return Bench(request.config.stash[BENCH], benchmark, request.node.nodeid)
 
 
@@ -234,7 +284,10 @@ def pytest_benchmark_update_machine_info(
     config: pytest.Config, machine_info: dict[str, Any]
 ) -> None:
     """Carry the device name so pytest-benchmark warns when comparing runs across devices."""
-    from reports.calibrate import cpu_name
+    try:
+        from reports.calibrate import cpu_name
+    except ImportError:
+        from platform import processor as cpu_name
 
     state = config.stash[BENCH]
     device = state.device
@@ -269,6 +322,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     heading = f"bench size {state.size}; torch threads {state.threads}" + (
         "" if timed else "; benchmarks ran once, untimed (--benchmark-disable)"
     )
+    load = payload["load_average"]
+    if load["start"] is not None:
+        heading += (
+            f"; load average {load['start']:.1f} at start, {load['end']:.1f} at end "
+            f"on {os.cpu_count()} CPUs"
+        )
+        if load["start"] > 0.75 * (os.cpu_count() or 1):
+            heading += " (busy machine: CPU timings are disturbed by other processes)"
     tr.section("attnspec roofline")
     text = render.report_text(
         rows, roofs, baseline, comparisons, payload["verdicts"], heading=heading

@@ -199,7 +199,7 @@ def report_text(
     out = [heading] if heading else []
     roof_lines = [roof_line(f"device {d}", r) for d, r in roofs.items()]
     roof_lines.append(roof_line("baseline", baseline))
-    out += [f"- {x}" for x in roof_lines] if md else roof_lines
+    out += [f"- {x}" for x in roof_lines] + [""] if md else roof_lines
     out.append(
         "bound here: verdict on the device that ran it (measured time under 10 µs: launch); "
         "FLOP/B bf16 and bound H100: the same op with 2-byte elements on the H100 SXM roof."

@@ -32,6 +32,27 @@ class Roof(Protocol):
     bandwidth: float | None
 
 
+@dataclass(frozen=True)
+class StaticRoof:
+    """A roof given by numbers alone: the fallback when device detection (torch) is missing."""
+
+    name: str
+    dtype: str
+    peak_flops: float | None
+    bandwidth: float | None
+    peak_source: str
+    bandwidth_source: str
+
+    @property
+    def ridge(self) -> float | None:
+        if self.peak_flops is None or self.bandwidth is None:
+            return None
+        return self.peak_flops / self.bandwidth
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ridge": self.ridge}
+
+
 @dataclass
 class Record:
     """One benchmark's measurement and analytic cost, as plain numbers.

@@ -35,17 +35,12 @@ def attention_grouped(
     qg = (q * scale).reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
     # K @ q^T rather than q @ K^T: the long cache is the row-major left operand, which CPU BLAS
     # streams about twice as fast for a handful of query columns.
-    s = torch.matmul(k, qg.transpose(-1, -2)).float()  # (B, Hkv, Tk, G*Tq)
-    if causal:
-        visible = causal_mask(Tq, Tk, q.device).T.repeat(1, G)  # (Tk, G*Tq)
+    s = torch.matmul(k, qg.transpose(-1, -2)).transpose(-1, -2)  # (B, Hkv, G*Tq, Tk) view
+    if causal and Tq > 1:  # with Tq == 1 the one query sees every key
+        visible = causal_mask(Tq, Tk, q.device).repeat(G, 1)  # (G*Tq, Tk)
         s = s.masked_fill(~visible, float("-inf"))
-    m = s.amax(dim=-2, keepdim=True)  # (B, Hkv, 1, G*Tq)
-    p = torch.exp(s - torch.where(torch.isfinite(m), m, torch.zeros_like(m)))  # (B, Hkv, Tk, G*Tq)
-    denom = p.sum(dim=-2, keepdim=True)  # (B, Hkv, 1, G*Tq)
-    p = p / torch.where(denom > 0, denom, torch.ones_like(denom))
-    # a contiguous (G*Tq, Tk) operand lets BLAS stream V rows; the transpose copy is tiny
-    pt = p.to(v.dtype).transpose(-1, -2).contiguous()  # (B, Hkv, G*Tq, Tk)
-    o = torch.matmul(pt, v)  # (B, Hkv, G*Tq, Dv)
+    p = torch.softmax(s.float(), dim=-1)  # (B, Hkv, G*Tq, Tk), contiguous
+    o = torch.matmul(p.to(v.dtype), v)  # (B, Hkv, G*Tq, Dv)
     return o.reshape(B, Hq, Tq, Dv)  # (B, Hq, Tq, Dv)
 
 
