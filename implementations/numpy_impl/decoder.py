@@ -14,49 +14,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from implementations.kv_base import DecoderCache
+from implementations.numpy_impl.kv_cache import NumpyKVCache
 from specs.decoder_weights import DecoderConfig, check_weights
-
-
-class LayerCache:
-    """K and V of one layer, (B, Hkv, max_len, D), written in place at [start, start + T)."""
-
-    def __init__(
-        self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: np.dtype
-    ) -> None:
-        self.k = np.zeros((batch, kv_heads, max_len, head_dim), dtype)  # (B, Hkv, max_len, D)
-        self.v = np.zeros((batch, kv_heads, max_len, head_dim), dtype)  # (B, Hkv, max_len, D)
-
-    def write(self, start: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Store k, v (B, Hkv, T, D) at positions start.. and return everything cached so far."""
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, Hkv, end, D) each
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
-
-
-class DecoderCache:
-    """Per-layer caches plus the number of tokens cached so far (the RoPE offset)."""
-
-    def __init__(self, config: DecoderConfig, batch: int, dtype: np.dtype) -> None:
-        self.batch = batch
-        self.max_len = config.max_len
-        self.layers = [
-            LayerCache(batch, config.n_kv_heads, config.head_dim, config.max_len, dtype)
-            for _ in range(config.layers)
-        ]
-        self.length = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes allocated for K and V (the whole max_len capacity)."""
-        return sum(layer.nbytes for layer in self.layers)
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -85,7 +45,12 @@ class NumpyDecoder:
         self.inv_freq = config.rope_base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)  # (D/2,)
 
     def new_cache(self, batch: int) -> DecoderCache:
-        return DecoderCache(self.config, batch, self.dtype)
+        c = self.config
+        layers = [
+            NumpyKVCache(batch, c.n_kv_heads, c.head_dim, c.max_len, self.dtype)
+            for _ in range(c.layers)
+        ]
+        return DecoderCache(layers, batch)
 
     def forward(self, tokens: np.ndarray) -> np.ndarray:
         """Logits (B, T, vocab) of tokens (B, T) at positions 0..T-1, no cache."""
@@ -149,7 +114,7 @@ class NumpyDecoder:
         rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # (B, H, T, D)
         return x * cos + rotated * sin  # (B, H, T, D)
 
-    def _layer_cache(self, cache: DecoderCache, i: int) -> LayerCache:
+    def _layer_cache(self, cache: DecoderCache, i: int) -> NumpyKVCache:
         return cache.layers[i]
 
     def _keys_values(

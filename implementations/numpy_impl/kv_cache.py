@@ -10,10 +10,10 @@ from implementations.kv_base import PreallocatedKVCache
 class NumpyKVCache(PreallocatedKVCache):
     """PreallocatedKVCache over numpy arrays."""
 
-    def allocate(self, shape: tuple[int, int, int, int], dtype: str) -> np.ndarray:
+    def allocate(self, shape: tuple[int, int, int, int], dtype: str | np.dtype) -> np.ndarray:
         return np.zeros(shape, dtype=np.dtype(dtype))  # (B, Hkv, T_max, D)
 
-    def write(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+    def store(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
         buffer[:, :, start : start + values.shape[2]] = values
 
 

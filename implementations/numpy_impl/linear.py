@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.validate import check_positive
-
-FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
+from implementations.validate import check_linear_args, check_positive
 
 LinearState = tuple[np.ndarray, np.ndarray]
 
@@ -29,33 +27,6 @@ def _phi(x: np.ndarray, feature_map: str) -> np.ndarray:
     if feature_map == "relu":
         return np.maximum(x, 0)  # (..., Dk)
     return np.where(x > 0, x + 1, np.exp(np.minimum(x, 0)))  # (..., Dk)
-
-
-def _check(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, feature_map: str, state: LinearState | None
-) -> None:
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if x.ndim != 4:
-            raise ValueError(f"{name} must be 4-D (B, H, T, D), got shape {x.shape}")
-    if q.shape != k.shape:
-        raise ValueError(
-            f"q and k must have the same shape (B, H, T, Dk), got {q.shape} and {k.shape}"
-        )
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            f"v must be (B, H, T, Dv) matching q's (B, H, T) {q.shape[:3]}, got {v.shape}"
-        )
-    if state is not None:
-        b, h, _, dk = q.shape
-        dv = v.shape[-1]
-        s, z = state
-        if tuple(s.shape) != (b, h, dk, dv) or tuple(z.shape) != (b, h, dk):
-            raise ValueError(
-                f"state must be (S {(b, h, dk, dv)}, z {(b, h, dk)}), "
-                f"got S {tuple(s.shape)}, z {tuple(z.shape)}"
-            )
 
 
 def _initial_state(q: np.ndarray, v: np.ndarray, state: LinearState | None) -> LinearState:
@@ -76,7 +47,7 @@ def linear_attention(
     eps: float = 1e-6,
 ) -> np.ndarray:
     """Parallel form: A = phi(Q) phi(K)^T masked lower-triangular, y = A V / (A 1 + eps)."""
-    _check(q, k, v, feature_map, None)
+    check_linear_args(q, k, v, feature_map, None)
     dt = _compute_dtype(q)
     fq = _phi(q.astype(dt), feature_map)  # (B, H, T, Dk)
     fk = _phi(k.astype(dt), feature_map)  # (B, H, T, Dk)
@@ -97,7 +68,7 @@ def linear_attention_recurrent(
     state: LinearState | None = None,
 ) -> tuple[np.ndarray, LinearState]:
     """Recurrent form: update (S, z) one token at a time; T = 1 is one decode step."""
-    _check(q, k, v, feature_map, state)
+    check_linear_args(q, k, v, feature_map, state)
     s, z = _initial_state(q, v, state)
     dt = s.dtype
     fq = _phi(q.astype(dt), feature_map)  # (B, H, T, Dk)
@@ -128,7 +99,7 @@ def linear_attention_chunked(
     chunk_size need not divide T; the last chunk is shorter.
     """
     check_positive(chunk_size=chunk_size)
-    _check(q, k, v, feature_map, state)
+    check_linear_args(q, k, v, feature_map, state)
     s, z = _initial_state(q, v, state)
     dt = s.dtype
     fq = _phi(q.astype(dt), feature_map)  # (B, H, T, Dk)

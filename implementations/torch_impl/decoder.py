@@ -17,60 +17,9 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from implementations.kv_base import DecoderCache
+from implementations.torch_impl.kv_cache import TorchKVCache
 from specs.decoder_weights import DecoderConfig, check_weights
-
-
-class KVCache:
-    """K and V of one layer, (B, Hkv, max_len, D), written in place at [start, start + T)."""
-
-    def __init__(
-        self,
-        batch: int,
-        kv_heads: int,
-        head_dim: int,
-        max_len: int,
-        dtype: torch.dtype,
-        device: torch.device,
-    ) -> None:
-        shape = (batch, kv_heads, max_len, head_dim)
-        self.k_cache = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, max_len, D)
-        self.v_cache = torch.zeros(shape, dtype=dtype, device=device)  # (B, Hkv, max_len, D)
-
-    def update(
-        self, start: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, Hkv, T, D) at positions start.. and return everything cached so far."""
-        end = start + k.shape[2]
-        self.k_cache[:, :, start:end] = k
-        self.v_cache[:, :, start:end] = v
-        return self.k_cache[:, :, :end], self.v_cache[:, :, :end]  # (B, Hkv, end, D) each
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.k_cache.numel() * self.k_cache.element_size()
-
-
-class DecoderCache:
-    """Per-layer caches plus the number of tokens cached so far (the RoPE offset)."""
-
-    def __init__(
-        self, config: DecoderConfig, batch: int, dtype: torch.dtype, device: torch.device
-    ) -> None:
-        self.batch = batch
-        self.max_len = config.max_len
-        self.layers = [
-            KVCache(batch, config.n_kv_heads, config.head_dim, config.max_len, dtype, device)
-            for _ in range(config.layers)
-        ]
-        self.length = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes allocated for K and V (the whole max_len capacity)."""
-        return sum(layer.nbytes for layer in self.layers)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -125,7 +74,12 @@ class TorchDecoder:
         )  # (max_len, D)
 
     def new_cache(self, batch: int) -> DecoderCache:
-        return DecoderCache(self.config, batch, self.dtype, self.device)
+        c = self.config
+        layers = [
+            TorchKVCache(batch, c.n_kv_heads, c.head_dim, c.max_len, self.dtype, self.device)
+            for _ in range(c.layers)
+        ]
+        return DecoderCache(layers, batch)
 
     @torch.no_grad()
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -221,7 +175,7 @@ class TorchDecoder:
             k = self._rope(k.view(b, t, hkv, hd).transpose(1, 2), start)  # (B, Hkv, T, D)
             v = v.view(b, t, hkv, hd).transpose(1, 2)  # (B, Hkv, T, D)
             if cache is not None:
-                k, v = cache.layers[i].update(start, k, v)  # (B, Hkv, start+T, D) each
+                k, v = cache.layers[i].write(start, k, v)  # (B, Hkv, start+T, D) each
             o = self._attention(q, k, v).transpose(1, 2).reshape(b, t, hq * hd)  # (B, T, Hq*D)
             x = x + o @ lw["wo"]  # (B, T, d)
             h = _rms_norm(x, lw["mlp_norm"], c.norm_eps)  # (B, T, d)

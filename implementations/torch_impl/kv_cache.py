@@ -12,18 +12,20 @@ class TorchKVCache(PreallocatedKVCache):
     """PreallocatedKVCache over torch tensors on one device."""
 
     def __init__(
-        self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: str, device: str
+        self,
+        batch: int,
+        kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        dtype: str | torch.dtype,
+        device: str | torch.device,
     ) -> None:
         self.device = torch.device(device)
         super().__init__(batch, kv_heads, head_dim, max_len, dtype)
 
-    def allocate(self, shape: tuple[int, int, int, int], dtype: str) -> torch.Tensor:
-        return torch.zeros(shape, dtype=TORCH_DTYPES[dtype], device=self.device)  # (B, Hkv, T, D)
+    def allocate(self, shape: tuple[int, int, int, int], dtype: str | torch.dtype) -> torch.Tensor:
+        torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
+        return torch.zeros(shape, dtype=torch_dtype, device=self.device)  # (B, Hkv, T, D)
 
-    def write(self, buffer: torch.Tensor, start: int, values: torch.Tensor) -> None:
+    def store(self, buffer: torch.Tensor, start: int, values: torch.Tensor) -> None:
         buffer[:, :, start : start + values.shape[2]].copy_(values)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the K and V buffers: 2 * B * Hkv * max_len * D * E."""
-        return 2 * self.k.numel() * self.k.element_size()

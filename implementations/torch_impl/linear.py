@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from implementations.validate import check_positive
-
-FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
+from implementations.validate import check_linear_args, check_positive
 
 LinearState = tuple[torch.Tensor, torch.Tensor]
 
@@ -30,33 +28,6 @@ def _phi(x: torch.Tensor, feature_map: str) -> torch.Tensor:
     if feature_map == "relu":
         return torch.relu(x)  # (..., Dk)
     return F.elu(x) + 1  # (..., Dk)
-
-
-def _check(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, feature_map: str, state: LinearState | None
-) -> None:
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if x.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (B, H, T, D), got shape {tuple(x.shape)}")
-    if q.shape != k.shape:
-        raise ValueError(
-            f"q and k must have the same shape (B, H, T, Dk), got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            f"v must be (B, H, T, Dv) matching q's (B, H, T) {tuple(q.shape[:3])}, got {tuple(v.shape)}"
-        )
-    if state is not None:
-        b, h, _, dk = q.shape
-        dv = v.shape[-1]
-        s, z = state
-        if tuple(s.shape) != (b, h, dk, dv) or tuple(z.shape) != (b, h, dk):
-            raise ValueError(
-                f"state must be (S {(b, h, dk, dv)}, z {(b, h, dk)}), "
-                f"got S {tuple(s.shape)}, z {tuple(z.shape)}"
-            )
 
 
 def _initial_state(q: torch.Tensor, v: torch.Tensor, state: LinearState | None) -> LinearState:
@@ -79,7 +50,7 @@ def linear_attention(
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Parallel form: A = phi(Q) phi(K)^T masked lower-triangular, y = A V / (A 1 + eps)."""
-    _check(q, k, v, feature_map, None)
+    check_linear_args(q, k, v, feature_map, None)
     dt = _compute_dtype(q)
     fq = _phi(q.to(dt), feature_map)  # (B, H, T, Dk)
     fk = _phi(k.to(dt), feature_map)  # (B, H, T, Dk)
@@ -100,7 +71,7 @@ def linear_attention_recurrent(
     state: LinearState | None = None,
 ) -> tuple[torch.Tensor, LinearState]:
     """Recurrent form: update (S, z) one token at a time over all (B, H); T = 1 is one decode step."""
-    _check(q, k, v, feature_map, state)
+    check_linear_args(q, k, v, feature_map, state)
     s, z = _initial_state(q, v, state)
     dt = s.dtype
     fq = _phi(q.to(dt), feature_map)  # (B, H, T, Dk)
@@ -128,7 +99,7 @@ def linear_attention_chunked(
 ) -> tuple[torch.Tensor, LinearState]:
     """Chunked form, all chunks in one batch of matmuls; chunk_size need not divide T."""
     check_positive(chunk_size=chunk_size)
-    _check(q, k, v, feature_map, state)
+    check_linear_args(q, k, v, feature_map, state)
     s0, z0 = _initial_state(q, v, state)
     dt = s0.dtype
     b, h, t, dk = q.shape

@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 import implementations.numpy_impl as base
-from implementations.numpy_impl.decoder import DecoderCache, LayerCache, NumpyDecoder
+from implementations.kv_base import DecoderCache
+from implementations.numpy_impl.decoder import NumpyDecoder
+from implementations.numpy_impl.kv_cache import NumpyKVCache
 from specs.decoder_weights import DecoderConfig
 from suite.meta.mutants import Mutant, derive
 
@@ -45,7 +47,7 @@ class CacheAfterAttention(NumpyDecoder):
 class SharedLayerCache(NumpyDecoder):
     """Every layer reads and writes layer 0's cache."""
 
-    def _layer_cache(self, cache: DecoderCache, i: int) -> LayerCache:
+    def _layer_cache(self, cache: DecoderCache, i: int) -> NumpyKVCache:
         return cache.layers[0]
 
 

@@ -14,20 +14,20 @@ from suite.meta.mutants import Mutant, derive
 class OverwriteLastSlot(NumpyKVCache):
     """Single-token appends after the first write land on the last filled slot."""
 
-    def write(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+    def store(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
         shift = 1 if values.shape[2] == 1 and start > 0 else 0
-        super().write(buffer, start - shift, values)
+        super().store(buffer, start - shift, values)
 
 
 class DropFirstOfLaterChunks(NumpyKVCache):
     """A chunk appended after the first loses its first token (a classic off-by-one on resume)."""
 
-    def write(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+    def store(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
         if start > 0 and values.shape[2] > 1:
-            super().write(buffer, start, values[:, :, 1:])
+            super().store(buffer, start, values[:, :, 1:])
             buffer[:, :, start + values.shape[2] - 1] = 0
         else:
-            super().write(buffer, start, values)
+            super().store(buffer, start, values)
 
 
 class Prepend(NumpyKVCache):
