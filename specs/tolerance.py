@@ -18,7 +18,9 @@ import numpy as np
 from specs.dtypes import UNIT_ROUNDOFF
 
 FACTOR = 3.0  # FlashAttention's tests allow 2x the baseline error; we allow a little more
-FLOOR_ULPS = 16.0  # the floor is u * (FLOOR_ULPS + 4 * sqrt(n)): sqrt(n) is the typical error growth
+FLOOR_ULPS = (
+    16.0  # the floor is u * (FLOOR_ULPS + 4 * sqrt(n)): sqrt(n) is the typical error growth
+)
 TINY = 1e-30
 
 
