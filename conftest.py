@@ -154,8 +154,10 @@ def pytest_configure(config: pytest.Config) -> None:
         known = known_failures.parse(Path(known_path)) if known_path else []
     except known_failures.KnownFailuresError as exc:
         raise pytest.UsageError(f"{OPT_KNOWN}: {exc}") from None
+    impls = resolve_impls(config, device)
+    harness.SPECS = {i.name: spec for spec, i in impls}
     config.stash[STATE] = {
-        "impls": resolve_impls(config, device),
+        "impls": impls,
         "dtypes": dtypes,
         "device": device,
         "tier": tier,
@@ -255,7 +257,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             nodeid=report.nodeid,
             message=message,
             details=info["details"],
-            reproduce=conformance.reproduction(report.nodeid, spec, info["dtype"], longrepr)
+            reproduce=conformance.reproduction(
+                report.nodeid, spec, info["dtype"], longrepr, state["device"], state["tier"]
+            )
             if report.failed
             else "",
         )

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from reports.calibrate import cache_path
-from reports.detect import DeviceRoof, h100_baseline, parse_rate, resolve_device
+from reports.detect import resolve_device
+from reports.hardware import DeviceRoof, h100_baseline, parse_rate
 from specs.cost import matmul_cost
 
 PROG = "python -m reports"

@@ -19,15 +19,8 @@ from typing import Any
 import pytest
 
 from reports import render, timing
-from reports.roofline import (
-    Record,
-    Row,
-    StaticRoof,
-    analyse,
-    annotate,
-    cache_comparisons,
-    summarise,
-)
+from reports.hardware import DeviceRoof, OverrideError, cpu_name, h100_baseline, parse_rate
+from reports.roofline import Record, Row, analyse, annotate, cache_comparisons, summarise
 from reports.timing import Bench
 
 OPT_BENCH_SIZE = "--bench-size"
@@ -46,17 +39,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         OPT_BENCH_SIZE,
         default="default",
-        choices=BENCH_SIZES,
+        metavar="SIZE",
         help="benchmark sizes: small (seconds, for CI), default (a few minutes on a 2-core "
         "CPU; GPU runs get the large grid), large",
     )
-    group.addoption(OPT_PEAK_FLOPS, default=None, help="override the device's peak FLOP/s")
-    group.addoption(OPT_BANDWIDTH, default=None, help="override the device's bandwidth (B/s)")
+    group.addoption(
+        OPT_PEAK_FLOPS, default=None, metavar="RATE", help="override the device's peak FLOP/s"
+    )
+    group.addoption(
+        OPT_BANDWIDTH, default=None, metavar="RATE", help="override the device's bandwidth (B/s)"
+    )
     group.addoption(
         OPT_RECALIBRATE, action="store_true", help="measure the device roof again (no cache)"
     )
     group.addoption(
-        OPT_THREADS, type=int, default=None, help="CPU threads for torch during benchmarks"
+        OPT_THREADS, default=None, metavar="N", help="CPU threads for torch during benchmarks"
     )
 
 
@@ -75,27 +72,39 @@ def load_average() -> float | None:
         return None
 
 
+def size_option(config: pytest.Config) -> str:
+    """The --bench-size value; one not in BENCH_SIZES is a usage error."""
+    size = config.getoption(OPT_BENCH_SIZE)
+    if size not in BENCH_SIZES:
+        raise pytest.UsageError(f"{OPT_BENCH_SIZE} {size!r}: choose from {', '.join(BENCH_SIZES)}")
+    return str(size)
+
+
 def rate_option(config: pytest.Config, option: str, what: str) -> float | None:
     """A --peak-flops / --bandwidth value as a positive number; a bad one is a usage error."""
     value = config.getoption(option)
     if value is None:
         return None
     try:
-        from reports.detect import OverrideError, parse_rate
-    except ImportError:
-        try:
-            rate = float(value)
-        except ValueError:
-            rate = float("nan")
-        if not (rate > 0 and rate != float("inf")):
-            raise pytest.UsageError(
-                f"{option} {value!r}: {what} must be a positive number"
-            ) from None
-        return rate
-    try:
         return parse_rate(value, what, option)
     except OverrideError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def threads_option(config: pytest.Config) -> int | None:
+    """The --bench-threads value as a whole number >= 1; anything else is a usage error."""
+    value = config.getoption(OPT_THREADS)
+    if value is None:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise pytest.UsageError(
+            f"{OPT_THREADS} {value!r}: the thread count must be a whole number >= 1"
+        )
+    return threads
 
 
 class BenchState:
@@ -103,15 +112,16 @@ class BenchState:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.requested_size = config.getoption(OPT_BENCH_SIZE)
+        self.requested_size = size_option(config)
         self.peak = rate_option(config, OPT_PEAK_FLOPS, "peak FLOP/s")
         self.bandwidth = rate_option(config, OPT_BANDWIDTH, "bandwidth (bytes/s)")
         self.recalibrate = bool(config.getoption(OPT_RECALIBRATE))
-        self.threads = timing.fix_threads(config.getoption(OPT_THREADS))
+        self.threads = timing.fix_threads(threads_option(config))
         self.records: list[Record] = []
         self.load_at_start = load_average()
-        self._roofs: dict[tuple[str, str], Any] = {}
+        self._roofs: dict[tuple[str, str], DeviceRoof] = {}
         self._flushers: dict[str, Callable[[], None]] = {}
+        self._analysis: tuple[int, list[Row], dict[str, DeviceRoof]] | None = None
 
     @property
     def device(self) -> str:
@@ -139,66 +149,59 @@ class BenchState:
             self._flushers[device] = timing.flusher(device)
         return self._flushers[device]
 
-    def roof(self, device: str, dtype: str) -> Any:
+    def roof(self, device: str, dtype: str) -> DeviceRoof:
         """The device's roof for `dtype` (CPU: always the measured float32 roof)."""
         roof_dtype = dtype if timing.is_cuda(device) else "float32"
         key = (device, roof_dtype)
+        if key in self._roofs:
+            return self._roofs[key]
         try:
             from reports.detect import resolve_device
         except ImportError:  # no torch: no detection or calibration, only the overrides
-            given = "override"
-            return StaticRoof(
-                f"{device} (torch not installed: no detected roof)",
-                roof_dtype,
-                self.peak,
-                self.bandwidth,
-                given if self.peak else "unknown",
-                given if self.bandwidth else "unknown",
-            )
-        if key not in self._roofs:
-            self._roofs[key] = resolve_device(
-                device,
+            self._roofs[key] = DeviceRoof(
+                name=f"{device} (torch not installed: no detected roof)",
+                kind=device.split(":", 1)[0],
+                device=device,
                 dtype=roof_dtype,
+                spec=None,
+                measured=None,
                 peak_flops=self.peak,
                 bandwidth=self.bandwidth,
-                recalibrate=self.recalibrate,
+                peak_source="override (--peak-flops)" if self.peak else "unknown",
+                bandwidth_source="override (--bandwidth)" if self.bandwidth else "unknown",
             )
-            self.recalibrate = False  # once per session is enough
+            return self._roofs[key]
+        self._roofs[key] = resolve_device(
+            device,
+            dtype=roof_dtype,
+            peak_flops=self.peak,
+            bandwidth=self.bandwidth,
+            recalibrate=self.recalibrate,
+        )
+        self.recalibrate = False  # once per session is enough
         return self._roofs[key]
 
-    def baseline(self) -> Any:
-        """The H100 SXM's dense BF16 roof every report compares against."""
-        try:
-            from reports.detect import h100_baseline
-        except ImportError:
-            from reports.hardware import H100_SXM
+    def analysed(self) -> tuple[list[Row], dict[str, DeviceRoof]]:
+        """Every record judged on its device roof and on the baseline, with cross-row notes.
 
-            source = f"spec table ({H100_SXM.key})"
-            return StaticRoof(
-                H100_SXM.name,
-                "bfloat16",
-                H100_SXM.tensor_flops,
-                H100_SXM.bandwidth,
-                source,
-                source,
-            )
-        return h100_baseline("bfloat16")
-
-    def analysed(self) -> tuple[list[Row], dict[str, Any]]:
-        """Every record judged on its device roof and on the baseline, with cross-row notes."""
-        mark_conformance_failures(self.config, self.records)
-        rows, roofs = [], {}
-        for record in self.records:
-            roof = self.roof(record.device, record.dtype)
-            roofs[f"{record.device} {roof.dtype}"] = roof
-            rows.append(analyse(record, roof, self.baseline()))
-        annotate(rows)
-        return rows, roofs
+        Computed once per set of records: the JSON hook and the terminal summary share it.
+        """
+        if self._analysis is None or self._analysis[0] != len(self.records):
+            mark_conformance_failures(self.config, self.records)
+            baseline = h100_baseline()
+            rows, roofs = [], {}
+            for record in self.records:
+                roof = self.roof(record.device, record.dtype)
+                roofs[f"{record.device} {roof.dtype}"] = roof
+                rows.append(analyse(record, roof, baseline))
+            annotate(rows)
+            self._analysis = (len(self.records), rows, roofs)
+        return self._analysis[1], self._analysis[2]
 
     def payload(self) -> dict[str, Any]:
         """The JSON block: roofs, baseline, ridge points, rows, comparisons, verdicts."""
         rows, roofs = self.analysed()
-        baseline = self.baseline()
+        baseline = h100_baseline()
         return {
             "bench_size": self.size,
             "threads": self.threads,
@@ -284,11 +287,6 @@ def pytest_benchmark_update_machine_info(
     config: pytest.Config, machine_info: dict[str, Any]
 ) -> None:
     """Carry the device name so pytest-benchmark warns when comparing runs across devices."""
-    try:
-        from reports.calibrate import cpu_name
-    except ImportError:
-        from platform import processor as cpu_name
-
     state = config.stash[BENCH]
     device = state.device
     info: dict[str, Any] = {"device": device, "cpu": cpu_name(), "torch_threads": state.threads}
@@ -316,7 +314,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     payload = state.payload()
     rows, roofs = state.analysed()
-    baseline = state.baseline()
+    baseline = h100_baseline()
     comparisons = payload["cached_vs_recompute"]
     timed = any(r.seconds is not None for r in state.records)
     heading = f"bench size {state.size}; torch threads {state.threads}" + (

@@ -4,7 +4,8 @@ Bandwidth follows STREAM (McCalpin, 1995): ``a = b`` (copy) and ``a = b + s·c``
 on buffers 8× the last-level cache, counting bytes read + written (2 and 3 elements per
 index; write-allocate traffic is not counted, as in STREAM). Peak FLOP/s is a square
 GEMM at 2n³ FLOPs: float32 on CPU, bf16 on GPU by default. Each figure is the median of
-a few timed repeats after a warm-up; GPU timing uses CUDA events and synchronises.
+a few timed repeats after a warm-up, timed by ``reports.timing`` (synchronising timers;
+the copy is ``timing.copy_bandwidth``, the one the decode benchmarks compare against).
 Results are cached in a JSON file keyed by device (and GEMM dtype); pass
 ``recalibrate=True`` to measure again.
 """
@@ -14,14 +15,14 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
-import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from reports import timing
+from reports.hardware import cpu_name
 
 MiB = 1 << 20
 CALIBRATION_ENV = "ATTNSPEC_CALIBRATION_FILE"
@@ -33,8 +34,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 
-
-Timer = Callable[[Callable[[], object], int], float]
 GEMM_TARGET_S = {True: 0.1, False: 1e-3}  # keyed by "on CPU": one product at least this long
 
 
@@ -69,17 +68,6 @@ def default_dtype(device: str) -> str:
     return "float32" if torch.device(device).type == "cpu" else "bfloat16"
 
 
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it, else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
 def device_key(device: str, threads: int | None = None) -> str:
     """A stable cache key: the device name, plus the thread count on CPU."""
     dev = torch.device(device)
@@ -91,80 +79,21 @@ def device_key(device: str, threads: int | None = None) -> str:
     return f"{dev.type}:{dev}"
 
 
-def _cpu_llc_bytes() -> int:
-    sizes: list[tuple[int, int]] = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            level = int((index / "level").read_text())
-            text = (index / "size").read_text().strip().upper()
-        except (OSError, ValueError):
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append((level, int(digits) * scale))
-    return max(sizes)[1] if sizes else 32 * MiB
-
-
-def _llc_bytes(dev: torch.device) -> int:
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        return int(getattr(props, "L2_cache_size", 0)) or 64 * MiB
-    return _cpu_llc_bytes()
-
-
-def _timer(dev: torch.device) -> Timer:
-    """Seconds per call of ``fn``, timed over ``inner`` back-to-back calls."""
-    if dev.type == "cuda":
-
-        def time_cuda(fn: Callable[[], object], inner: int) -> float:
-            start = torch.cuda.Event(enable_timing=True)
-            stop = torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(dev)
-            start.record()
-            for _ in range(inner):
-                fn()
-            stop.record()
-            torch.cuda.synchronize(dev)
-            return start.elapsed_time(stop) / 1e3 / inner
-
-        return time_cuda
-
-    def time_host(fn: Callable[[], object], inner: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t0) / inner
-
-    return time_host
-
-
-def _median_time(
-    timer: Timer,
-    fn: Callable[[], object],
-    repeats: int,
-    inner: int,
-) -> float:
-    timer(fn, 1)
-    return statistics.median(timer(fn, inner) for _ in range(repeats))
-
-
-def _stream_seconds(
-    dev: torch.device, timer: Timer, n: int, repeats: int, inner: int
-) -> tuple[float, float]:
-    """Median seconds of one copy and one triad over n float32 elements."""
-    a = torch.empty(n, dtype=torch.float32, device=dev)  # (n,)
-    b = torch.ones(n, dtype=torch.float32, device=dev)  # (n,)
-    c = torch.full((n,), 2.0, dtype=torch.float32, device=dev)  # (n,)
-    copy_s = _median_time(timer, lambda: a.copy_(b), repeats, inner)
-    triad_s = _median_time(timer, lambda: torch.add(b, c, alpha=3.0, out=a), repeats, inner)
+def _triad_seconds(device: str, n: int, repeats: int, inner: int) -> float:
+    """Median seconds of one triad a = b + 3c over n float32 elements."""
+    a = torch.empty(n, dtype=torch.float32, device=device)  # (n,)
+    b = torch.ones(n, dtype=torch.float32, device=device)  # (n,)
+    c = torch.full((n,), 2.0, dtype=torch.float32, device=device)  # (n,)
+    seconds = timing.median_seconds(
+        device, lambda: torch.add(b, c, alpha=3.0, out=a), repeats, inner
+    )
     if not bool((a[:1] == 7.0).all()):
         raise CalibrationError("triad produced a wrong value; the timing can't be trusted")
-    return copy_s, triad_s
+    return seconds
 
 
 def _gemm_seconds(
-    dev: torch.device, timer: Timer, dtype: torch.dtype, sizes: tuple[int, int], repeats: int
+    device: str, dtype: torch.dtype, sizes: tuple[int, int], repeats: int
 ) -> tuple[int, float]:
     """(n, median seconds) of an n×n @ n×n product in ``dtype``.
 
@@ -172,18 +101,18 @@ def _gemm_seconds(
     a dtype without fast kernels on this device (fp16 on most CPUs) stays a short run.
     """
     size, largest = sizes
-    inner = 10 if dev.type != "cpu" else 1
+    on_cpu = not timing.is_cuda(device)
+    inner = 1 if on_cpu else 10
     while True:
-        x = torch.randn(size, size, device=dev).to(dtype)  # (n, n)
-        w = torch.randn(size, size, device=dev).to(dtype)  # (n, n)
-        out = torch.empty(size, size, dtype=dtype, device=dev)  # (n, n)
+        x = torch.randn(size, size, device=device).to(dtype)  # (n, n)
+        w = torch.randn(size, size, device=device).to(dtype)  # (n, n)
+        out = torch.empty(size, size, dtype=dtype, device=device)  # (n, n)
 
         def product(x: torch.Tensor = x, w: torch.Tensor = w, out: torch.Tensor = out) -> object:
             return torch.mm(x, w, out=out)
 
-        timer(product, 1)
-        if size >= largest or timer(product, 1) >= GEMM_TARGET_S[dev.type == "cpu"]:
-            return size, _median_time(timer, product, repeats, inner)
+        if size >= largest or timing.median_seconds(device, product, 1) >= GEMM_TARGET_S[on_cpu]:
+            return size, timing.median_seconds(device, product, repeats, inner)
         size *= 2
 
 
@@ -209,21 +138,21 @@ def measure(
     if n_threads is not None:
         torch.set_num_threads(n_threads)
     t_start = time.perf_counter()
+    name = str(dev)
     try:
-        timer = _timer(dev)
-        llc = _llc_bytes(dev)
         if buffer_bytes is None:
-            buffer_bytes = max(8 * llc, 1024 * MiB if on_gpu else 64 * MiB)
+            buffer_bytes = max(8 * timing.cache_bytes(name), 1024 * MiB if on_gpu else 64 * MiB)
         n = buffer_bytes // 4
         inner = 10 if on_gpu else 1
-        copy_s, triad_s = _stream_seconds(dev, timer, n, repeats, inner)
+        copy_bw = timing.copy_bandwidth(name, 4 * n, repeats, inner)
+        triad_s = _triad_seconds(name, n, repeats, inner)
         sizes = (gemm_n, gemm_n) if gemm_n else (2048, 8192) if on_gpu else (512, 2048)
-        size, gemm_s = _gemm_seconds(dev, timer, _DTYPES[dtype], sizes, repeats)
+        size, gemm_s = _gemm_seconds(name, _DTYPES[dtype], sizes, repeats)
     finally:
         torch.set_num_threads(saved_threads)
     return Measured(
         device_key=device_key(device, n_threads),
-        copy_bandwidth=2 * 4 * n / copy_s,
+        copy_bandwidth=copy_bw,
         triad_bandwidth=3 * 4 * n / triad_s,
         gemm_flops=2 * size**3 / gemm_s,
         gemm_dtype=dtype,
@@ -232,7 +161,7 @@ def measure(
         threads=n_threads,
         repeats=repeats,
         seconds=time.perf_counter() - t_start,
-        measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
 
 

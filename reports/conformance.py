@@ -10,7 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-BLOB = re.compile(r"@reproduce_failure\([^)]*\)")
+BLOB = re.compile(r"@reproduce_failure\('[^']*', b'([^']*)'\)")
 CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail (known)"}
 
 
@@ -52,13 +52,15 @@ def failure_message(longrepr: str) -> str:
     return "\n".join(lines) or first_lines(longrepr)
 
 
-def reproduction(nodeid: str, impl_spec: str, dtype: str, longrepr: str) -> str:
-    """The command that reruns one failing test, plus Hypothesis's blob when it printed one."""
-    cmd = f"pytest '{nodeid}' --impl {impl_spec}"
+def reproduction(
+    nodeid: str, impl_spec: str, dtype: str, longrepr: str, device: str, tier: str
+) -> str:
+    """The command that reruns one failing test, replaying Hypothesis's example when it has one."""
+    cmd = f"pytest '{nodeid}' --impl {impl_spec} --device {device} --tier {tier}"
     if dtype:
         cmd += f" --dtype {dtype}"
     blob = BLOB.search(longrepr)
-    return cmd + (f"   # Hypothesis: {blob.group(0)}" if blob else "")
+    return cmd + (f" --reproduce '{blob.group(1)}'" if blob else "")
 
 
 def table(records: list[Record], clause_order: list[str]) -> str:

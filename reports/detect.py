@@ -5,22 +5,20 @@ Precedence for each of the two figures: an explicit argument (the lead wires
 then the published spec of a recognised GPU, then the measured roof. A GPU whose name
 is not in the table is reported as unknown with the properties torch gives; it is
 never mapped to a neighbour. Without a GPU the detected device is the CPU and its
-roof is the measured one.
+roof is the measured one. The roof (``DeviceRoof``) and the override parser live in
+``reports.hardware``, which needs no torch.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 
 import torch
 
-from reports.calibrate import Measured, calibrate, cpu_name
-from reports.hardware import H100_SXM, SPECS, DeviceSpec
-from specs.cost import is_memory_bound, ridge
+from reports.calibrate import Measured, calibrate
+from reports.hardware import SPECS, DeviceRoof, DeviceSpec, cpu_name, parse_rate
 
 PEAK_ENV = "ATTNSPEC_PEAK_FLOPS"
 BANDWIDTH_ENV = "ATTNSPEC_BANDWIDTH"
@@ -39,38 +37,6 @@ _NAME_PATTERNS: dict[str, tuple[str, ...]] = {
     "b200": (r"NVIDIA B200",),
     "mi300x": (r"AMD Instinct MI300X", r"AMD Instinct MI300X OAM"),
 }
-_SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
-
-
-class OverrideError(ValueError):
-    """A peak FLOP/s or bandwidth override that is not a positive finite number."""
-
-
-def parse_rate(value: object, what: str, origin: str) -> float:
-    """``value`` as a positive finite rate; accepts 989e12 or "989e12" or "989T".
-
-    ``what`` names the figure and ``origin`` where it came from ("--peak-flops",
-    "$ATTNSPEC_BANDWIDTH"), so the error says exactly which value to fix.
-    """
-    if isinstance(value, bool):
-        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        rate = float(value)
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([-+0-9.eE]+|nan|inf)\s*([KMGTP]?)\s*", value, re.IGNORECASE)
-        try:
-            if match is None:
-                raise ValueError(value)
-            rate = float(match.group(1)) * _SI[match.group(2).upper()]
-        except ValueError:
-            raise OverrideError(
-                f"{what} from {origin} must be a number such as 989e12, got {value!r}"
-            ) from None
-    else:
-        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
-    if not (rate > 0 and math.isfinite(rate)):
-        raise OverrideError(f"{what} from {origin} must be finite and > 0, got {value!r}")
-    return rate
 
 
 def match_spec(name: str) -> DeviceSpec | None:
@@ -80,70 +46,6 @@ def match_spec(name: str) -> DeviceSpec | None:
         if any(re.fullmatch(p, normal, re.IGNORECASE) for p in patterns):
             return SPECS[key]
     return None
-
-
-@dataclass(frozen=True)
-class DeviceRoof:
-    """A device and the roof its verdicts use, with where each figure came from."""
-
-    name: str
-    kind: str
-    device: str
-    dtype: str
-    spec: DeviceSpec | None
-    measured: Measured | None
-    peak_flops: float | None
-    bandwidth: float | None
-    peak_source: str
-    bandwidth_source: str
-    properties: dict[str, object] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-    @property
-    def known(self) -> bool:
-        """Whether a published spec was matched (always false on CPU)."""
-        return self.spec is not None
-
-    @property
-    def ridge(self) -> float | None:
-        """peak / bandwidth in FLOP/byte, None when either is unknown."""
-        if self.peak_flops is None or self.bandwidth is None:
-            return None
-        return ridge(self.peak_flops, self.bandwidth)
-
-    def verdict(self, intensity: float) -> str:
-        """ "memory-bound", "compute-bound", or "unknown roof" on this device."""
-        if self.peak_flops is None or self.bandwidth is None:
-            return "unknown roof"
-        bound = is_memory_bound(intensity, self.peak_flops, self.bandwidth)
-        return "memory-bound" if bound else "compute-bound"
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain numbers and strings, for the JSON report."""
-        out = asdict(self)
-        out["ridge"] = self.ridge
-        out["known"] = self.known
-        return out
-
-
-def h100_baseline(dtype: str = "bfloat16") -> DeviceRoof:
-    """The H100 SXM spec roof every report compares against."""
-    peak = H100_SXM.peak_flops(dtype) or H100_SXM.tensor_flops
-    return DeviceRoof(
-        name=H100_SXM.name,
-        kind="baseline",
-        device="",
-        dtype=dtype,
-        spec=H100_SXM,
-        measured=None,
-        peak_flops=peak,
-        bandwidth=H100_SXM.bandwidth,
-        peak_source=f"spec table ({H100_SXM.key})",
-        bandwidth_source=f"spec table ({H100_SXM.key})",
-    )
-
-
-H100_BASELINE = h100_baseline()
 
 
 def _override(

@@ -1,4 +1,5 @@
-"""Published peak figures of the accelerators attnspec knows, each with its source.
+"""Device roofs without torch: published peaks with their sources, the roof a verdict uses,
+the host CPU's name, and rates given by the user.
 
 Tensor FLOP/s are *dense* BF16/FP16 with FP32 accumulation. Datasheets headline the 2:4
 sparse figure, exactly twice the dense one; sparse figures are never used here. FP32 is
@@ -6,12 +7,23 @@ the non-tensor (CUDA-core / vector) rate, which is what a float32 torch matmul g
 with TF32 off (torch's default). Bandwidth is the datasheet HBM/GDDR figure in bytes/s;
 L2 is in bytes where the vendor states it (None otherwise). Values cross-checked against
 the tables public repos quote (torchtitan's ``get_peak_flops``, LLM-Viewer, scaling book).
-Every figure can be overridden (see ``reports.detect``).
+Every figure can be overridden (``parse_rate`` reads the override; ``reports.detect``
+applies it). Nothing here imports torch, so the benchmark plugin works without it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from specs.cost import is_memory_bound, ridge
+
+if TYPE_CHECKING:
+    from reports.calibrate import Measured
 
 MiB = 1 << 20
 
@@ -148,3 +160,113 @@ SPECS: dict[str, DeviceSpec] = {
 
 H100_SXM: DeviceSpec = SPECS["h100-sxm"]
 """The baseline every report compares against."""
+
+
+_SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+class OverrideError(ValueError):
+    """A peak FLOP/s or bandwidth override that is not a positive finite number."""
+
+
+def parse_rate(value: object, what: str, origin: str) -> float:
+    """``value`` as a positive finite rate; accepts 989e12 or "989e12" or "989T".
+
+    ``what`` names the figure and ``origin`` where it came from ("--peak-flops",
+    "$ATTNSPEC_BANDWIDTH"), so the error says exactly which value to fix.
+    """
+    if isinstance(value, bool):
+        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        rate = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([-+0-9.eE]+|nan|inf)\s*([KMGTP]?)\s*", value, re.IGNORECASE)
+        try:
+            if match is None:
+                raise ValueError(value)
+            rate = float(match.group(1)) * _SI[match.group(2).upper()]
+        except ValueError:
+            raise OverrideError(
+                f"{what} from {origin} must be a number such as 989e12, got {value!r}"
+            ) from None
+    else:
+        raise OverrideError(f"{what} from {origin} must be a number, got {value!r}")
+    if not (rate > 0 and math.isfinite(rate)):
+        raise OverrideError(f"{what} from {origin} must be finite and > 0, got {value!r}")
+    return rate
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it, else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@dataclass(frozen=True)
+class DeviceRoof:
+    """A device and the roof its verdicts use, with where each figure came from."""
+
+    name: str
+    kind: str
+    device: str
+    dtype: str
+    spec: DeviceSpec | None
+    measured: Measured | None
+    peak_flops: float | None
+    bandwidth: float | None
+    peak_source: str
+    bandwidth_source: str
+    properties: dict[str, object] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        """Whether a published spec was matched (always false on CPU)."""
+        return self.spec is not None
+
+    @property
+    def ridge(self) -> float | None:
+        """peak / bandwidth in FLOP/byte, None when either is unknown."""
+        if self.peak_flops is None or self.bandwidth is None:
+            return None
+        return ridge(self.peak_flops, self.bandwidth)
+
+    def verdict(self, intensity: float) -> str:
+        """ "memory-bound", "compute-bound", or "unknown roof" on this device."""
+        if self.peak_flops is None or self.bandwidth is None:
+            return "unknown roof"
+        bound = is_memory_bound(intensity, self.peak_flops, self.bandwidth)
+        return "memory-bound" if bound else "compute-bound"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain numbers and strings, for the JSON report."""
+        out = asdict(self)
+        out["ridge"] = self.ridge
+        out["known"] = self.known
+        return out
+
+
+def h100_baseline(dtype: str = "bfloat16") -> DeviceRoof:
+    """The H100 SXM spec roof every report compares against."""
+    peak = H100_SXM.peak_flops(dtype) or H100_SXM.tensor_flops
+    source = f"spec table ({H100_SXM.key})"
+    return DeviceRoof(
+        name=H100_SXM.name,
+        kind="baseline",
+        device="",
+        dtype=dtype,
+        spec=H100_SXM,
+        measured=None,
+        peak_flops=peak,
+        bandwidth=H100_SXM.bandwidth,
+        peak_source=source,
+        bandwidth_source=source,
+    )
+
+
+H100_BASELINE = h100_baseline()

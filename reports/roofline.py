@@ -14,7 +14,6 @@ op's cost is re-evaluated with the baseline's 2-byte elements (what the op would
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,32 +24,11 @@ BASELINE_ELEMENT_BYTES = 2  # the H100 baseline is judged in bf16
 
 
 class Roof(Protocol):
-    """Any device roof: reports.detect.DeviceRoof fits."""
+    """Any device roof: reports.hardware.DeviceRoof fits."""
 
     name: str
     peak_flops: float | None
     bandwidth: float | None
-
-
-@dataclass(frozen=True)
-class StaticRoof:
-    """A roof given by numbers alone: the fallback when device detection (torch) is missing."""
-
-    name: str
-    dtype: str
-    peak_flops: float | None
-    bandwidth: float | None
-    peak_source: str
-    bandwidth_source: str
-
-    @property
-    def ridge(self) -> float | None:
-        if self.peak_flops is None or self.bandwidth is None:
-            return None
-        return self.peak_flops / self.bandwidth
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ridge": self.ridge}
 
 
 @dataclass
@@ -88,10 +66,6 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Record:
-        return cls(**data)
 
 
 @dataclass
@@ -171,11 +145,6 @@ def analyse(record: Record, roof: Roof, baseline: Roof) -> Row:
         device=figures(record.flops, record.bytes, roof, record.seconds),
         baseline=figures(record.baseline_flops, record.baseline_bytes, baseline, None),
     )
-
-
-def median_or_none(values: list[float]) -> float | None:
-    """The median of `values`, None when there are none."""
-    return statistics.median(values) if values else None
 
 
 def _pairs(rows: list[Row], left: str, right: str, *, same_impl: bool) -> list[tuple[Row, Row]]:

@@ -8,7 +8,8 @@ wall time of launch plus execution), and the setup before each round writes a bu
 the size of the L2 cache so a memory-bound op can't be served from it. On CPU the buffer is
 twice the last-level cache, the thread count is fixed for the whole session, and every
 benchmark runs warm-up calls first. Copy bandwidth follows STREAM's convention (McCalpin,
-1995; as ``reports.calibrate`` does): bytes read plus bytes written, median of a few copies.
+1995): bytes read plus bytes written, median of a few copies; ``reports.calibrate`` uses
+the same timer and copy for the measured roof.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 from reports.roofline import BASELINE_ELEMENT_BYTES, Record
 
 MiB = 1 << 20
+SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 MIN_FLUSH_BYTES = 64 * MiB
 # Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
 ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
@@ -57,19 +59,21 @@ def now(device: str) -> float:
     return time.perf_counter()
 
 
-def cpu_llc_bytes() -> int:
-    """The largest CPU cache in bytes as sysfs reports it (32 MiB when it can't be read)."""
-    sizes = []
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+def cpu_cache_bytes(root: Path = SYSFS_CACHE) -> int:
+    """The CPU's last-level cache in bytes: the highest cache level sysfs lists (the largest
+    entry at that level), 32 MiB when sysfs can't be read."""
+    found: list[tuple[int, int]] = []
+    for index in root.glob("index*"):
         try:
+            level = int((index / "level").read_text())
             text = (index / "size").read_text().strip().upper()
-        except OSError:
+        except (OSError, ValueError):
             continue
         scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
         digits = text.rstrip("KMG")
         if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes) if sizes else 32 * MiB
+            found.append((level, int(digits) * scale))
+    return max(found)[1] if found else 32 * MiB
 
 
 def cache_bytes(device: str) -> int:
@@ -79,12 +83,18 @@ def cache_bytes(device: str) -> int:
 
         props = torch.cuda.get_device_properties(device)
         return int(getattr(props, "L2_cache_size", 0)) or 64 * MiB
-    return cpu_llc_bytes()
+    return cpu_cache_bytes()
+
+
+def streaming_bytes(device: str, nbytes: int = 0) -> int:
+    """`nbytes`, raised to twice the last-level cache (and MIN_FLUSH_BYTES): a buffer that
+    size streams from main memory."""
+    return max(int(nbytes), 2 * cache_bytes(device), MIN_FLUSH_BYTES)
 
 
 def flusher(device: str) -> Callable[[], None]:
     """A function that evicts the device's last-level cache by writing 2x its size."""
-    nbytes = max(2 * cache_bytes(device), MIN_FLUSH_BYTES)
+    nbytes = streaming_bytes(device)
     if is_cuda(device):
         import torch
 
@@ -104,26 +114,40 @@ def flusher(device: str) -> Callable[[], None]:
 
 def fix_threads(threads: int | None) -> int | None:
     """Pin torch's CPU thread count for the session; return the count in use (None: no torch)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     try:
         import torch
     except ImportError:
         return None
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
-def copy_bandwidth(device: str, nbytes: int, repeats: int = 5) -> float:
-    """Bytes/s of `dst.copy_(src)` over `nbytes`-byte buffers, counting read + write.
+def median_seconds(device: str, fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
+    """Median seconds per call of `fn`: one warm-up call, then `repeats` timings of `inner`
+    back-to-back calls, each between synchronising timers."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = now(device)
+        for _ in range(inner):
+            fn()
+        times.append((now(device) - t0) / inner)
+    return statistics.median(times)
 
-    The buffers are at least twice the last-level cache, so the copy streams from memory.
-    Uses torch (its CPU copy is multi-threaded like the ops it is compared with) when it is
-    installed, else numpy.
+
+def copy_bandwidth(device: str, nbytes: int, repeats: int = 5, inner: int = 1) -> float:
+    """Bytes/s of copying one `nbytes` buffer into another, counting read + write (STREAM copy).
+
+    Measures exactly `nbytes` (rounded down to float32 elements); pass
+    `streaming_bytes(device, n)` for a buffer that can't sit in cache. Uses torch (its CPU
+    copy is multi-threaded like the ops it is compared with) when it is installed, else numpy.
     """
-    nbytes = max(int(nbytes), 2 * cache_bytes(device), MIN_FLUSH_BYTES)
-    n = nbytes // 4
+    n = int(nbytes) // 4
+    if n < 1:
+        raise ValueError(f"nbytes must be >= 4, got {nbytes!r}")
     try:
         import torch
 
@@ -139,13 +163,7 @@ def copy_bandwidth(device: str, nbytes: int, repeats: int = 5) -> float:
         def copy() -> None:
             np.copyto(dst_np, src_np)
 
-    copy()
-    times = []
-    for _ in range(repeats):
-        t0 = now(device)
-        copy()
-        times.append(now(device) - t0)
-    return 2 * 4 * n / statistics.median(times)
+    return 2 * 4 * n / median_seconds(device, copy, repeats, inner)
 
 
 class Timed:

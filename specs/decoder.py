@@ -131,7 +131,7 @@ def logits_of(t: Target, s: Subject, out: Any, text: str, B: int, T: int) -> np.
 def forward(t: Target, s: Subject, tokens: np.ndarray) -> np.ndarray:
     """model.forward(tokens): logits (B, T, vocab) as float64."""
     text = f"{s.label}.forward(tokens{tokens.shape})"
-    out = t.guard(text, s.model.forward, t.native(tokens, INDEX_DTYPE))
+    out = t.guard(text, t.method(s.model, "forward"), t.native(tokens, INDEX_DTYPE))
     return logits_of(t, s, out, text, *tokens.shape)
 
 
@@ -149,7 +149,7 @@ def cached(t: Target, s: Subject, text: str, out: Any, B: int, T: int) -> tuple[
 def prefill(t: Target, s: Subject, tokens: np.ndarray) -> tuple[np.ndarray, Any]:
     """model.prefill(tokens): (logits as float64, native cache)."""
     text = f"{s.label}.prefill(tokens{tokens.shape})"
-    out = t.guard(text, s.model.prefill, t.native(tokens, INDEX_DTYPE))
+    out = t.guard(text, t.method(s.model, "prefill"), t.native(tokens, INDEX_DTYPE))
     return cached(t, s, text, out, *tokens.shape)
 
 
@@ -158,7 +158,7 @@ def decode(
 ) -> tuple[np.ndarray, Any]:
     """model.decode(tokens, cache) with `at` tokens cached: (logits as float64, cache)."""
     text = f"{s.label}.decode(tokens{tokens.shape}, cache) after {at} tokens"
-    out = t.guard(text, s.model.decode, t.native(tokens, INDEX_DTYPE), cache)
+    out = t.guard(text, t.method(s.model, "decode"), t.native(tokens, INDEX_DTYPE), cache)
     return cached(t, s, text, out, *tokens.shape)
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from specs.attention import compare_with_reference
 from specs.clauses import clause
 from specs.dtypes import BYTES_PER_ELEMENT
-from specs.reference import attention as ref
 from specs.runner import Target
-from specs.strategies import HEAD_DIMS, normal, seeds
-from specs.tolerance import ClauseFailure, assert_close
+from specs.strategies import HEAD_DIMS, AttnShape, normal, seeds
+from specs.tolerance import ClauseFailure
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,10 @@ def check_rows(
         causal=True,
         expect_shape=(s.B, s.Hq, stop - start, s.D),
     )
-    rows = ref.attention(q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], causal=True)
-    base = ref.attention(
-        q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop], causal=True, precision=t.dtype
-    )
-    assert_close(
-        out, rows, dtype=t.dtype, n=max(s.D, stop), baseline=base, what=t.where(f"{what}: {text}")
-    )
+    shape = AttnShape(s.B, s.Hq, s.Hkv, stop - start, stop, s.D, s.D)
+    qs, ks, vs = q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop]
+    what = t.where(f"{what}: {text}")
+    compare_with_reference(t, shape, out, qs, ks, vs, causal=True, scale=None, what=what)
     if len_of(t, cache) != stop:
         raise ClauseFailure(f"len(cache) is {len_of(t, cache)} after {stop} tokens\n  in {text}")
 
@@ -137,6 +134,22 @@ def kv_chunked_prefill(t: Target, data: st.DataObject) -> None:
         start += size
 
 
+def check_contents(
+    t: Target, got: Any, want: np.ndarray, name: str, text: str, context: str
+) -> None:
+    """The native cached `name` (B, Hkv, T, D) must equal `want`, the tokens appended, exactly."""
+    got = t.result(got, text, expect_shape=want.shape)
+    wrong = got != want  # (B, Hkv, T, D)
+    if wrong.any():
+        b, h, pos, d = (int(i) for i in np.argwhere(wrong)[0])
+        raise ClauseFailure(
+            f"cached {name}[{b}, {h}, {pos}, {d}] is {got[b, h, pos, d]:.6g}, but token "
+            f"{pos} was appended as {want[b, h, pos, d]:.6g} ({context})\n"
+            f"  in {t.where(text)}",
+            index=[b, h, pos, d],
+        )
+
+
 @clause(
     "KV-APPEND-ONLY",
     "after every append the whole cache holds exactly the tokens appended so far, in order: "
@@ -155,16 +168,35 @@ def kv_append_only(t: Target, data: st.DataObject) -> None:
         )
         start += size
         for name, got, want in (("keys", keys, k), ("values", values, v)):
-            got = t.result(got, text, expect_shape=(s.B, s.Hkv, start, s.D))
-            wrong = got != want[:, :, :start]  # (B, Hkv, start, D)
-            if wrong.any():
-                b, h, pos, d = (int(i) for i in np.argwhere(wrong)[0])
-                raise ClauseFailure(
-                    f"cached {name}[{b}, {h}, {pos}, {d}] is {got[b, h, pos, d]:.6g}, but token "
-                    f"{pos} was appended as {want[b, h, pos, d]:.6g} (chunks {chunks})\n"
-                    f"  in {t.where(text)}",
-                    index=[b, h, pos, d],
-                )
+            check_contents(t, got, want[:, :, :start], name, text, f"chunks {chunks}")
+
+
+def append_overflows(t: Target, cache: Any, k: np.ndarray, v: np.ndarray, text: str) -> None:
+    """The append of k, v (B, Hkv, t, D) must raise, within the per-call time limit.
+
+    Any exception counts as the capacity error except AttributeError and TypeError, which say
+    the cache is broken (no append, or an append that fails on its own arguments), not full.
+    """
+    if not callable(getattr(cache, "append", None)):
+        raise ClauseFailure(
+            f"the cache has no append method\n  in {t.where(text)}", misbehaviour="no append"
+        )
+    native_k, native_v = t.native(k), t.native(v)
+    try:
+        t.guard(text, cache.append, native_k, native_v)
+    except ClauseFailure as exc:
+        cause = exc.__cause__
+        if exc.details.get("misbehaviour") != "raised":
+            raise
+        if isinstance(cause, AttributeError | TypeError):
+            raise ClauseFailure(
+                f"raised {type(cause).__name__}: {cause}, a broken cache rather than a capacity "
+                f"error (raise e.g. ValueError or OverflowError)\n  in {t.where(text)}",
+                misbehaviour="wrong error",
+                call=t.where(text),
+            ) from cause
+        return
+    raise ClauseFailure(f"no error was raised\n  in {t.where(text)}", misbehaviour="overflow")
 
 
 @clause(
@@ -179,25 +211,31 @@ def kv_capacity(t: Target, data: st.DataObject) -> None:
     extra = data.draw(st.integers(s.max_len - fill + 1, s.max_len - fill + 3), label="overflow")
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
     cache = new_cache(t, s)
+    k0 = normal(rng, (s.B, s.Hkv, fill, s.D))  # (B, Hkv, fill, D)
+    v0 = normal(rng, (s.B, s.Hkv, fill, s.D))  # (B, Hkv, fill, D)
+    k0, v0 = t.inputs(k0, v0)
     if fill:
-        append(
-            t,
-            cache,
-            *t.inputs(normal(rng, (s.B, s.Hkv, fill, s.D)), normal(rng, (s.B, s.Hkv, fill, s.D))),
-        )
-    k, v = t.inputs(normal(rng, (s.B, s.Hkv, extra, s.D)), normal(rng, (s.B, s.Hkv, extra, s.D)))
+        append(t, cache, k0, v0)
+    k = normal(rng, (s.B, s.Hkv, extra, s.D))  # (B, Hkv, extra, D)
+    v = normal(rng, (s.B, s.Hkv, extra, s.D))  # (B, Hkv, extra, D)
+    k, v = t.inputs(k, v)
     text = f"cache.append of {extra} tokens to a cache holding {fill} of max_len {s.max_len}"
-    try:
-        cache.append(t.native(k), t.native(v))
-    except Exception:
-        pass
-    else:
-        raise ClauseFailure(f"no error was raised\n  in {t.where(text)}", misbehaviour="overflow")
+    append_overflows(t, cache, k, v, text)
     if len_of(t, cache) != fill:
         raise ClauseFailure(
             f"len(cache) became {len_of(t, cache)} after the failed append (was {fill})\n"
             f"  in {t.where(text)}"
         )
+    if fill == s.max_len:
+        return
+    k1 = normal(rng, (s.B, s.Hkv, 1, s.D))  # (B, Hkv, 1, D)
+    v1 = normal(rng, (s.B, s.Hkv, 1, s.D))  # (B, Hkv, 1, D)
+    k1, v1 = t.inputs(k1, v1)
+    keys, values, after = append(t, cache, k1, v1)
+    context = f"{fill} tokens, then a failed append of {extra}, then 1 more"
+    for name, got, first, new in (("keys", keys, k0, k1), ("values", values, v0, v1)):
+        want = np.concatenate([first, new], axis=2)  # (B, Hkv, fill + 1, D)
+        check_contents(t, got, want, name, f"{after} after the failed {text}", context)
 
 
 @clause(

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 
 from specs.clauses import clause
 from specs.reference import linear as ref
-from specs.runner import Target, call_text
+from specs.runner import NotImplementedByImpl, Target, call_text
 from specs.strategies import HEAD_DIMS, normal, seeds
 from specs.tolerance import ClauseFailure, assert_close, budget
 
 AWKWARD_T = (63, 64, 65, 127, 500)  # lengths that most chunk sizes do not divide
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
-FORMS = ("linear_attention", "linear_attention_recurrent", "linear_attention_chunked")
+STATEFUL_FORMS = ("linear_attention_recurrent", "linear_attention_chunked")  # return (o, state)
+FORMS = ("linear_attention", *STATEFUL_FORMS)
 
 
 @dataclass(frozen=True)
@@ -219,26 +220,36 @@ def lin_no_future(t: Target, data: st.DataObject) -> None:
 
 @clause(
     "LIN-FORMS-AGREE",
-    "the recurrent and chunked forms equal the parallel form, for chunk sizes that do and "
-    "do not divide T",
-    needs=FORMS,
+    "the recurrent and chunked forms (whichever are provided) equal the parallel form, for "
+    "chunk sizes that do and do not divide T",
+    needs=("linear_attention",),
 )
 def lin_forms_agree(t: Target, data: st.DataObject) -> None:
+    provided = [op for op in STATEFUL_FORMS if t.has(op)]
+    if not provided:
+        raise NotImplementedByImpl(
+            f"not implemented by {t.name}: {' or '.join(STATEFUL_FORMS)} "
+            "(a form to compare with the parallel one)"
+        )
     shape = data.draw(lin_shapes(), label="shape")
     opts = data.draw(options(), label="options")
-    T = shape.T
-    dividing = data.draw(
-        st.sampled_from([c for c in range(1, T + 1) if T % c == 0]), label="chunk size dividing T"
-    )
-    other = data.draw(
-        st.sampled_from([c for c in range(2, T + 4) if T % c]), label="chunk size not dividing T"
-    )
+    runs: list[tuple[str, dict[str, int]]] = []
+    if "linear_attention_recurrent" in provided:
+        runs.append(("linear_attention_recurrent", {}))
+    if "linear_attention_chunked" in provided:
+        T = shape.T
+        dividing = data.draw(
+            st.sampled_from([c for c in range(1, T + 1) if T % c == 0]),
+            label="chunk size dividing T",
+        )
+        other = data.draw(
+            st.sampled_from([c for c in range(2, T + 4) if T % c]),
+            label="chunk size not dividing T",
+        )
+        runs += [("linear_attention_chunked", {"chunk_size": c}) for c in (dividing, other)]
     q, k, v = draw_qkv(t, data, shape)
     want = parallel(t, q, k, v, opts)
     _, tol = ref_budget(t, shape, q, k, v, opts)
-    runs = [("linear_attention_recurrent", {})] + [
-        ("linear_attention_chunked", {"chunk_size": c}) for c in (dividing, other)
-    ]
     for op, extra in runs:
         got, _ = stateful(t, op, q, k, v, opts, **extra)
         what = t.where(

@@ -46,10 +46,11 @@ def call_text(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 class Target:
     """The implementation under test, seen through guarded calls in one working dtype."""
 
-    def __init__(self, impl: Any, dtype: str = "float32") -> None:
+    def __init__(self, impl: Any, dtype: str = "float32", spec: str | None = None) -> None:
         self.impl = impl
         self.dtype = check_dtype(dtype)
         self.name = str(getattr(impl, "name", type(impl).__name__))
+        self.spec = spec or self.name  # what --impl / discovery.load takes
         self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
         self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
         self.snippet = ""  # the last call as a runnable snippet, for failure messages
@@ -88,6 +89,18 @@ class Target:
                 misbehaviour="raised",
                 call=self.where(text),
             ) from exc
+
+    def method(self, obj: Any, name: str) -> Callable[..., Any]:
+        """obj.name as a callable; a missing or non-callable one fails, naming it."""
+        __tracebackhide__ = True
+        fn = getattr(obj, name, None)
+        if not callable(fn):
+            raise ClauseFailure(
+                f"{type(obj).__name__} object has no method {name!r}\n  in {self.where(name)}",
+                misbehaviour="missing method",
+                call=self.where(name),
+            )
+        return fn
 
     def native(self, x: np.ndarray, dtype: str | None = None) -> Any:
         """Convert a numpy array to the implementation's native array type in `dtype`."""
@@ -174,7 +187,7 @@ class Target:
         """Run `op` on native inputs; check them unchanged and the result; return it as float64."""
         __tracebackhide__ = True
         text = call_text(op, natives, kwargs)
-        self.snippet = snippet(self.name, self.dtype, op, natives, kwargs)
+        self.snippet = snippet(self.spec, self.dtype, op, natives, kwargs)
         before = [self.numpy(x) for x in natives]
         y = self.guard(text, getattr(self.impl, op), *natives, **kwargs)
         self.unchanged(natives, before, text)
@@ -249,14 +262,14 @@ class Call:
 
 
 def snippet(
-    name: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
+    spec: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> str:
     """A few lines of Python that make the failing call with the same shapes (random values)."""
     names = ["q", "k", "v"] if len(natives) == 3 else [f"x{i}" for i in range(len(natives))]
     lines = [
         "import numpy as np",
         "from implementations.discovery import load",
-        f"impl = load({name!r})  # or the --impl value you ran with",
+        f"impl = load({spec!r})",
         "rng = np.random.default_rng(0)",
     ]
     for n, x in zip(names, natives, strict=False):
@@ -267,10 +280,10 @@ def snippet(
     return "\n".join(lines)
 
 
-def missing(clause: Clause, subject: Any, dtype: str) -> str | None:
-    """Why `subject` cannot run `clause` in `dtype`, or None when it can."""
+def missing(needs: tuple[str, ...], subject: Any, dtype: str) -> str | None:
+    """Why `subject` cannot run ops `needs` in `dtype`, or None when it can."""
     name = getattr(subject, "name", type(subject).__name__)
-    absent = [op for op in clause.needs if not callable(getattr(subject, op, None))]
+    absent = [op for op in needs if not callable(getattr(subject, op, None))]
     if absent:
         return f"not implemented by {name}: {', '.join(absent)}"
     dtypes = getattr(subject, "dtypes", None)
@@ -286,14 +299,15 @@ def run_clause(
     dtype: str = "float32",
     settings_: settings | None = None,
     reproduce_blob: str | None = None,
+    spec: str | None = None,
 ) -> None:
     """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation."""
     __tracebackhide__ = True
     clause = get(clause) if isinstance(clause, str) else clause
-    reason = missing(clause, subject, dtype)
+    reason = missing(clause.needs, subject, dtype)
     if reason:
         raise NotImplementedByImpl(reason)
-    target = Target(subject, dtype)
+    target = Target(subject, dtype, spec)
 
     def prop(data: st.DataObject) -> None:
         target.begin()
@@ -305,8 +319,9 @@ def run_clause(
     base = settings_ or settings()
     chosen = settings(base, max_examples=max(1, round(base.max_examples * clause.examples)))
     test = chosen(given(data=st.data())(prop))
-    if reproduce_blob:
-        test = reproduce_failure(hypothesis.__version__, reproduce_blob.encode())(test)
+    if reproduce_blob:  # as printed: @reproduce_failure('6.x', b'BLOB'); take BLOB or b'BLOB'
+        blob = reproduce_blob.strip().removeprefix("b").strip("'\"")
+        test = reproduce_failure(hypothesis.__version__, blob.encode())(test)
     try:
         test()
     except Exception as exc:

@@ -12,6 +12,7 @@ import pytest
 from specs.runner import NotImplementedByImpl, run_clause
 
 REPRODUCE_BLOB: str | None = None  # set by conftest from --reproduce
+SPECS: dict[str, str] = {}  # implementation name -> the --impl value that loaded it (conftest)
 
 
 def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
@@ -19,7 +20,8 @@ def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
     __tracebackhide__ = True
     try:
         with few_threads():
-            run_clause(clause_id, impl, dtype=dtype, reproduce_blob=REPRODUCE_BLOB)
+            spec = SPECS.get(getattr(impl, "name", ""))
+            run_clause(clause_id, impl, dtype=dtype, reproduce_blob=REPRODUCE_BLOB, spec=spec)
     except NotImplementedByImpl as exc:
         pytest.skip(str(exc))
 

@@ -8,6 +8,8 @@ import torch
 
 import reports.calibrate as calibrate
 import reports.detect as detect
+import reports.hardware as hardware
+from reports import timing
 from reports.__main__ import main
 from reports.hardware import H100_SXM, SPECS
 from specs.cost import decode_attention_cost
@@ -63,7 +65,7 @@ def test_spec_table_is_dense_and_sourced():
 
 def test_h100_baseline_roof():
     """The baseline is H100 SXM: 989e12 FLOP/s, 3.35e12 B/s, ridge 295.2."""
-    base = detect.H100_BASELINE
+    base = hardware.H100_BASELINE
     assert (base.peak_flops, base.bandwidth, base.spec) == (989e12, 3.35e12, H100_SXM)
     assert f"{base.ridge:.1f}" == "295.2"
     assert base.verdict(235.8) == "memory-bound" and base.verdict(437.0) == "compute-bound"
@@ -144,14 +146,14 @@ BAD_VALUES = ["abc", "-1", "0", "nan", "inf", "", -5, 0, 0.0, True, [1]]
 @pytest.mark.parametrize("value", BAD_VALUES, ids=[repr(v) for v in BAD_VALUES])
 def test_bad_override_values_are_clear_errors(value):
     """Non-numeric, zero, negative or infinite overrides raise an error naming value and origin."""
-    with pytest.raises(detect.OverrideError, match="--peak-flops") as err:
-        detect.parse_rate(value, "peak FLOP/s", "--peak-flops")
+    with pytest.raises(hardware.OverrideError, match="--peak-flops") as err:
+        hardware.parse_rate(value, "peak FLOP/s", "--peak-flops")
     assert repr(value) in str(err.value)
 
 
 def test_bad_environment_override_names_the_variable():
     """A bad $ATTNSPEC_BANDWIDTH is an error naming the variable, not a silent default."""
-    with pytest.raises(detect.OverrideError, match=r"\$ATTNSPEC_BANDWIDTH.*'-2'"):
+    with pytest.raises(hardware.OverrideError, match=r"\$ATTNSPEC_BANDWIDTH.*'-2'"):
         detect.resolve_device("cpu", env={detect.BANDWIDTH_ENV: "-2"}, calibrate_roof=False)
 
 
@@ -222,3 +224,34 @@ def test_cli_prints_device_roof_and_baseline(tmp_path, monkeypatch, capsys):
     for text in ("Detected device", "copy 10 GB/s", "GEMM", "50 GFLOP/s", "ridge          4.2 FLOP/byte",
                  "Baseline: NVIDIA H100 SXM5 80GB", "295.2 FLOP/byte", "437.0"):  # fmt: skip
         assert text in out, text
+
+
+def test_last_level_cache_is_the_highest_level(tmp_path):
+    """The last-level cache is the highest level sysfs lists, even when a lower level is larger."""
+    for i, (level, size) in enumerate([(1, "48K"), (1, "32K"), (2, "64M"), (3, "32M")]):
+        index = tmp_path / f"index{i}"
+        index.mkdir()
+        (index / "level").write_text(f"{level}\n")
+        (index / "size").write_text(f"{size}\n")
+    assert timing.cpu_cache_bytes(tmp_path) == 32 << 20
+    assert timing.cpu_cache_bytes(tmp_path / "missing") == 32 << 20
+
+
+def test_calibration_copy_is_the_benchmarks_copy(monkeypatch):
+    """The measured roof's copy bandwidth comes from timing.copy_bandwidth, as the benchmarks' does."""
+    calls = []
+
+    def copy_bandwidth(device, nbytes, repeats, inner):
+        calls.append((device, nbytes))
+        return 123e9
+
+    monkeypatch.setattr(timing, "copy_bandwidth", copy_bandwidth)
+    m = calibrate.measure("cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1)
+    assert m.copy_bandwidth == 123e9 and calls == [("cpu", 4 << 20)]
+
+
+def test_copy_bandwidth_counts_read_and_write():
+    """copy_bandwidth is positive and finite on a small buffer, and rejects an empty one."""
+    assert 0 < timing.copy_bandwidth("cpu", 1 << 20, repeats=1) < float("inf")
+    with pytest.raises(ValueError, match="nbytes"):
+        timing.copy_bandwidth("cpu", 0)

@@ -32,14 +32,20 @@ def attention_grouped(
     B, Hq, Tq, D, Hkv, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    qg = (q * scale).reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
     # K @ q^T rather than q @ K^T: the long cache is the row-major left operand, which CPU BLAS
     # streams about twice as fast for a handful of query columns.
-    s = torch.matmul(k, qg.transpose(-1, -2)).transpose(-1, -2)  # (B, Hkv, G*Tq, Tk) view
+    if q.dtype in (torch.float16, torch.bfloat16):  # scale in float32: q * scale may overflow
+        qg = q.reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
+        s = torch.matmul(k, qg.transpose(-1, -2)).float().mul_(scale)  # (B, Hkv, Tk, G*Tq)
+    else:  # folding the scale into the few query rows is the cheapest place for it
+        qg = (q * scale).reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
+        s = torch.matmul(k, qg.transpose(-1, -2))  # (B, Hkv, Tk, G*Tq)
+    s = s.transpose(-1, -2)  # (B, Hkv, G*Tq, Tk) view
     if causal and Tq > 1:  # with Tq == 1 the one query sees every key
         visible = causal_mask(Tq, Tk, q.device).repeat(G, 1)  # (G*Tq, Tk)
         s = s.masked_fill(~visible, float("-inf"))
-    p = torch.softmax(s.float(), dim=-1)  # (B, Hkv, G*Tq, Tk), contiguous
+    s = s.to(torch.promote_types(s.dtype, torch.float32))  # softmax in at least float32
+    p = torch.softmax(s, dim=-1)  # (B, Hkv, G*Tq, Tk), contiguous
     o = torch.matmul(p.to(v.dtype), v)  # (B, Hkv, G*Tq, Dv)
     return o.reshape(B, Hq, Tq, Dv)  # (B, Hq, Tq, Dv)
 

@@ -65,3 +65,10 @@ def attention(
     denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hq, Tq, 1)
     p = rnd(p / np.where(denom > 0, denom, 1).astype(work))
     return rnd(p @ vv).astype(np.float64)  # (B, Hq, Tq, Dv)
+
+
+def magnitude(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, scale: float | None = None
+) -> float:
+    """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
+    return float(np.linalg.norm(attention(q, k, np.abs(v), causal=causal, scale=scale)))

@@ -17,18 +17,16 @@ from reports import timing
 from reports.timing import Bench, Timed
 from specs.dtypes import round_to
 from specs.reference import attention as attn_ref
+from specs.runner import missing
 from specs.tolerance import assert_close, budget
 
 
 def need(impl: Any, dtype: str, *ops: str) -> None:
-    """Skip unless `impl` provides every op in `ops` and supports `dtype`."""
-    name = getattr(impl, "name", type(impl).__name__)
-    absent = [op for op in ops if not callable(getattr(impl, op, None))]
-    if absent:
-        pytest.skip(f"not implemented by {name}: {', '.join(absent)}")
-    dtypes = getattr(impl, "dtypes", None)
-    if dtypes is not None and dtype not in dtypes:
-        pytest.skip(f"dtype {dtype} not supported by {name} (supports {', '.join(dtypes)})")
+    """Skip unless `impl` provides every op in `ops` and supports `dtype`, exactly as a clause
+    needing those ops is skipped (specs.runner.missing gives the reason)."""
+    reason = missing(tuple(ops), impl, dtype)
+    if reason:
+        pytest.skip(reason)
 
 
 class Inputs:

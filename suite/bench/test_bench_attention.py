@@ -14,7 +14,8 @@ def decode(bench, impl, dtype, case, group):
     """Time one query token per sequence over a T-token cache, beside a copy-bandwidth figure.
 
     The copy bandwidth (read + write, STREAM's convention) is measured just before, on
-    buffers the size of the cache, so the ratio compares like with like on a shared machine.
+    buffers the size of the KV cache (at least twice the last-level cache, so the copy
+    streams from memory), so the ratio compares like with like on a shared machine.
     """
     need(impl, dtype, "attention")
     B, Hq, Hkv, D, T = (case[k] for k in ("B", "Hq", "Hkv", "D", "T"))
@@ -25,7 +26,9 @@ def decode(bench, impl, dtype, case, group):
     extras = {}
     if bench.timed:
         cache_bytes = 2 * B * Hkv * T * D * BYTES_PER_ELEMENT[dtype]
-        extras["copy_bandwidth"] = timing.copy_bandwidth(device, cache_bytes)
+        extras["copy_bandwidth"] = timing.copy_bandwidth(
+            device, timing.streaming_bytes(device, cache_bytes)
+        )
 
     def check(timed):
         check_attention(inputs, timed.result, *timed.args, causal=True, what=f"decode {case}")

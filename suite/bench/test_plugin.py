@@ -4,18 +4,21 @@ Each test runs pytest in a subprocess from the repository root and matches its o
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from suite.meta.subprocess_run import ROOT, impl_args
+from suite.meta.subprocess_run import run_pytest as run_subprocess
 
 
 def run_pytest(*args, tmp_path):
-    """Run pytest on the repository in a subprocess; return (exit code, combined output)."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    cmd += [*args, f"--report-dir={tmp_path}", f"--ignore={Path(__file__).relative_to(ROOT)}"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    """Run pytest on the shipped implementations in a subprocess; return (exit code, output)."""
+    done = run_subprocess(
+        "-q",
+        *impl_args(),
+        *args,
+        f"--report-dir={tmp_path}",
+        f"--ignore={Path(__file__).relative_to(ROOT)}",
+    )
     return done.returncode, done.stdout + done.stderr
 
 

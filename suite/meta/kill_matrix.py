@@ -17,17 +17,18 @@ from tabulate import tabulate
 from specs.clauses import all_clauses
 from specs.profiles import KILL
 from specs.runner import NotImplementedByImpl, run_clause
+from specs.tolerance import ClauseFailure
 from suite.meta.mutants import Mutant, all_mutants
 
 
 def verdict(mutant: Mutant, clause_id: str) -> str | None:
-    """'killed', 'survived', or None when the mutant cannot run the clause."""
+    """'killed', 'crashed' (the mutant raised), 'survived', or None when it cannot run it."""
     try:
         run_clause(clause_id, mutant.impl, settings_=KILL)
     except NotImplementedByImpl:
         return None
-    except AssertionError:
-        return "killed"
+    except ClauseFailure as failure:
+        return "crashed" if failure.details.get("misbehaviour") == "raised" else "killed"
     return "survived"
 
 

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from suite.meta.gallery import EXPECTED
+from suite.meta.subprocess_run import ROOT, impl_args, run_pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 GALLERY = ROOT / "suite" / "meta" / "gallery.py"
 
 
-def run_pytest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """pytest in a subprocess from the project root, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
-def gallery_run() -> subprocess.CompletedProcess[str]:
-    impls = [arg for attr in EXPECTED for arg in ("--impl", f"{GALLERY}:{attr}")]
+def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    # Its own report folder: under xdist each worker that gets a gallery test runs this again.
+    impls = impl_args(*(f"{GALLERY}:{attr}" for attr in EXPECTED))
     return run_pytest(
         "suite/test_attention.py",
         "--tier",
@@ -38,7 +26,7 @@ def gallery_run() -> subprocess.CompletedProcess[str]:
         "-p",
         "no:xdist",
         "--report-dir",
-        str(ROOT / "reports" / "out" / "gallery"),
+        str(tmp_path_factory.mktemp("gallery")),
         *impls,
     )
 
@@ -76,7 +64,8 @@ def test_run_completes(gallery_run):
 )
 def test_bad_invocation_is_one_line(args, message):
     """A bad option stops the run with a one-line usage error, not a traceback."""
-    result = run_pytest("suite/test_attention.py", *args, timeout=60)
+    impls = [] if "--impl" in args else impl_args("numpy")
+    result = run_pytest("suite/test_attention.py", *impls, *args, timeout=60)
     out = (result.stdout + result.stderr).strip()
     assert result.returncode == 4 and message in out, out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) <= 2, out[-2000:]

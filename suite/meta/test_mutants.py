@@ -7,6 +7,7 @@ import pytest
 from specs.clauses import all_clauses
 from specs.profiles import KILL
 from specs.runner import run_clause
+from specs.tolerance import ClauseFailure
 from suite.meta.mutants import all_mutants
 
 MUTANTS = all_mutants()
@@ -15,9 +16,12 @@ PAIRS = [(m, c) for m in MUTANTS for c in m.kills]
 
 @pytest.mark.parametrize(("mutant", "clause_id"), PAIRS, ids=[f"{c}<-{m.name}" for m, c in PAIRS])
 def test_clause_kills_mutant(mutant, clause_id):
-    """The clause fails on the mutant written for it (the bug is caught, not skipped)."""
-    with pytest.raises(AssertionError):
+    """The clause fails on the mutant written for it: the check sees the bug (not a crash)."""
+    with pytest.raises(ClauseFailure) as failure:
         run_clause(clause_id, mutant.impl, settings_=KILL)
+    assert failure.value.details.get("misbehaviour") != "raised", (
+        f"{mutant.name} only crashed under {clause_id}: {failure.value}"
+    )
 
 
 def test_every_clause_has_a_mutant():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from suite.meta.test_gallery import ROOT, run_pytest
+from suite.meta.subprocess_run import ROOT, run_pytest
 
 EXAMPLE = ROOT / "implementations" / "examples" / "naive_attention.py"
 

@@ -8,7 +8,7 @@ import pkgutil
 import suite
 from specs.catalog import markdown_table
 from specs.clauses import all_clauses
-from suite.meta.test_gallery import ROOT
+from suite.meta.subprocess_run import ROOT
 
 
 def suite_test_names() -> set[str]:

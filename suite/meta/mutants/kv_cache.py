@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 import implementations.numpy_impl as base
+from implementations.kv_base import CacheFull
 from implementations.numpy_impl.kv_cache import NumpyKVCache
 from suite.meta.mutants import Mutant, derive
 
@@ -54,6 +55,19 @@ class WrapAround(NumpyKVCache):
             self.length += 1
         self.length = min(self.length, self.max_len)
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class WrapThenRaise(NumpyKVCache):
+    """Past max_len it writes the overflow from slot 0 onward, then raises: the error is right,
+    but the oldest tokens are already gone."""
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any]:
+        if self.length + k.shape[2] <= self.max_len:
+            return super().append(k, v)
+        for i in range(k.shape[2]):
+            pos = (self.length + i) % self.max_len
+            self.k[:, :, pos], self.v[:, :, pos] = k[:, :, i], v[:, :, i]
+        raise CacheFull(f"KV cache full: {self.length} + {k.shape[2]} > max_len {self.max_len}")
 
 
 class Truncate(NumpyKVCache):
@@ -108,6 +122,12 @@ MUTANTS = [
         "wrap-around",
         "a full cache overwrites its oldest tokens instead of raising",
         WrapAround,
+        ("KV-CAPACITY",),
+    ),
+    cache_mutant(
+        "wrap-then-raise",
+        "a full cache writes the overflow over its oldest tokens and only then raises",
+        WrapThenRaise,
         ("KV-CAPACITY",),
     ),
     cache_mutant(

@@ -84,6 +84,30 @@ def recurrent_ignoring_state(
     return good.linear_attention_recurrent(q, k, v, **kw)
 
 
+def recurrent_reads_before_write(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    feature_map: str = "relu",
+    eps: float = 1e-6,
+    state: State | None = None,
+) -> tuple[np.ndarray, State]:
+    """The recurrent form that reads the state before adding token i: i does not see itself."""
+    fq, fk = phi(q, feature_map), phi(k, feature_map)  # (B, H, T, Dk)
+    B, H, T, Dk = fq.shape
+    s = np.zeros((B, H, Dk, v.shape[-1])) if state is None else state[0]  # (B, H, Dk, Dv)
+    z = np.zeros((B, H, Dk)) if state is None else state[1]  # (B, H, Dk)
+    o = np.empty(v.shape)  # (B, H, T, Dv)
+    for i in range(T):
+        num = np.einsum("bhk,bhkv->bhv", fq[:, :, i], s)  # (B, H, Dv)
+        den = np.einsum("bhk,bhk->bh", fq[:, :, i], z) + eps  # (B, H)
+        o[:, :, i] = num / den[..., None]
+        s = s + fk[:, :, i, :, None] * v[:, :, i, None, :]  # (B, H, Dk, Dv)
+        z = z + fk[:, :, i]  # (B, H, Dk)
+    return o.astype(q.dtype), (s, z)
+
+
 class KeepsState:
     """Forms that keep the last state in the object and resume from it when given none."""
 
@@ -109,14 +133,18 @@ class KeepsState:
         return o, self.last
 
 
-def linear_mutant(name: str, bug: str, kills: tuple[str, ...], **ops: Any) -> Mutant:
-    """A mutant providing the given forms (the others are the numpy implementation's)."""
+def linear_mutant(
+    name: str, bug: str, kills: tuple[str, ...], *, without: tuple[str, ...] = (), **ops: Any
+) -> Mutant:
+    """A mutant providing the given forms (the others are the numpy implementation's, except
+    those named in `without`, which it lacks)."""
     forms = {
         "linear_attention": good.linear_attention,
         "linear_attention_recurrent": good.linear_attention_recurrent,
         "linear_attention_chunked": good.linear_attention_chunked,
         **ops,
     }
+    forms = {op: fn for op, fn in forms.items() if op not in without}
     return Mutant(name, bug, derive(base, f"mutant-{name}", **forms), kills)
 
 
@@ -158,6 +186,14 @@ MUTANTS = [
         "the chunked form does not mask the intra-chunk product, so a chunk sees its own future",
         ("LIN-NO-FUTURE", "LIN-FORMS-AGREE"),
         linear_attention_chunked=partial(broken_chunked, no_intra_mask=True),
+    ),
+    linear_mutant(
+        "recurrent-reads-before-write",
+        "the recurrent form reads the state before adding token i, so i does not see itself "
+        "(and there is no chunked form to compare with)",
+        ("LIN-FORMS-AGREE",),
+        without=("linear_attention_chunked",),
+        linear_attention_recurrent=recurrent_reads_before_write,
     ),
     linear_mutant(
         "state-not-reset",

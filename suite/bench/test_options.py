@@ -1,0 +1,65 @@
+"""The benchmark plugin's options: a bad value is a one-line usage error, never a traceback."""
+
+import types
+
+import pytest
+
+from reports import bench_plugin
+from suite.meta.subprocess_run import run_pytest
+
+BAD = [
+    (bench_plugin.size_option, bench_plugin.OPT_BENCH_SIZE, "huge"),
+    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "0"),
+    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "-3"),
+    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "two"),
+    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "1.5"),
+    (
+        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_PEAK_FLOPS, "peak FLOP/s"),
+        bench_plugin.OPT_PEAK_FLOPS,
+        "abc",
+    ),
+    (
+        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_BANDWIDTH, "bandwidth"),
+        bench_plugin.OPT_BANDWIDTH,
+        "0",
+    ),
+    (
+        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_BANDWIDTH, "bandwidth"),
+        bench_plugin.OPT_BANDWIDTH,
+        "inf",
+    ),
+]
+
+
+def config(**values):
+    """A stand-in for pytest.Config that answers getoption from `values`."""
+    return types.SimpleNamespace(getoption=lambda name: values.get(name))
+
+
+@pytest.mark.parametrize(("parse", "option", "value"), BAD, ids=[f"{o}={v}" for _, o, v in BAD])
+def test_bad_value_is_a_usage_error(parse, option, value):
+    """Each bad option value raises pytest.UsageError naming the option and the value."""
+    with pytest.raises(pytest.UsageError) as err:
+        parse(config(**{option: value}))
+    message = str(err.value)
+    assert option in message and repr(value) in message and "\n" not in message
+
+
+def test_good_values_parse():
+    """Good values come back as the size, a thread count and rates in plain numbers."""
+    assert bench_plugin.size_option(config(**{bench_plugin.OPT_BENCH_SIZE: "small"})) == "small"
+    assert bench_plugin.threads_option(config(**{bench_plugin.OPT_THREADS: "2"})) == 2
+    assert bench_plugin.threads_option(config()) is None
+    got = bench_plugin.rate_option(
+        config(**{bench_plugin.OPT_PEAK_FLOPS: "989T"}), "--peak-flops", "peak"
+    )
+    assert got == 989e12
+
+
+def test_bench_threads_zero_is_reported_by_pytest():
+    """`pytest --benchmark-only --bench-threads 0` exits with a usage error, not an INTERNALERROR."""
+    done = run_pytest("--benchmark-only", "--bench-threads", "0", "--collect-only", "-q")
+    out = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, out[-2000:]
+    assert "INTERNALERROR" not in out and "Traceback" not in out
+    assert "ERROR: --bench-threads '0'" in out
