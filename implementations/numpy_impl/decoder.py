@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from implementations.decoder_base import CachedDecoder
 from implementations.kv_base import DecoderCache
 from implementations.numpy_impl.kv_cache import NumpyKVCache
 from specs.decoder_weights import DecoderConfig, check_weights
@@ -27,7 +28,7 @@ def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))  # (B, T, F)
 
 
-class NumpyDecoder:
+class NumpyDecoder(CachedDecoder):
     """The model: forward (full recompute), prefill and decode (cached)."""
 
     def __init__(self, config: DecoderConfig, weights: Mapping[str, np.ndarray]) -> None:
@@ -51,35 +52,6 @@ class NumpyDecoder:
             for _ in range(c.layers)
         ]
         return DecoderCache(layers, batch)
-
-    def forward(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits (B, T, vocab) of tokens (B, T) at positions 0..T-1, no cache."""
-        self._check_tokens(tokens, 0)
-        return self._run(tokens, None, 0)
-
-    def prefill(self, tokens: np.ndarray) -> tuple[np.ndarray, DecoderCache]:
-        """Logits of the prompt and a new cache holding its K/V."""
-        self._check_tokens(tokens, 0)
-        cache = self.new_cache(tokens.shape[0])
-        logits = self._run(tokens, cache, 0)  # (B, T, vocab)
-        cache.length = tokens.shape[1]
-        return logits, cache
-
-    def decode(self, tokens: np.ndarray, cache: DecoderCache) -> tuple[np.ndarray, DecoderCache]:
-        """Logits of T >= 1 new tokens following the cached ones; the cache grows in place."""
-        if not isinstance(cache, DecoderCache):
-            raise ValueError(
-                f"cache must come from this model's prefill, got {type(cache).__name__}"
-            )
-        start = len(cache)
-        self._check_tokens(tokens, start)
-        if tokens.shape[0] != cache.batch:
-            raise ValueError(
-                f"tokens batch {tokens.shape[0]} does not match the cache's batch {cache.batch}"
-            )
-        logits = self._run(tokens, cache, start)  # (B, T, vocab)
-        cache.length = start + tokens.shape[1]
-        return logits, cache
 
     def _check_tokens(self, tokens: np.ndarray, start: int) -> None:
         if (

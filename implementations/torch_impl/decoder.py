@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from implementations.decoder_base import CachedDecoder
 from implementations.kv_base import DecoderCache
 from implementations.torch_impl.kv_cache import TorchKVCache
 from specs.decoder_weights import DecoderConfig, check_weights
@@ -29,7 +30,7 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     ) * weight  # (B, T, d)
 
 
-class TorchDecoder:
+class TorchDecoder(CachedDecoder):
     """The model: forward (full recompute), prefill and decode (cached)."""
 
     def __init__(self, config: DecoderConfig, weights: Mapping[str, torch.Tensor]) -> None:
@@ -81,40 +82,6 @@ class TorchDecoder:
         ]
         return DecoderCache(layers, batch)
 
-    @torch.no_grad()
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, vocab) of tokens (B, T) at positions 0..T-1, no cache."""
-        self._check_tokens(tokens, 0)
-        return self._run(tokens, None, 0)
-
-    @torch.no_grad()
-    def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, DecoderCache]:
-        """Logits of the prompt and a new cache holding its K/V."""
-        self._check_tokens(tokens, 0)
-        cache = self.new_cache(tokens.shape[0])
-        logits = self._run(tokens, cache, 0)  # (B, T, vocab)
-        cache.length = tokens.shape[1]
-        return logits, cache
-
-    @torch.no_grad()
-    def decode(
-        self, tokens: torch.Tensor, cache: DecoderCache
-    ) -> tuple[torch.Tensor, DecoderCache]:
-        """Logits of T >= 1 new tokens following the cached ones; the cache grows in place."""
-        if not isinstance(cache, DecoderCache):
-            raise ValueError(
-                f"cache must come from this model's prefill, got {type(cache).__name__}"
-            )
-        start = len(cache)
-        self._check_tokens(tokens, start)
-        if tokens.shape[0] != cache.batch:
-            raise ValueError(
-                f"tokens batch {tokens.shape[0]} does not match the cache's batch {cache.batch}"
-            )
-        logits = self._run(tokens, cache, start)  # (B, T, vocab)
-        cache.length = start + tokens.shape[1]
-        return logits, cache
-
     def _check_tokens(self, tokens: torch.Tensor, start: int) -> None:
         if (
             not isinstance(tokens, torch.Tensor)
@@ -161,6 +128,7 @@ class TorchDecoder:
             q, k, v, attn_mask=mask, enable_gqa=gqa
         )  # (B, Hq, Tq, D)
 
+    @torch.no_grad()
     def _run(self, tokens: torch.Tensor, cache: DecoderCache | None, start: int) -> torch.Tensor:
         c = self.config
         b, t = tokens.shape
