@@ -26,7 +26,7 @@ def markdown_table() -> str:
 
     rows = ["| clause | needs | it checks that |", "|---|---|---|"]
     for c in REGISTRY.values():
-        needs = ", ".join(f"`{op}`" for op in c.needs) or "—"
+        needs = ", ".join(" or ".join(f"`{a}`" for a in op.split("|")) for op in c.needs) or "—"
         rows.append(f"| {c.id} | {needs} | {c.sentence} |")
     return "\n".join(rows)
 

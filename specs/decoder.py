@@ -197,7 +197,7 @@ def batch_and_length(
     "DEC-CACHED-EQ-FULL",
     "prefilling P tokens and then decoding the rest one token at a time gives, at every "
     "position, the logits of a full forward pass over the whole sequence",
-    needs=(),
+    needs=("decoder|model",),
 )
 def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
@@ -218,7 +218,7 @@ def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
     "DEC-CHUNKED-PREFILL",
     "prefilling the first chunk and decoding the remaining chunks of any sizes (several tokens "
     "per call) gives the logits of a full forward pass",
-    needs=(),
+    needs=("decoder|model",),
 )
 def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
@@ -238,7 +238,7 @@ def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
     "DEC-GREEDY-EQ",
     "greedy generation through the cache picks the same tokens as greedy generation by full "
     "recompute, wherever the recomputed top-1 logit beats the top-2 by more than the tolerance",
-    needs=(),
+    needs=("decoder|model",),
 )
 def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
@@ -299,7 +299,7 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
     "DEC-BATCH-INDEP",
     "each batch row's logits, from forward and from prefill plus decode, equal those of the "
     "same row run alone",
-    needs=(),
+    needs=("decoder|model",),
 )
 def dec_batch_indep(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)

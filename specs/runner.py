@@ -281,9 +281,16 @@ def snippet(
 
 
 def missing(needs: tuple[str, ...], subject: Any, dtype: str) -> str | None:
-    """Why `subject` cannot run ops `needs` in `dtype`, or None when it can."""
+    """Why `subject` cannot run ops `needs` in `dtype`, or None when it can.
+
+    An entry "a|b" is met by either op (a decoder from weights, or the user's own model).
+    """
     name = getattr(subject, "name", type(subject).__name__)
-    absent = [op for op in needs if not callable(getattr(subject, op, None))]
+    absent = [
+        op.replace("|", " or ")
+        for op in needs
+        if not any(callable(getattr(subject, alt, None)) for alt in op.split("|"))
+    ]
     if absent:
         return f"not implemented by {name}: {', '.join(absent)}"
     dtypes = getattr(subject, "dtypes", None)
