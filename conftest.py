@@ -207,26 +207,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    clause = CLAUSE_OF_TEST.get(getattr(item, "originalname", ""))
-    if clause is None or "/meta/" in item.nodeid:
+    clause_id, impl_name = clause_and_impl(item)
+    if clause_id is None:
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        params = getattr(item, "callspec", None)
-        params = params.params if params else {}
-        impl = params.get("impl")
+        callspec = getattr(item, "callspec", None)
         details = getattr(call.excinfo.value, "details", {}) if call.excinfo else {}
-        report.user_properties.append(
-            (
-                "attnspec",
-                {
-                    "clause": clause.id,
-                    "sentence": clause.sentence,
-                    "impl": getattr(impl, "name", "spec"),
-                    "dtype": params.get("dtype", ""),
-                    "details": details,
-                },
-            )
-        )
+        info = {
+            "clause": clause_id,
+            "sentence": CLAUSE_OF_TEST[item.originalname].sentence,
+            "impl": impl_name or "spec",
+            "dtype": callspec.params.get("dtype", "") if callspec else "",
+            "details": details,
+        }
+        report.user_properties.append(("attnspec", info))  # travels to the xdist controller
     return report
 
 
