@@ -80,6 +80,24 @@ def _spins(q, k, v, *, causal, scale=None):
         pass
 
 
+def _wrong_device_impl() -> SimpleNamespace:
+    """torch on the CPU, but its result lands on the `meta` device (the stand-in for a GPU)."""
+    import implementations.torch_impl as torch_impl
+
+    cpu = torch_impl.TorchImplementation("cpu")
+
+    def attention(q, k, v, *, causal, scale=None):
+        return cpu.attention(q, k, v, causal=causal, scale=scale).to("meta")
+
+    return SimpleNamespace(
+        name="gallery-wrong-device",
+        asarray=cpu.asarray,
+        to_numpy=cpu.to_numpy,
+        dtypes=cpu.dtypes,
+        attention=attention,
+    )
+
+
 RAISES = gallery("raises", _raises)
 NAN = gallery("nan", _nan)
 WRONG_SHAPE = gallery("wrong-shape", _wrong_shape)
@@ -90,6 +108,7 @@ HIDDEN_STATE = gallery("hidden-state", _hidden_state)
 SAME_BUFFER = gallery("same-buffer", _same_buffer)
 HANGS = gallery("hangs", _hangs)
 SPINS = gallery("spins", _spins)
+WRONG_DEVICE = _wrong_device_impl()
 
 # attribute name -> the words its FAIL message must contain
 EXPECTED: dict[str, str] = {
@@ -103,4 +122,5 @@ EXPECTED: dict[str, str] = {
     "SAME_BUFFER": "returns the same buffer for different inputs",
     "HANGS": "hang: no result after",
     "SPINS": "hang: no result after",
+    "WRONG_DEVICE": "returned a result on device meta for inputs on cpu",
 }
