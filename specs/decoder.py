@@ -114,13 +114,22 @@ def draw_tokens(
     return rng.integers(0, s.vocab, (B, T))  # (B, T)
 
 
+def model_budget(t: Target, s: Subject, expected: np.ndarray, baseline: np.ndarray) -> float:
+    """The op budget, with a floor that grows with depth: every layer stores its residual stream
+    in the working dtype again, so a few-logit output (vocab 2, one token) can carry several
+    roundings that the baseline happened to avoid."""
+    assert s.config is not None
+    depth_floor = floor(t.dtype, s.reduction) * (s.config.layers + 1)
+    return max(budget(t.dtype, s.reduction, expected, baseline), depth_floor)
+
+
 def pair_tolerance(t: Target, s: Subject, tokens: np.ndarray) -> float:
     """Normwise budget for two of the model's own logits that should agree: 2x its own budget."""
     if s.config is None or s.weights is None:
         return s.user_tolerance if s.user_tolerance is not None else 2 * floor(t.dtype, s.reduction)
     expected = decoder_forward(s.config, s.weights, tokens)
     baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)
-    return 2 * budget(t.dtype, s.reduction, expected, baseline)
+    return 2 * model_budget(t, s, expected, baseline)
 
 
 def logits_of(t: Target, s: Subject, out: Any, text: str, B: int, T: int) -> np.ndarray:
@@ -292,7 +301,8 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
     expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
     baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
     what = t.where(f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference")
-    assert_close(out, expected, dtype=t.dtype, n=s.reduction, baseline=baseline, what=what)
+    tol = model_budget(t, s, expected, baseline)
+    assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
 
 
 @clause(
