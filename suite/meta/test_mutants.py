@@ -36,3 +36,9 @@ def test_mutants_name_known_clauses():
     known = {c.id for c in all_clauses()}
     unknown = sorted({c for m in MUTANTS for c in m.kills} - known)
     assert not unknown, f"mutants name unknown clauses: {unknown}"
+
+
+def test_mutant_names_are_unique():
+    """Each mutant has its own name (the kill matrix and test ids are keyed by it)."""
+    names = [m.name for m in MUTANTS]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

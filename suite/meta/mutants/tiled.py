@@ -107,7 +107,7 @@ MUTANTS = [
         lse_without_max=True,
     ),
     tiled_mutant(
-        "no-max-subtraction",
+        "tiled-no-running-max",
         "exponentials are taken of raw logits (no running max), overflowing on large logits",
         ("FLASH-STABLE",),
         no_max_subtraction=True,
