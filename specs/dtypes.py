@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
@@ -45,3 +47,23 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
         kept = np.where(np.isfinite(x), (bits + rounding) & np.uint32(0xFFFF0000), bits)
         return kept.astype(np.uint32).view(np.float32).astype(np.float64)
     raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+
+
+# The numpy dtype a plain computation in each working dtype runs in (bfloat16: float32, rounded).
+WORK: dict[str, type] = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "float16": np.float16,
+    "bfloat16": np.float32,
+}
+
+
+def stored(precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Round a value computed in WORK[precision] as storing it in `precision` would.
+
+    numpy computes float16/float32 natively, so only bfloat16 needs explicit rounding.
+    """
+    work = WORK[precision]
+    if precision != "bfloat16":
+        return lambda x: x
+    return lambda x: round_to(x, "bfloat16").astype(work)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from specs.attention import check_large_logits, compare_with_reference, draw_qkv, reduction
 from specs.clauses import clause
-from specs.dtypes import round_to
+from specs.dtypes import WORK, stored
 from specs.reference import attention as ref
 from specs.runner import NotImplementedByImpl, Target, call_text
 from specs.strategies import AttnShape, attn_shapes, scales
@@ -52,10 +52,9 @@ def lse_reference(
 
     In a working `precision` this is the plain max-subtracted computation (the baseline).
     """
-    work = ref.WORK[precision]
+    work = WORK[precision]
 
-    def rnd(x: np.ndarray) -> np.ndarray:
-        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+    rnd = stored(precision)
 
     _, Hq, Tq, D = q.shape
     Tk = k.shape[2]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specs.dtypes import round_to
-
-WORK = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
+from specs.dtypes import WORK, stored
 
 
 def causal_mask(Tq: int, Tk: int) -> np.ndarray:
@@ -47,8 +45,7 @@ def attention(
     """
     work = WORK[precision]
 
-    def rnd(x: np.ndarray) -> np.ndarray:
-        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+    rnd = stored(precision)
 
     _, Hq, Tq, D = q.shape
     Tk = k.shape[2]

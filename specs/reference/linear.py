@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specs.dtypes import round_to
+from specs.dtypes import WORK, stored
 
 FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
 
@@ -82,9 +82,6 @@ def linear_attention_ref(
     return y
 
 
-WORK = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
-
-
 def linear_attention_plain(
     q: np.ndarray,
     k: np.ndarray,
@@ -102,8 +99,7 @@ def linear_attention_plain(
     """
     work = WORK[precision]
 
-    def rnd(x: np.ndarray) -> np.ndarray:
-        return round_to(x, "bfloat16").astype(work) if precision == "bfloat16" else x
+    rnd = stored(precision)
 
     fq = rnd(feature_map_ref(q, feature_map).astype(work))  # (B, H, T, Dk)
     fk = rnd(feature_map_ref(k, feature_map).astype(work))  # (B, H, T, Dk)
