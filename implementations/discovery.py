@@ -10,9 +10,12 @@ import importlib
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
+
+from specs.contract import Implementation
 
 SHIPPED: dict[str, str] = {
     "numpy": "implementations.numpy_impl",
@@ -25,6 +28,28 @@ REQUIRED = ("name", "asarray", "to_numpy")
 
 class ImplError(Exception):
     """An implementation could not be loaded; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class UnderTest:
+    """One implementation under test: the loaded object and the locator that loads it again.
+
+    It stands in for the implementation: what it lacks (ops, `asarray`, `dtypes`, ...) is
+    read from `impl`, so it goes wherever an implementation goes.
+    """
+
+    locator: str  # what --impl took: a shipped name, module:attr, path.py[:attr], entry point
+    impl: Implementation
+
+    @property
+    def name(self) -> str:
+        """The implementation's name (test ids, table columns)."""
+        return str(self.impl.name)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") or attr in ("locator", "impl"):
+            raise AttributeError(attr)
+        return getattr(self.impl, attr)
 
 
 def registered() -> dict[str, Any]:
@@ -72,7 +97,7 @@ def import_target(target: str) -> Any:
         raise ImplError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
-def validate(obj: Any, label: str) -> Any:
+def validate(obj: Any, label: str) -> Implementation:
     """Fail with a one-line message unless `obj` has a name and the array-exchange functions."""
     absent = [a for a in REQUIRED if not hasattr(obj, a)]
     if absent:
@@ -85,27 +110,43 @@ def validate(obj: Any, label: str) -> Any:
     return obj
 
 
-def load(spec: str, device: str | None = None) -> Any:
-    """The implementation named by `spec`, moved to `device` when it supports that."""
-    spec = spec.strip()
+def load(locator: str, device: str | None = None) -> Any:
+    """The implementation `locator` names, moved to `device` when it supports that."""
+    locator = locator.strip()
     eps = registered()
-    if spec in SHIPPED:
-        obj = import_target(SHIPPED[spec])
-    elif spec in eps:
+    if locator in SHIPPED:
+        obj = import_target(SHIPPED[locator])
+    elif locator in eps:
         try:
-            obj = eps[spec].load()
+            obj = eps[locator].load()
         except Exception as exc:
-            raise ImplError(f"cannot load entry point {spec!r}: {last_line(exc)}") from exc
-    elif ":" in spec or spec.endswith(".py") or "." in spec:
-        obj = import_target(spec)
-    elif importlib.util.find_spec(spec) is not None:
-        obj = import_target(spec)
+            raise ImplError(f"cannot load entry point {locator!r}: {last_line(exc)}") from exc
+    elif ":" in locator or locator.endswith(".py") or "." in locator:
+        obj = import_target(locator)
+    elif importlib.util.find_spec(locator) is not None:
+        obj = import_target(locator)
     else:
-        raise ImplError(f"unknown implementation {spec!r}; {available()}")
-    obj = validate(obj, spec)
-    if device is not None and callable(getattr(obj, "on_device", None)):
-        obj = obj.on_device(device)
+        raise ImplError(f"unknown implementation {locator!r}; {available()}")
+    obj = validate(obj, locator)
+    on_device = getattr(obj, "on_device", None)
+    if device is not None and callable(on_device):
+        obj = on_device(device)
     return obj
+
+
+def under_test(locator: str, device: str | None = None) -> UnderTest:
+    """The implementation `locator` names, with its locator, ready to parametrize tests."""
+    return UnderTest(locator.strip(), load(locator, device))
+
+
+def flop_counter() -> Any | None:
+    """What COST-COUNTED counts FLOPs with (implementations.torch_impl.counted), or None
+    when torch is not installed."""
+    try:
+        from implementations.torch_impl.counted import counter
+    except ImportError:
+        return None
+    return counter
 
 
 def requested(options: list[str]) -> list[str]:
@@ -116,12 +157,12 @@ def requested(options: list[str]) -> list[str]:
     return [s for s in env.split(",") if s.strip()]
 
 
-def default(device: str | None = None) -> list[Any]:
+def default_under_test(device: str | None = None) -> list[UnderTest]:
     """Every shipped implementation that imports, plus every registered one."""
     found = []
-    for spec in [*SHIPPED, *registered()]:
+    for locator in [*SHIPPED, *registered()]:
         try:
-            found.append(load(spec, device))
+            found.append(under_test(locator, device))
         except ImplError:
             continue
     return found

@@ -22,6 +22,7 @@ from reports import render, timing
 from reports.hardware import DeviceRoof, OverrideError, cpu_name, h100_baseline, parse_rate
 from reports.roofline import Record, Row, analyse, annotate, cache_comparisons, summarise
 from reports.timing import Bench
+from suite.plugin import session_of  # the attnspec session: implementations, device, report dir
 
 OPT_BENCH_SIZE = "--bench-size"
 OPT_PEAK_FLOPS = "--peak-flops"
@@ -55,13 +56,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         OPT_THREADS, default=None, metavar="N", help="CPU threads for torch during benchmarks"
     )
-
-
-def root_state(config: pytest.Config) -> dict[str, Any] | None:
-    """The root conftest's session state (implementations, device, report dir, records)."""
-    plugin = config.pluginmanager.get_plugin(str(config.rootpath / "conftest.py"))
-    key = getattr(plugin, "STATE", None)
-    return config.stash.get(key, None) if key is not None else None
 
 
 def load_average() -> float | None:
@@ -125,8 +119,8 @@ class BenchState:
 
     @property
     def device(self) -> str:
-        state = root_state(self.config)
-        return str(state["device"]) if state else "cpu"
+        session = session_of(self.config)
+        return session.device if session else "cpu"
 
     @property
     def size(self) -> str:
@@ -137,9 +131,9 @@ class BenchState:
 
     @property
     def report_dir(self) -> Path:
-        state = root_state(self.config)
-        if state and "report_dir" in state:
-            return Path(state["report_dir"])
+        session = session_of(self.config)
+        if session:
+            return session.report_dir
         return Path(
             self.config.getoption("--report-dir", None) or self.config.rootpath / "reports" / "out"
         )
@@ -223,9 +217,11 @@ class BenchState:
 
 def mark_conformance_failures(config: pytest.Config, records: list[Record]) -> None:
     """Mark rows whose implementation failed the matching clause in this session's conformance run."""
-    state = root_state(config) or {}
+    session = session_of(config)
     failed = {
-        (c.clause, c.impl, c.dtype) for c in state.get("records", []) if c.outcome == "failed"
+        (c.clause, c.impl, c.dtype)
+        for c in (session.records if session else [])
+        if c.outcome == "failed"
     }
     for r in records:
         if not r.failed and (r.clause, r.impl, r.dtype) in failed:
@@ -270,10 +266,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any("benchmark" in getattr(i, "fixturenames", ()) for i in session.items):
         return
     state = config.stash[BENCH]
-    root = root_state(config) or {}
-    devices = {timing.device_of(impl) for _, impl in root.get("impls", [])} or {"cpu"}
+    session = session_of(config)
+    subjects = session.subjects if session else []
+    devices = {timing.device_of(impl) for impl in subjects} or {"cpu"}
     for device in sorted(devices):
-        for dtype in root.get("dtypes", ["float32"]):
+        for dtype in session.dtypes if session else ["float32"]:
             state.roof(device, dtype)
 
 

@@ -16,13 +16,14 @@ import datetime
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from reports import timing
 from reports.hardware import cpu_name
+from reports.measured import Measured
 
 MiB = 1 << 20
 CALIBRATION_ENV = "ATTNSPEC_CALIBRATION_FILE"
@@ -39,28 +40,6 @@ GEMM_TARGET_S = {True: 0.1, False: 1e-3}  # keyed by "on CPU": one product at le
 
 class CalibrationError(ValueError):
     """The calibration cache can't be read, or the device can't be measured."""
-
-
-@dataclass(frozen=True)
-class Measured:
-    """One device's measured roof (all rates per second, bytes = read + written)."""
-
-    device_key: str
-    copy_bandwidth: float
-    triad_bandwidth: float
-    gemm_flops: float
-    gemm_dtype: str
-    gemm_n: int
-    buffer_bytes: int
-    threads: int | None
-    repeats: int
-    seconds: float
-    measured_at: str
-
-    @property
-    def bandwidth(self) -> float:
-        """The better of copy and triad: the bandwidth roof."""
-        return max(self.copy_bandwidth, self.triad_bandwidth)
 
 
 def default_dtype(device: str) -> str:

@@ -53,10 +53,14 @@ def failure_message(longrepr: str) -> str:
 
 
 def reproduction(
-    nodeid: str, impl_spec: str, dtype: str, longrepr: str, device: str, tier: str
+    nodeid: str, locator: str, dtype: str, longrepr: str, device: str, tier: str
 ) -> str:
-    """The command that reruns one failing test, replaying Hypothesis's example when it has one."""
-    cmd = f"pytest '{nodeid}' --impl {impl_spec} --device {device} --tier {tier}"
+    """The command that reruns one failing test, replaying Hypothesis's example when it has one.
+
+    `locator` is what --impl took ("" for clauses on the cost model, which take no --impl).
+    """
+    cmd = f"pytest '{nodeid}'" + (f" --impl {locator}" if locator else "")
+    cmd += f" --device {device} --tier {tier}"
     if dtype:
         cmd += f" --dtype {dtype}"
     blob = BLOB.search(longrepr)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from specs.cost import is_memory_bound, ridge
 
 if TYPE_CHECKING:
-    from reports.calibrate import Measured
+    from reports.measured import Measured
 
 MiB = 1 << 20
 
@@ -53,7 +53,7 @@ _NV_H100 = "NVIDIA H100 Tensor Core GPU datasheet (2023) and Hopper whitepaper (
 _NV_A100 = "NVIDIA A100 Tensor Core GPU datasheet (2021) and Ampere GA100 whitepaper"
 _NV_ADA = "NVIDIA Ada Lovelace architecture whitepaper v2.1, appendix"
 
-SPECS: dict[str, DeviceSpec] = {
+DATASHEETS: dict[str, DeviceSpec] = {
     spec.key: spec
     for spec in (
         DeviceSpec(
@@ -158,8 +158,9 @@ SPECS: dict[str, DeviceSpec] = {
     )
 }
 
-H100_SXM: DeviceSpec = SPECS["h100-sxm"]
+H100_SXM: DeviceSpec = DATASHEETS["h100-sxm"]
 """The baseline every report compares against."""
+SPECS = DATASHEETS  # the old name, for code written before the rename
 
 
 _SI = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}

@@ -1,31 +1,30 @@
-"""Imports every area module so the clause registry is complete; prints the clause table.
+"""Every clause: imports each area module so the registry is complete, looks clauses up, and
+prints the clause table.
 
     python -m specs.catalog        # the README's clause table, in Markdown
 
 The order of AREAS is the order of the conformance table.
 """
 
-import importlib
+from __future__ import annotations
 
-AREAS: tuple[str, ...] = (
-    "attention",
-    "kv_cache",
-    "tiled",
-    "linear",
-    "cost_clauses",
-    "decoder",
-)
+from specs import attention, cost_clauses, decoder, kv_cache, linear, tiled
+from specs.clauses import REGISTRY, Clause, get
 
-for _area in AREAS:
-    importlib.import_module(f"specs.{_area}")
+AREAS = (attention, kv_cache, tiled, linear, cost_clauses, decoder)
+__all__ = ["AREAS", "all_clauses", "get", "markdown_table"]
+
+
+def all_clauses() -> list[Clause]:
+    """Every registered clause, area by area in the order of AREAS, each area's in its order."""
+    areas = [area.__name__ for area in AREAS]
+    return sorted(REGISTRY.values(), key=lambda c: areas.index(c.check.__module__))
 
 
 def markdown_table() -> str:
     """| ID | needs | sentence | for every registered clause."""
-    from specs.clauses import REGISTRY
-
     rows = ["| clause | needs | it checks that |", "|---|---|---|"]
-    for c in REGISTRY.values():
+    for c in all_clauses():
         needs = ", ".join(" or ".join(f"`{a}`" for a in op.split("|")) for op in c.needs) or "—"
         rows.append(f"| {c.id} | {needs} | {c.sentence} |")
     return "\n".join(rows)

@@ -1,4 +1,9 @@
-"""The clause registry: every invariant attnspec checks, with its ID, one sentence and its check."""
+"""The clause registry: every invariant attnspec checks, with its ID, one sentence and its check.
+
+Area modules (specs/attention.py, ...) register their clauses here with `@clause`; a clause
+that does not hold raises ClauseFailure. `specs.catalog` imports every area and looks
+clauses up (`all_clauses`), so this module imports no area and no area imports it back.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,14 @@ from typing import Any
 Check = Callable[[Any, Any], None]  # check(target, hypothesis_data) raises on violation
 
 
+class ClauseFailure(AssertionError):
+    """A clause does not hold; `details` carries the figures for the conformance report."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 @dataclass(frozen=True)
 class Clause:
     """One invariant: `id` names it, `sentence` states it, `check` tests it on one drawn example."""
@@ -17,7 +30,6 @@ class Clause:
     sentence: str
     needs: tuple[str, ...]  # attributes the subject must provide, else the clause is skipped
     check: Check
-    area: str
     examples: float = 1.0  # multiplier on the profile's max_examples for costly checks
 
     @property
@@ -37,25 +49,15 @@ def clause(
     def register(check: Check) -> Clause:
         if id in REGISTRY:
             raise ValueError(f"clause {id} is registered twice")
-        area = check.__module__.rsplit(".", 1)[-1]
-        REGISTRY[id] = Clause(id, sentence, tuple(needs), check, area, examples)
+        REGISTRY[id] = Clause(id, sentence, tuple(needs), check, examples)
         return REGISTRY[id]
 
     return register
 
 
 def get(id: str) -> Clause:
-    """The registered clause `id` (all area modules are imported first)."""
-    import specs.catalog  # noqa: F401  (fills REGISTRY)
-
+    """The registered clause `id` (import specs.catalog first: it registers every area's clauses)."""
     try:
         return REGISTRY[id]
     except KeyError:
         raise KeyError(f"no clause {id!r}; known: {', '.join(sorted(REGISTRY))}") from None
-
-
-def all_clauses() -> list[Clause]:
-    """Every registered clause, in registration order."""
-    import specs.catalog  # noqa: F401
-
-    return list(REGISTRY.values())

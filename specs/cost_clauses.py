@@ -3,14 +3,14 @@ the caches implementations allocate, and the FLOPs torch's FlopCounterMode count
 
 The subject of these clauses is a cost model (the module specs.cost, or a mutant namespace
 with the same functions) wrapped in a ``CostSubject``; COST-KV-BYTES pairs it with an
-implementation (whose caches it measures), COST-COUNTED with ``torch_counter()`` (the torch
-implementation's decomposed matmul paths; the counting itself is in ``specs.cost_counted``).
+implementation (whose caches it measures), COST-COUNTED with a FLOP counter an implementation
+provides (``implementations.discovery.flop_counter()``: torch's FlopCounterMode on the torch
+implementation's decomposed matmul paths; the check itself is in ``specs.cost_counted``).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ class CostSubject:
         "counted_attention",
         "counted_matmul",
         "counted_decoder",
+        "count_flops",
     )
 
     def __init__(self, model: Any, impl: Any = None) -> None:
@@ -62,22 +63,6 @@ class CostSubject:
         if self.impl is not None and attr in self.PAIRED and hasattr(self.impl, attr):
             return getattr(self.impl, attr)
         raise AttributeError(f"{self.name} has no {attr!r}")
-
-
-def torch_counter() -> SimpleNamespace | None:
-    """The torch implementation's decomposed paths (matmuls FlopCounterMode sees), or None."""
-    try:
-        from implementations.torch_impl import attention, decoder, matmul
-        from implementations.torch_impl.dtypes import TORCH_DTYPES
-    except ImportError:
-        return None
-    return SimpleNamespace(
-        name="torch-decomposed",
-        dtypes=tuple(TORCH_DTYPES),
-        counted_attention=attention.attention_grouped,
-        counted_matmul=matmul.matmul,
-        counted_decoder=decoder.decoder,
-    )
 
 
 def exact(cost: Any) -> Fraction:
@@ -247,6 +232,7 @@ def cost_kv_bytes(t: Target, data: st.DataObject) -> None:
         "counted_attention",
         "counted_matmul",
         "counted_decoder",
+        "count_flops",
     ),
     examples=0.5,
 )

@@ -1,9 +1,12 @@
-"""COST-COUNTED's check: the cost model's FLOPs against what torch's FlopCounterMode counts on
-the torch implementation's matmul paths, and its bytes against the sizes of the tensors an
-op reads and writes, for matmul, attention and the tiny decoder.
+"""COST-COUNTED's check: the cost model's FLOPs against the FLOPs an implementation counts on
+its matmul paths, and its bytes against the sizes of the arrays an op reads and writes, for
+matmul, attention and the tiny decoder.
 
-The subject is a ``specs.cost_clauses.CostSubject`` pairing a cost model with
-``torch_counter()``; the clause itself is registered in ``specs.cost_clauses``.
+The subject is a ``specs.cost_clauses.CostSubject`` pairing a cost model with a FLOP counter:
+an object with ``asarray``/``to_numpy``, the ``counted_attention``, ``counted_matmul`` and
+``counted_decoder`` paths, and ``count_flops(fn, *args) -> (result, {aten op: FLOPs})``. The
+torch implementation provides one (``implementations.torch_impl.counted``, FlopCounterMode);
+the clause itself is registered in ``specs.cost_clauses``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from specs.clauses import ClauseFailure
+from specs.decoder_weights import DecoderConfig, make_weights
 from specs.dtypes import BYTES_PER_ELEMENT
 from specs.runner import Target
 from specs.strategies import seeds
-from specs.tolerance import ClauseFailure
 
 MATMUL_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm")
 
@@ -26,25 +30,17 @@ def mismatch(what: str, got: Any, want: Any, **details: Any) -> ClauseFailure:
     return ClauseFailure(f"{what}: got {got!r}, expected {want!r}", got=got, want=want, **details)
 
 
-def count_flops(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int]]:
-    """Run fn under FlopCounterMode; return its result and the FLOPs counted per aten op."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        out = fn(*args, **kwargs)
-    return out, {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
-
-
 def matmul_flops(counts: dict[str, int]) -> int:
     """The FLOPs counted in matmul-family aten ops (SDPA, counted on some devices, is left out)."""
     return sum(n for op, n in counts.items() if op in MATMUL_OPS)
 
 
+def nbytes(t: Target, *natives: Any) -> int:
+    """The bytes the native arrays occupy in the working dtype."""
+    return sum(t.raw(x).size for x in natives) * BYTES_PER_ELEMENT[t.dtype]
+
+
 def check_counted_attention(t: Target, data: st.DataObject) -> None:
-    import torch
-
-    from implementations.torch_impl.dtypes import TORCH_DTYPES
-
     B = data.draw(st.integers(1, 3), label="B")
     Hkv = data.draw(st.integers(1, 3), label="Hkv")
     Hq = Hkv * data.draw(st.integers(1, 4), label="query heads per kv head")
@@ -55,10 +51,9 @@ def check_counted_attention(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
     E = BYTES_PER_ELEMENT[t.dtype]
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
-    dt = TORCH_DTYPES[t.dtype]
-    q = torch.tensor(rng.standard_normal((B, Hq, Tq, D)), dtype=dt)  # (B, Hq, Tq, D)
-    k = torch.tensor(rng.standard_normal((B, Hkv, Tk, D)), dtype=dt)  # (B, Hkv, Tk, D)
-    v = torch.tensor(rng.standard_normal((B, Hkv, Tk, Dv)), dtype=dt)  # (B, Hkv, Tk, Dv)
+    q = rng.standard_normal((B, Hq, Tq, D))  # (B, Hq, Tq, D)
+    k = rng.standard_normal((B, Hkv, Tk, D))  # (B, Hkv, Tk, D)
+    v = rng.standard_normal((B, Hkv, Tk, Dv))  # (B, Hkv, Tk, Dv)
     call = f"attention_cost({B}, {Hq}, {Hkv}, {Tq}, {Tk}, {D}, {Dv}, {E}, causal={causal})"
     model = t.impl.attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
     # A kernel that skips masked keys does, row by row, attention over the keys it sees.
@@ -66,36 +61,28 @@ def check_counted_attention(t: Target, data: st.DataObject) -> None:
     for i in range(Tq):
         seen = min(Tk, i + Tk - Tq + 1) if causal else Tk
         if seen > 0:
-            _, ops = count_flops(
-                t.impl.counted_attention,
-                q[:, :, i : i + 1],
-                k[:, :, :seen],
-                v[:, :, :seen],
-                causal=False,
-            )
+            row = [t.native(x) for x in (q[:, :, i : i + 1], k[:, :, :seen], v[:, :, :seen])]
+            _, ops = t.impl.count_flops(t.impl.counted_attention, *row, causal=False)
             counted += matmul_flops(ops)
     if model.flops != counted:
         raise mismatch(
             t.where(f"{call}.flops vs FlopCounterMode on attention rows"), model.flops, counted
         )
-    o = t.impl.counted_attention(q, k, v, causal=False)  # (B, Hq, Tq, Dv)
-    tensors = sum(x.numel() * x.element_size() for x in (q, k, v, o))
+    natives = [t.native(x) for x in (q, k, v)]
+    o = t.impl.counted_attention(*natives, causal=False)  # (B, Hq, Tq, Dv)
+    tensors = nbytes(t, *natives, o)
     if model.bytes != tensors:
         raise mismatch(t.where(f"{call}.bytes vs q, k, v, o nbytes"), model.bytes, tensors)
 
 
 def check_counted_matmul(t: Target, data: st.DataObject) -> None:
-    import torch
-
-    from implementations.torch_impl.dtypes import TORCH_DTYPES
-
     B, D, F = (data.draw(st.integers(1, 48), label=n) for n in ("B", "D", "F"))
     E = BYTES_PER_ELEMENT[t.dtype]
-    x = torch.ones(B, D, dtype=TORCH_DTYPES[t.dtype])  # (B, D)
-    w = torch.ones(D, F, dtype=TORCH_DTYPES[t.dtype])  # (D, F)
-    y, ops = count_flops(t.impl.counted_matmul, x, w)  # (B, F)
+    x = t.native(np.ones((B, D)))  # (B, D)
+    w = t.native(np.ones((D, F)))  # (D, F)
+    y, ops = t.impl.count_flops(t.impl.counted_matmul, x, w)  # (B, F)
     model = t.impl.matmul_cost(B, D, F, E)
-    tensors = sum(a.numel() * a.element_size() for a in (x, w, y))
+    tensors = nbytes(t, x, w, y)
     if (model.flops, model.bytes) != (matmul_flops(ops), tensors):
         raise mismatch(
             t.where(f"matmul_cost({B}, {D}, {F}, {E}) vs counted FLOPs, x, w, y nbytes"),
@@ -105,10 +92,6 @@ def check_counted_matmul(t: Target, data: st.DataObject) -> None:
 
 
 def check_counted_decoder(t: Target, data: st.DataObject) -> None:
-    import torch
-
-    from implementations.torch_impl.dtypes import TORCH_DTYPES
-    from specs.decoder_weights import DecoderConfig, make_weights
 
     Hkv = data.draw(st.integers(1, 2), label="n_kv_heads")
     config = DecoderConfig(
@@ -125,16 +108,16 @@ def check_counted_decoder(t: Target, data: st.DataObject) -> None:
     B, P = data.draw(st.integers(1, 2), label="B"), data.draw(st.integers(1, 8), label="P")
     E = BYTES_PER_ELEMENT[t.dtype]
     weights = {
-        name: torch.tensor(w, dtype=TORCH_DTYPES[t.dtype])
+        name: t.native(w)
         for name, w in make_weights(config, data.draw(seeds(), label="seed")).items()
     }
     model = t.impl.counted_decoder(config, weights)
     token_rng = np.random.default_rng(data.draw(seeds(), label="token seed"))
-    tokens = torch.tensor(token_rng.integers(0, config.vocab, (B, P + 1)))  # (B, P + 1)
+    tokens = token_rng.integers(0, config.vocab, (B, P + 1))  # (B, P + 1)
     L, hq, hd = config.layers, config.n_heads, config.head_dim
     # The decoder's attention is torch SDPA, which FlopCounterMode reports as 0 on CPU and
     # counts densely elsewhere: compare the matmul FLOPs with the model minus attention.
-    (_, cache), ops = count_flops(model.prefill, tokens[:, :P])
+    (_, cache), ops = t.impl.count_flops(model.prefill, t.native(tokens[:, :P], "int64"))
     attn = L * t.impl.attention_cost(B, hq, Hkv, P, P, hd, hd, E, True).flops
     want = t.impl.decoder_prefill_cost(config, B, P, E).flops - attn
     if matmul_flops(ops) != want:
@@ -146,7 +129,7 @@ def check_counted_decoder(t: Target, data: st.DataObject) -> None:
             want,
             matmul_flops(ops),
         )
-    _, ops = count_flops(model.decode, tokens[:, P:], cache)
+    _, ops = t.impl.count_flops(model.decode, t.native(tokens[:, P:], "int64"), cache)
     attn = L * t.impl.attention_cost(B, hq, Hkv, 1, P + 1, hd, hd, E, True).flops
     want = t.impl.decoder_decode_step_cost(config, B, P, E).flops - attn
     if matmul_flops(ops) != want:

@@ -144,22 +144,12 @@ def forward(t: Target, s: Subject, tokens: np.ndarray) -> np.ndarray:
     return logits_of(t, s, out, text, *tokens.shape)
 
 
-def cached(t: Target, s: Subject, text: str, out: Any, B: int, T: int) -> tuple[np.ndarray, Any]:
-    """Unpack (logits, cache) from prefill or decode."""
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise ClauseFailure(
-            f"returned {type(out).__name__}, expected (logits, cache)\n  in {t.where(text)}",
-            misbehaviour="wrong result",
-            call=t.where(text),
-        )
-    return logits_of(t, s, out[0], text, B, T), out[1]
-
-
 def prefill(t: Target, s: Subject, tokens: np.ndarray) -> tuple[np.ndarray, Any]:
     """model.prefill(tokens): (logits as float64, native cache)."""
     text = f"{s.label}.prefill(tokens{tokens.shape})"
-    out = t.guard(text, t.method(s.model, "prefill"), t.native(tokens, INDEX_DTYPE))
-    return cached(t, s, text, out, *tokens.shape)
+    fn = t.method(s.model, "prefill")
+    logits, cache = t.call_pair(text, "logits, cache", fn, t.native(tokens, INDEX_DTYPE))
+    return logits_of(t, s, logits, text, *tokens.shape), cache
 
 
 def decode(
@@ -167,8 +157,9 @@ def decode(
 ) -> tuple[np.ndarray, Any]:
     """model.decode(tokens, cache) with `at` tokens cached: (logits as float64, cache)."""
     text = f"{s.label}.decode(tokens{tokens.shape}, cache) after {at} tokens"
-    out = t.guard(text, t.method(s.model, "decode"), t.native(tokens, INDEX_DTYPE), cache)
-    return cached(t, s, text, out, *tokens.shape)
+    fn = t.method(s.model, "decode")
+    logits, cache = t.call_pair(text, "logits, cache", fn, t.native(tokens, INDEX_DTYPE), cache)
+    return logits_of(t, s, logits, text, *tokens.shape), cache
 
 
 def run_chunks(t: Target, s: Subject, tokens: np.ndarray, chunks: list[int]) -> np.ndarray:

@@ -67,13 +67,8 @@ def new_cache(t: Target, s: Sequence) -> Any:
 def append(t: Target, cache: Any, k: np.ndarray, v: np.ndarray) -> tuple[Any, Any, str]:
     """Append k, v (B, Hkv, t, D); return the native keys and values it hands back, and the call."""
     text = f"cache.append(k{k.shape}, v{v.shape}) at length {len_of(t, cache)}"
-    out = t.guard(text, cache.append, t.native(k), t.native(v))
-    if not isinstance(out, tuple) or len(out) != 2:
-        raise ClauseFailure(
-            f"append returned {type(out).__name__}, expected (keys, values)\n  in {t.where(text)}",
-            misbehaviour="wrong result",
-        )
-    return out[0], out[1], text
+    keys, values = t.call_pair(text, "keys, values", cache.append, t.native(k), t.native(v))
+    return keys, values, text
 
 
 def len_of(t: Target, cache: Any) -> int:

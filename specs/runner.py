@@ -8,7 +8,9 @@ shape or dtype, a mutated input) into a ClauseFailure naming it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +19,33 @@ import numpy as np
 from hypothesis import given, reproduce_failure, settings
 from hypothesis import strategies as st
 
-from specs.clauses import Clause, get
+from specs.clauses import Clause, ClauseFailure, get
 from specs.deadline import CallTimeout, deadline
 from specs.dtypes import EXCHANGE_DTYPE, check_dtype, round_to
-from specs.tolerance import ClauseFailure, floor, normwise_error
+from specs.tolerance import floor, normwise_error
 
-CALL_TIMEOUT_S: float | None = 60.0  # per call into an implementation; conftest's --call-timeout
+DEFAULT_CALL_TIMEOUT_S = 60.0  # the default limit on one call into an implementation
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How clauses run in this session: the per-call limit and a Hypothesis example to replay."""
+
+    call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S  # seconds; None: no limit
+    reproduce: str | None = None  # the blob of an @reproduce_failure line
+
+
+_OPTIONS: ContextVar[RunOptions | None] = ContextVar("attnspec_run_options", default=None)
+
+
+@contextmanager
+def run_options(options: RunOptions) -> Iterator[None]:
+    """Run the clauses inside the block with `options` (the pytest plugin wraps each test)."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
 
 
 class NotImplementedByImpl(Exception):
@@ -46,11 +69,18 @@ def call_text(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 class Target:
     """The implementation under test, seen through guarded calls in one working dtype."""
 
-    def __init__(self, impl: Any, dtype: str = "float32", spec: str | None = None) -> None:
+    def __init__(
+        self,
+        impl: Any,
+        dtype: str = "float32",
+        locator: str | None = None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S,
+    ) -> None:
         self.impl = impl
         self.dtype = check_dtype(dtype)
         self.name = str(getattr(impl, "name", type(impl).__name__))
-        self.spec = spec or self.name  # what --impl / discovery.load takes
+        self.locator = locator or self.name  # what --impl / discovery.load takes
+        self.call_timeout = call_timeout
         self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
         self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
         self.snippet = ""  # the last call as a runnable snippet, for failure messages
@@ -73,7 +103,7 @@ class Target:
         if self.hung:  # fail the same way again rather than hang again
             raise ClauseFailure(self.hung, misbehaviour="hang", call=self.where(text))
         try:
-            with deadline(CALL_TIMEOUT_S):
+            with deadline(self.call_timeout):
                 return fn(*args, **kwargs)
         except ClauseFailure:
             raise
@@ -89,6 +119,20 @@ class Target:
                 misbehaviour="raised",
                 call=self.where(text),
             ) from exc
+
+    def call_pair(
+        self, text: str, parts: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        """Call fn guarded; a result that is not a pair fails, naming the pair's `parts`."""
+        __tracebackhide__ = True
+        out = self.guard(text, fn, *args, **kwargs)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise ClauseFailure(
+                f"returned {type(out).__name__}, expected ({parts})\n  in {self.where(text)}",
+                misbehaviour="wrong result",
+                call=self.where(text),
+            )
+        return out[0], out[1]
 
     def method(self, obj: Any, name: str) -> Callable[..., Any]:
         """obj.name as a callable; a missing or non-callable one fails, naming it."""
@@ -187,7 +231,7 @@ class Target:
         """Run `op` on native inputs; check them unchanged and the result; return it as float64."""
         __tracebackhide__ = True
         text = call_text(op, natives, kwargs)
-        self.snippet = snippet(self.spec, self.dtype, op, natives, kwargs)
+        self.snippet = snippet(self.locator, self.dtype, op, natives, kwargs)
         before = [self.numpy(x) for x in natives]
         y = self.guard(text, getattr(self.impl, op), *natives, **kwargs)
         self.unchanged(natives, before, text)
@@ -262,14 +306,14 @@ class Call:
 
 
 def snippet(
-    spec: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
+    locator: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> str:
     """A few lines of Python that make the failing call with the same shapes (random values)."""
     names = ["q", "k", "v"] if len(natives) == 3 else [f"x{i}" for i in range(len(natives))]
     lines = [
         "import numpy as np",
         "from implementations.discovery import load",
-        f"impl = load({spec!r})",
+        f"impl = load({locator!r})",
         "rng = np.random.default_rng(0)",
     ]
     for n, x in zip(names, natives, strict=False):
@@ -305,16 +349,22 @@ def run_clause(
     *,
     dtype: str = "float32",
     settings_: settings | None = None,
-    reproduce_blob: str | None = None,
-    spec: str | None = None,
+    locator: str | None = None,
+    options: RunOptions | None = None,
 ) -> None:
-    """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation."""
+    """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation.
+
+    `clause` is a Clause or a registered ID (import specs.catalog to register them all);
+    `locator` is what --impl takes to load `subject` again (for the reproduction snippet);
+    `options` default to those of the enclosing `run_options` block.
+    """
     __tracebackhide__ = True
     clause = get(clause) if isinstance(clause, str) else clause
+    options = options or _OPTIONS.get() or RunOptions()
     reason = missing(clause.needs, subject, dtype)
     if reason:
         raise NotImplementedByImpl(reason)
-    target = Target(subject, dtype, spec)
+    target = Target(subject, dtype, locator, options.call_timeout)
 
     def prop(data: st.DataObject) -> None:
         target.begin()
@@ -326,8 +376,8 @@ def run_clause(
     base = settings_ or settings()
     chosen = settings(base, max_examples=max(1, round(base.max_examples * clause.examples)))
     test = chosen(given(data=st.data())(prop))
-    if reproduce_blob:  # as printed: @reproduce_failure('6.x', b'BLOB'); take BLOB or b'BLOB'
-        blob = reproduce_blob.strip().removeprefix("b").strip("'\"")
+    if options.reproduce:  # as printed: @reproduce_failure('6.x', b'BLOB'); take BLOB or b'BLOB'
+        blob = options.reproduce.strip().removeprefix("b").strip("'\"")
         test = reproduce_failure(hypothesis.__version__, blob.encode())(test)
     try:
         test()

@@ -9,19 +9,23 @@ from typing import Any
 
 import pytest
 
+import specs.catalog  # noqa: F401  (registers every clause, so verify can take an ID)
+from implementations.discovery import UnderTest
 from specs.runner import NotImplementedByImpl, run_clause
-
-REPRODUCE_BLOB: str | None = None  # set by conftest from --reproduce
-SPECS: dict[str, str] = {}  # implementation name -> the --impl value that loaded it (conftest)
 
 
 def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
-    """Check clause `clause_id` on `impl`; a missing op or dtype becomes a skip with the reason."""
+    """Check clause `clause_id` on `impl`; a missing op or dtype becomes a skip with the reason.
+
+    `impl` is the test's `impl` argument (an UnderTest, which knows its --impl locator) or any
+    subject a clause can run on (the cost model). The run's options (--call-timeout,
+    --reproduce) come from the plugin, which wraps each test in `specs.runner.run_options`.
+    """
     __tracebackhide__ = True
+    subject, locator = (impl.impl, impl.locator) if isinstance(impl, UnderTest) else (impl, None)
     try:
         with few_threads():
-            spec = SPECS.get(getattr(impl, "name", ""))
-            run_clause(clause_id, impl, dtype=dtype, reproduce_blob=REPRODUCE_BLOB, spec=spec)
+            run_clause(clause_id, subject, dtype=dtype, locator=locator)
     except NotImplementedByImpl as exc:
         pytest.skip(str(exc))
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import specs.cost as cost
-from specs.cost_clauses import CostSubject, torch_counter
+from implementations.discovery import flop_counter
+from specs.cost_clauses import CostSubject
 from specs.decoder_weights import DecoderConfig
 from suite.harness import verify
 
@@ -37,7 +38,7 @@ def test_cost_kv_bytes(impl, dtype):
 
 def test_cost_counted(dtype):
     """Analytic FLOPs and bytes equal FlopCounterMode's count and the tensors' sizes."""
-    counter = torch_counter()
+    counter = flop_counter()
     if counter is None:
         pytest.skip("torch is not installed: there is no FlopCounterMode to count with")
     verify("COST-COUNTED", CostSubject(cost, counter), dtype)

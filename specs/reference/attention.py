@@ -69,3 +69,34 @@ def magnitude(
 ) -> float:
     """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
     return float(np.linalg.norm(attention(q, k, np.abs(v), causal=causal, scale=scale)))
+
+
+def log_sum_exp(
+    q: np.ndarray,
+    k: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    precision: str = "float64",
+) -> np.ndarray:
+    """log sum_j exp(scale q k_j^T) over the visible keys (B, Hq, Tq); -inf where none is visible.
+
+    In a working `precision` this is the plain max-subtracted computation (the baseline).
+    """
+    work = WORK[precision]
+
+    rnd = stored(precision)
+
+    _, Hq, Tq, D = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
+    s = rnd(rnd(np.asarray(q, work) @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
+    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    s = np.where(visible, s, -np.inf)
+    m = np.max(s, axis=-1)  # (B, Hq, Tq)
+    m_safe = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hq, Tq)
+    total = rnd(np.exp(s - m_safe[..., None]).sum(axis=-1))  # (B, Hq, Tq)
+    with np.errstate(divide="ignore"):
+        lse = rnd(m_safe + np.log(total))  # (B, Hq, Tq)
+    return lse.astype(np.float64)

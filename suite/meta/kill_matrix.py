@@ -14,10 +14,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from specs.clauses import all_clauses
+from specs.catalog import all_clauses
+from specs.clauses import ClauseFailure
 from specs.profiles import KILL
 from specs.runner import NotImplementedByImpl, run_clause
-from specs.tolerance import ClauseFailure
 from suite.meta.mutants import Mutant, all_mutants
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from specs.clauses import all_clauses
+from specs.catalog import all_clauses
+from specs.clauses import ClauseFailure
 from specs.profiles import KILL
 from specs.runner import run_clause
-from specs.tolerance import ClauseFailure
 from suite.meta.mutants import all_mutants
 
 MUTANTS = all_mutants()

@@ -6,8 +6,7 @@ import importlib
 import pkgutil
 
 import suite
-from specs.catalog import markdown_table
-from specs.clauses import all_clauses
+from specs.catalog import all_clauses, markdown_table
 from suite.meta.subprocess_run import ROOT
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import implementations.numpy_impl as numpy_impl
 import specs.cost as cost
+from implementations.discovery import flop_counter
 from specs.cost import Cost, visible_pairs
-from specs.cost_clauses import CostSubject, torch_counter
+from specs.cost_clauses import CostSubject
 from suite.meta.mutants import Mutant, derive
 
 MODEL_FUNCTIONS = (
@@ -96,7 +97,7 @@ def matmul_flops_as_macs(B, D, F, E) -> Cost:
     return Cost(B * D * F, E * (B * D + D * F + B * F))
 
 
-COUNTER = torch_counter()
+COUNTER = flop_counter()
 NUMPY_CACHE = derive(numpy_impl, "numpy", kv_cache=numpy_impl.kv_cache)
 COUNTED = ("COST-COUNTED",) if COUNTER is not None else ()
 

@@ -1,0 +1,403 @@
+"""attnspec's pytest plugin: options, the implementations under test, tiers, known failures,
+the suite's self-tests and the verdict table.
+
+pytest loads it through the `attnspec` entry point (group `pytest11`, pyproject.toml); the root
+conftest.py loads it in a checkout that is not installed. Its objects:
+
+- `AttnspecSession`, one per run, registered on the plugin manager as "attnspec-session"
+  (`session_of(config)` finds it; the benchmark plugin reads `device`, `report_dir`,
+  `subjects` and `dtypes` there). Its methods are the hooks that need the run's state.
+- `UnderTest` (implementations.discovery), one per implementation under test: the value of
+  every `impl` argument. It carries the locator `--impl` took and stands in for the
+  implementation, so `verify("CLAUSE-ID", impl, dtype)` needs no lookup by name.
+- `Case`, in each collected clause test's `item.stash[CASE]`: the clause (from a
+  `@pytest.mark.clause("ID")` marker, else the test's name `test_<id>`), the subject and
+  the dtype. The verdict table is built from it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+import suite
+from implementations import discovery
+from implementations.discovery import UnderTest
+from reports import conformance
+from specs import profiles
+from specs.catalog import all_clauses
+from specs.clauses import Clause
+from specs.dtypes import DTYPES
+from specs.runner import DEFAULT_CALL_TIMEOUT_S, RunOptions, run_options
+from suite import known_failures
+
+SESSION = "attnspec-session"
+REPORT_DIR_DEFAULT = Path(suite.__file__).resolve().parents[1] / "reports" / "out"
+# The suite testing itself (mutants, gallery, registry, plugin runs): run by a plain
+# `pytest suite`, left out when --impl names the implementations under test.
+SELF_TESTS = (
+    Path(suite.__file__).resolve().parent / "meta",
+    Path(suite.__file__).resolve().parent / "bench" / "test_plugin.py",
+    Path(suite.__file__).resolve().parent / "bench" / "test_options.py",
+)
+
+profiles.register()
+
+# --- Options: one OPT_* constant and one addoption each, all in the "attnspec" group. ----------
+OPT_IMPL = "--impl"
+OPT_DEVICE = "--device"
+OPT_DTYPE = "--dtype"
+OPT_TIER = "--tier"
+OPT_REPORT_DIR = "--report-dir"
+OPT_CALL_TIMEOUT = "--call-timeout"
+OPT_KNOWN = "--known-failures"
+OPT_REPRODUCE = "--reproduce"
+OPT_SELF_TEST = "--self-test"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attnspec", "attnspec conformance and benchmarks")
+    group.addoption(
+        OPT_IMPL,
+        action="append",
+        default=[],
+        metavar="LOCATOR",
+        help="implementation to test (repeatable): a shipped name (numpy, torch), "
+        "module:attr, path/to/file.py[:attr], or an entry-point name. "
+        f"Default: ${discovery.ENV_VAR}, else every shipped and registered one that imports.",
+    )
+    group.addoption(
+        OPT_DEVICE,
+        default=None,
+        help="torch device for implementations that support one (default: cuda if available, else cpu)",
+    )
+    group.addoption(
+        OPT_DTYPE,
+        action="append",
+        default=[],
+        metavar="DTYPE",
+        help=f"working dtype (repeatable): {', '.join(DTYPES)}. Default: float32.",
+    )
+    group.addoption(
+        OPT_TIER,
+        default=None,
+        help=f"run tier: {', '.join(profiles.TIERS)} (default: ${profiles.TIER_ENV}, else default)",
+    )
+    group.addoption(
+        OPT_CALL_TIMEOUT,
+        type=float,
+        default=DEFAULT_CALL_TIMEOUT_S,
+        metavar="SECONDS",
+        help="time limit for one call into an implementation; a hang fails that clause "
+        f"(default {DEFAULT_CALL_TIMEOUT_S:g}; 0 disables)",
+    )
+    group.addoption(
+        OPT_KNOWN,
+        default=None,
+        metavar="FILE",
+        help="file of known failures (one 'SELECTOR  # reason' per line); listed tests are "
+        "xfail(strict), entries that match nothing warn",
+    )
+    group.addoption(
+        OPT_REPRODUCE,
+        default=None,
+        metavar="BLOB",
+        help="replay one failing example: the blob from the @reproduce_failure line of a failure "
+        "(run it with that failure's test id)",
+    )
+    group.addoption(
+        OPT_REPORT_DIR,
+        default=None,
+        help=f"folder for generated reports (default: {REPORT_DIR_DEFAULT})",
+    )
+    group.addoption(
+        OPT_SELF_TEST,
+        action="store_true",
+        help="also run the suite's self-tests (mutants, gallery, registry, plugin runs) when "
+        f"{OPT_IMPL} or ${discovery.ENV_VAR} names implementations (a plain run includes them)",
+    )
+
+
+# --- Resolving the options into the session's state. -------------------------------------------
+def resolve_device(requested: str | None) -> str:
+    """The torch device to use; a device torch cannot use is a usage error."""
+    try:
+        import torch
+    except ImportError:
+        if requested not in (None, "cpu"):
+            raise pytest.UsageError(f"{OPT_DEVICE} {requested}: torch is not installed") from None
+        return "cpu"
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise pytest.UsageError(f"{OPT_DEVICE} {device}: {exc}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError(f"{OPT_DEVICE} {device}: CUDA is not available (torch sees no GPU)")
+    return device
+
+
+def resolve_tier(config: pytest.Config) -> str:
+    """--tier, else $ATTNSPEC_TIER, else default; an unknown tier is a usage error."""
+    tier = config.getoption(OPT_TIER) or os.environ.get(profiles.TIER_ENV) or "default"
+    if tier not in profiles.TIERS:
+        raise pytest.UsageError(
+            f"{OPT_TIER} {tier}: unknown tier; choose from {', '.join(profiles.TIERS)}"
+        )
+    return str(tier)
+
+
+def resolve_dtypes(config: pytest.Config) -> list[str]:
+    """The --dtype values (float32 when none); an unknown one is a usage error."""
+    dtypes = list(config.getoption(OPT_DTYPE) or ["float32"])
+    for d in dtypes:
+        if d not in DTYPES:
+            raise pytest.UsageError(
+                f"{OPT_DTYPE} {d}: unknown dtype; choose from {', '.join(DTYPES)}"
+            )
+    return dtypes
+
+
+def resolve_subjects(locators: list[str], device: str) -> list[UnderTest]:
+    """The implementations under test: those `locators` name, else the default set."""
+    try:
+        if locators:
+            subjects = [discovery.under_test(loc, device) for loc in locators]
+        else:
+            subjects = discovery.default_under_test(device)
+    except discovery.ImplError as exc:
+        raise pytest.UsageError(f"{OPT_IMPL}: {exc}") from None
+    names = [s.name for s in subjects]
+    if len(set(names)) != len(names):
+        raise pytest.UsageError(f"{OPT_IMPL}: two implementations share a name: {names}")
+    return subjects
+
+
+def resolve_known(config: pytest.Config) -> list[known_failures.Entry]:
+    """The entries of the --known-failures file (none without one)."""
+    path = config.getoption(OPT_KNOWN)
+    try:
+        return known_failures.parse(Path(path)) if path else []
+    except known_failures.KnownFailuresError as exc:
+        raise pytest.UsageError(f"{OPT_KNOWN}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one collected clause test checks: a clause, on a subject (None: the cost model), in a dtype."""
+
+    clause: Clause
+    subject: UnderTest | None
+    dtype: str
+
+
+CASE = pytest.StashKey[Case]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "clause(id): the clause a test checks (default: the one its name test_<id> names)",
+    )
+    if config.pluginmanager.get_plugin(SESSION) is None:
+        config.pluginmanager.register(AttnspecSession(config), SESSION)
+
+
+def session_of(config: pytest.Config) -> AttnspecSession | None:
+    """This run's attnspec session (None when the plugin is not active)."""
+    plugin = config.pluginmanager.get_plugin(SESSION)
+    return plugin if isinstance(plugin, AttnspecSession) else None
+
+
+class AttnspecSession:
+    """The run's options and implementations under test, and the records of the verdict table."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.dtypes = resolve_dtypes(config)
+        self.tier = resolve_tier(config)
+        if not config.getoption("hypothesis_profile", None):
+            settings.load_profile(f"attnspec-{self.tier}")
+        self.device = resolve_device(config.getoption(OPT_DEVICE))
+        self.report_dir = Path(config.getoption(OPT_REPORT_DIR) or REPORT_DIR_DEFAULT)
+        self.run_options = RunOptions(
+            call_timeout=config.getoption(OPT_CALL_TIMEOUT) or None,
+            reproduce=config.getoption(OPT_REPRODUCE),
+        )
+        self.known = resolve_known(config)
+        locators = discovery.requested(config.getoption(OPT_IMPL))
+        self.subjects = resolve_subjects(locators, self.device)
+        self.self_test = bool(config.getoption(OPT_SELF_TEST)) or not locators
+        self.self_tests_left_out = False
+        self.clause_of_test = {c.test_name: c for c in all_clauses()}
+        self.records: list[conformance.Record] = []
+
+    # --- collection ---
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        names = ", ".join(s.name for s in self.subjects) or "none"
+        return (
+            f"attnspec: implementations {names}; dtypes {', '.join(self.dtypes)}; "
+            f"device {self.device}; tier {self.tier}"
+        )
+
+    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+        if self.self_test or not any(is_within(collection_path, p) for p in SELF_TESTS):
+            return None
+        if any(
+            is_within(Path(arg.split("::")[0]).resolve(), collection_path) for arg in config.args
+        ):
+            return None  # named on the command line: the user asked for it
+        self.self_tests_left_out = True
+        return True
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "impl" in metafunc.fixturenames:
+            metafunc.parametrize("impl", self.subjects, ids=[s.name for s in self.subjects])
+        if "dtype" in metafunc.fixturenames:
+            metafunc.parametrize("dtype", self.dtypes)
+
+    def case_of(self, item: pytest.Item) -> Case | None:
+        """The clause, subject and dtype `item` checks; None for tests that check no clause."""
+        if any(is_within(Path(str(item.path)), p) for p in SELF_TESTS[:1]):
+            return None
+        marker = item.get_closest_marker("clause")
+        if marker is not None:
+            clause = self.clause_by_id(str(marker.args[0]), item)
+        else:
+            clause = self.clause_of_test.get(getattr(item, "originalname", item.name))
+        if clause is None:
+            return None
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        subject = params.get("impl")
+        return Case(
+            clause, subject if isinstance(subject, UnderTest) else None, params.get("dtype", "")
+        )
+
+    @staticmethod
+    def clause_by_id(clause_id: str, item: pytest.Item) -> Clause:
+        for c in all_clauses():
+            if c.id == clause_id:
+                return c
+        raise pytest.UsageError(
+            f"{item.nodeid}: @pytest.mark.clause({clause_id!r}) names no clause"
+        )
+
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        for item in items:
+            case = self.case_of(item)
+            if case is not None:
+                item.stash[CASE] = case
+        if self.known:
+            known_failures.apply(items, self.known, describe)
+
+    # --- running ---
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        with run_options(self.run_options):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        case = item.stash.get(CASE, None)
+        if case is not None and (
+            report.when == "call" or (report.when == "setup" and not report.passed)
+        ):
+            details = getattr(call.excinfo.value, "details", {}) if call.excinfo else {}
+            info = {
+                "clause": case.clause.id,
+                "sentence": case.clause.sentence,
+                "impl": case.subject.name if case.subject else "spec",
+                "locator": case.subject.locator if case.subject else "",
+                "dtype": case.dtype,
+                "details": details,
+            }
+            report.user_properties.append(("attnspec", info))  # travels to the xdist controller
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        info = dict(report.user_properties).get("attnspec")
+        if info is not None:
+            self.records.append(record(report, info, self.device, self.tier))
+
+    # --- reporting ---
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput"):
+            return
+        tr = terminalreporter
+        if self.self_tests_left_out:
+            tr.write_line(
+                f"attnspec: the suite's self-tests were left out ({OPT_IMPL} names the "
+                f"implementations under test); add {OPT_SELF_TEST} to run them too"
+            )
+        if not self.records:
+            return
+        order = [c.id for c in all_clauses()]
+        self.records.sort(
+            key=lambda r: (order.index(r.clause) if r.clause in order else 999, r.column)
+        )
+        tr.section("attnspec conformance")
+        tr.write_line(conformance.table(self.records, order))
+        for block in (conformance.failures(self.records), conformance.skips(self.records)):
+            if block:
+                tr.write_line("")
+                tr.write_line(block)
+        path = self.report_dir / "conformance.json"
+        meta = {"device": self.device, "tier": self.tier, "dtypes": self.dtypes}
+        conformance.write_json(self.records, path, meta)
+        tr.write_line(f"\nconformance report: {path}")
+
+
+def describe(item: pytest.Item) -> tuple[str | None, str | None]:
+    """The clause ID and implementation name of an item, for known-failure selectors."""
+    case = item.stash.get(CASE, None)
+    if case is None:
+        return None, None
+    return case.clause.id, case.subject.name if case.subject else None
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies inside it."""
+    return path == folder or folder in path.parents
+
+
+def record(
+    report: pytest.TestReport, info: dict[str, Any], device: str, tier: str
+) -> conformance.Record:
+    """The verdict-table record of one clause test's report."""
+    longrepr = str(report.longrepr) if report.longrepr else ""
+    outcome = report.outcome
+    if hasattr(report, "wasxfail") and report.skipped:
+        outcome, message = "xfailed", str(report.wasxfail)
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        message = str(report.longrepr[2]).removeprefix("Skipped: ")
+    elif report.failed:
+        message = conformance.failure_message(longrepr)
+    else:
+        message = ""
+    reproduce = ""
+    if report.failed:
+        reproduce = conformance.reproduction(
+            report.nodeid, info["locator"], info["dtype"], longrepr, device, tier
+        )
+    return conformance.Record(
+        clause=info["clause"],
+        sentence=info["sentence"],
+        impl=info["impl"],
+        dtype=info["dtype"],
+        outcome=outcome,
+        nodeid=report.nodeid,
+        message=message,
+        details=info["details"],
+        reproduce=reproduce,
+    )
