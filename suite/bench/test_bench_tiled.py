@@ -2,9 +2,9 @@
 
 import pytest
 
-from reports.bench_plugin import root_state
 from specs.cost import attention_cost, tiled_attention_cost
 from suite.bench.common import Inputs, check_attention, measure, need
+from suite.plugin import session_of
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
 
@@ -45,7 +45,8 @@ def test_sdpa_baseline(bench, request, dtype, case):
     torch = pytest.importorskip("torch")
     from implementations.torch_impl import TorchImplementation
 
-    device = (root_state(request.config) or {}).get("device", "cpu")
+    session = session_of(request.config)
+    device = session.device if session else "cpu"
     sdpa = TorchImplementation(device)
     sdpa.name = "torch SDPA"
     B, Hq, Hkv, D, T = (case[k] for k in ("B", "Hq", "Hkv", "D", "T"))
