@@ -7,6 +7,7 @@ decoders keep one cache per layer and write at the position their own `DecoderCa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from implementations.validate import check_positive
@@ -70,7 +71,7 @@ class PreallocatedKVCache:
 class DecoderCache:
     """One cache per layer plus the number of tokens cached so far (the RoPE offset)."""
 
-    def __init__(self, layers: list[PreallocatedKVCache], batch: int) -> None:
+    def __init__(self, layers: Sequence[PreallocatedKVCache], batch: int) -> None:
         self.layers = layers
         self.batch = batch
         self.max_len = layers[0].max_len

@@ -266,11 +266,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any("benchmark" in getattr(i, "fixturenames", ()) for i in session.items):
         return
     state = config.stash[BENCH]
-    session = session_of(config)
-    subjects = session.subjects if session else []
+    attnspec = session_of(config)
+    subjects = attnspec.subjects if attnspec else []
     devices = {timing.device_of(impl) for impl in subjects} or {"cpu"}
     for device in sorted(devices):
-        for dtype in session.dtypes if session else ["float32"]:
+        for dtype in attnspec.dtypes if attnspec else ["float32"]:
             state.roof(device, dtype)
 
 

@@ -312,7 +312,7 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
         rec = r.record
         ax.scatter(
             r.device.intensity,
-            r.device.flop_rate,
+            r.device.flop_rate or 0.0,  # every point has a rate (see `points`)
             marker=MARKERS.get(rec.group, "o"),
             color=impl_color[rec.impl],
             edgecolors="red" if rec.failed else "black",

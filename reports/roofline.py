@@ -26,9 +26,12 @@ BASELINE_ELEMENT_BYTES = 2  # the H100 baseline is judged in bf16
 class Roof(Protocol):
     """Any device roof: reports.hardware.DeviceRoof fits."""
 
-    name: str
-    peak_flops: float | None
-    bandwidth: float | None
+    @property
+    def name(self) -> str: ...
+    @property
+    def peak_flops(self) -> float | None: ...
+    @property
+    def bandwidth(self) -> float | None: ...
 
 
 @dataclass
@@ -126,14 +129,14 @@ def verdict(flops: float, nbytes: float, roof: Roof, seconds: float | None = Non
 def figures(flops: float, nbytes: float, roof: Roof, seconds: float | None) -> Figures:
     """Achieved rates and the fraction of the roof attained by a run of `seconds`."""
     bound = bound_seconds(flops, nbytes, roof)
-    timed = seconds is not None and seconds > 0
+    timed = seconds if seconds is not None and seconds > 0 else None
     return Figures(
         roof=roof.name,
         intensity=intensity(flops, nbytes),
-        flop_rate=flops / seconds if timed else None,
-        byte_rate=nbytes / seconds if timed else None,
+        flop_rate=flops / timed if timed else None,
+        byte_rate=nbytes / timed if timed else None,
         bound_seconds=bound,
-        fraction=bound / seconds if timed and bound is not None else None,
+        fraction=bound / timed if timed and bound is not None else None,
         verdict=verdict(flops, nbytes, roof, seconds),
     )
 

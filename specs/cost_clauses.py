@@ -93,10 +93,10 @@ def cost_matmul(t: Target, data: st.DataObject) -> None:
     F = data.draw(st.integers(1, 16384), label="F")
     E = data.draw(element_sizes, label="E")
     c = t.impl.matmul_cost(B, D, F, E)
-    want = (2 * B * D * F, E * (B * D + D * F + B * F))
-    if (c.flops, c.bytes) != want:
+    formula = (2 * B * D * F, E * (B * D + D * F + B * F))
+    if (c.flops, c.bytes) != formula:
         raise mismatch(
-            t.where(f"matmul_cost({B}, {D}, {F}, {E}) (flops, bytes)"), (c.flops, c.bytes), want
+            t.where(f"matmul_cost({B}, {D}, {F}, {E}) (flops, bytes)"), (c.flops, c.bytes), formula
         )
 
 

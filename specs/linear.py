@@ -277,8 +277,8 @@ def lin_split_resume(t: Target, data: st.DataObject) -> None:
     whole, _ = stateful(t, op, q, k, v, opts, chunk_size=chunk)
     pieces, state = [], None
     for a, b in zip([0, *cuts], [*cuts, shape.T], strict=True):
-        piece = (x[:, :, a:b] for x in (q, k, v))  # (B, H, b - a, D) each
-        o, state = stateful(t, op, *piece, opts, state=state, chunk_size=chunk)
+        qa, ka, va = (x[:, :, a:b] for x in (q, k, v))  # (B, H, b - a, D) each
+        o, state = stateful(t, op, qa, ka, va, opts, state=state, chunk_size=chunk)
         pieces.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(
@@ -304,11 +304,12 @@ def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
     q, k, v = draw_qkv(t, data, shape)
     chunked, recurrent = "linear_attention_chunked", "linear_attention_recurrent"
     whole, _ = stateful(t, chunked, q, k, v, opts, chunk_size=chunk)
-    o, state = stateful(t, chunked, *(x[:, :, :P] for x in (q, k, v)), opts, chunk_size=chunk)
+    qp, kp, vp = (x[:, :, :P] for x in (q, k, v))  # (B, H, P, D) each
+    o, state = stateful(t, chunked, qp, kp, vp, opts, chunk_size=chunk)
     steps = [o]
     for i in range(P, shape.T):
-        token = (x[:, :, i : i + 1] for x in (q, k, v))  # (B, H, 1, D) each
-        o, state = stateful(t, recurrent, *token, opts, state=state)
+        qi, ki, vi = (x[:, :, i : i + 1] for x in (q, k, v))  # (B, H, 1, D) each
+        o, state = stateful(t, recurrent, qi, ki, vi, opts, state=state)
         steps.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(

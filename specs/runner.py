@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import hypothesis
 import numpy as np
@@ -93,6 +93,12 @@ class Target:
         """`text` with the implementation and dtype appended, for failure messages."""
         return f"{text} on {self.name} [{self.dtype}]"
 
+    @overload
+    def inputs(
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, /
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    @overload
+    def inputs(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...
     def inputs(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
         """Round float64 inputs onto the working dtype so reference and implementation agree."""
         return tuple(round_to(a, self.dtype) for a in arrays)

@@ -266,6 +266,7 @@ class AttnspecSession:
         """The clause, subject and dtype `item` checks; None for tests that check no clause."""
         if any(is_within(Path(str(item.path)), p) for p in SELF_TESTS[:1]):
             return None
+        clause: Clause | None
         marker = item.get_closest_marker("clause")
         if marker is not None:
             clause = self.clause_by_id(str(marker.args[0]), item)
@@ -327,7 +328,7 @@ class AttnspecSession:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         info = dict(report.user_properties).get("attnspec")
-        if info is not None:
+        if isinstance(info, dict):
             self.records.append(record(report, info, self.device, self.tier))
 
     # --- reporting ---
@@ -376,7 +377,7 @@ def record(
 ) -> conformance.Record:
     """The verdict-table record of one clause test's report."""
     longrepr = str(report.longrepr) if report.longrepr else ""
-    outcome = report.outcome
+    outcome: str = report.outcome
     if hasattr(report, "wasxfail") and report.skipped:
         outcome, message = "xfailed", str(report.wasxfail)
     elif report.skipped and isinstance(report.longrepr, tuple):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from implementations.decoder_base import CachedDecoder
-from implementations.kv_base import DecoderCache
+from implementations.kv_base import DecoderCache, PreallocatedKVCache
 from implementations.numpy_impl.kv_cache import NumpyKVCache
 from specs.decoder_weights import DecoderConfig, check_weights
 
@@ -86,7 +86,7 @@ class NumpyDecoder(CachedDecoder):
         rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # (B, H, T, D)
         return x * cos + rotated * sin  # (B, H, T, D)
 
-    def _layer_cache(self, cache: DecoderCache, i: int) -> NumpyKVCache:
+    def _layer_cache(self, cache: DecoderCache, i: int) -> PreallocatedKVCache:
         return cache.layers[i]
 
     def _keys_values(

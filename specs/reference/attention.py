@@ -50,7 +50,7 @@ def attention(
     _, Hq, Tq, D = q.shape
     Tk = k.shape[2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
-    qq = np.asarray(q, work)  # (B, Hq, Tq, D)
+    qq: np.ndarray = np.asarray(q, work)  # (B, Hq, Tq, D)
     kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
     vv = expand_kv(np.asarray(v, work), Hq)  # (B, Hq, Tk, Dv)
     s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
@@ -95,7 +95,7 @@ def log_sum_exp(
     visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
     s = np.where(visible, s, -np.inf)
     m = np.max(s, axis=-1)  # (B, Hq, Tq)
-    m_safe = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hq, Tq)
+    m_safe: np.ndarray = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hq, Tq)
     total = rnd(np.exp(s - m_safe[..., None]).sum(axis=-1))  # (B, Hq, Tq)
     with np.errstate(divide="ignore"):
         lse = rnd(m_safe + np.log(total))  # (B, Hq, Tq)
