@@ -11,6 +11,12 @@ from typing import Any
 from tabulate import tabulate
 
 BLOB = re.compile(r"@reproduce_failure\('[^']*', b'([^']*)'\)")
+# Hypothesis's own report (the failing case and its draws, how to replay it): it stays in
+# pytest's per-test failure section and is left out of the summary and the JSON message.
+HYPOTHESIS_BLOCK = re.compile(r"^(Failing test case:|Falsifying example:|Trying example:)")
+HYPOTHESIS_LINE = re.compile(
+    r"^(# The test (always|sometimes) failed|You can reproduce this|@reproduce_failure|Explanation:)"
+)
 CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail (known)"}
 
 
@@ -44,12 +50,26 @@ def first_lines(text: str, n: int = 3) -> str:
 def failure_message(longrepr: str) -> str:
     """The assertion's own message out of pytest's long representation of a failure."""
     lines = [ln[2:].strip() for ln in longrepr.splitlines() if ln.startswith("E ")]
-    lines = [ln for ln in lines if ln]
+    lines = without_hypothesis([ln for ln in lines if ln])
     for i, ln in enumerate(lines):  # skip chained causes: start at the clause's own failure
         if "ClauseFailure: " in ln:
             lines = [ln.split("ClauseFailure: ", 1)[1], *lines[i + 1 :]]
             break
     return "\n".join(lines) or first_lines(longrepr)
+
+
+def without_hypothesis(lines: list[str]) -> list[str]:
+    """`lines` without Hypothesis's report: its failing-case block (up to attnspec's own
+    "clause ID: sentence" note) and its one-line remarks."""
+    kept, skipping = [], False
+    for ln in lines:
+        if HYPOTHESIS_BLOCK.match(ln):
+            skipping = True
+        elif skipping and re.match(r"clause [A-Z0-9-]+: ", ln):
+            skipping = False
+        if not skipping and not HYPOTHESIS_LINE.match(ln):
+            kept.append(ln)
+    return kept
 
 
 def reproduction(

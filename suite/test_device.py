@@ -4,15 +4,18 @@ import json
 import types
 
 import pytest
-import torch
 
-import reports.calibrate as calibrate
-import reports.detect as detect
-import reports.hardware as hardware
-from reports import timing
-from reports.__main__ import main
-from reports.hardware import H100_SXM, SPECS
-from specs.cost import decode_attention_cost
+torch = pytest.importorskip(
+    "torch", reason="torch is not installed: detection and calibration use it"
+)
+
+import reports.calibrate as calibrate  # noqa: E402  (after the skip: these import torch)
+import reports.detect as detect  # noqa: E402
+import reports.hardware as hardware  # noqa: E402
+from reports import timing  # noqa: E402
+from reports.__main__ import main  # noqa: E402
+from reports.hardware import H100_SXM, SPECS  # noqa: E402
+from specs.cost import decode_attention_cost  # noqa: E402
 
 # Dense BF16/FP16 FLOP/s and bytes/s as DESIGN.md quotes them (MI300X: AMD's 1307.4).
 DENSE = {

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from suite.meta import gallery
 from suite.meta.gallery import EXPECTED
 from suite.meta.subprocess_run import ROOT, impl_args, run_pytest
 
@@ -16,7 +17,7 @@ GALLERY = ROOT / "suite" / "meta" / "gallery.py"
 @pytest.fixture(scope="module")
 def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
     # Its own report folder: under xdist each worker that gets a gallery test runs this again.
-    impls = impl_args(*(f"{GALLERY}:{attr}" for attr in EXPECTED))
+    impls = impl_args(*(f"{GALLERY}:{attr}" for attr in EXPECTED if hasattr(gallery, attr)))
     return run_pytest(
         "suite/test_attention.py",
         "-k",  # one single-call and one two-call clause show every misbehaviour
@@ -36,8 +37,8 @@ def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Complete
 @pytest.mark.parametrize("attr", list(EXPECTED))
 def test_misbehaviour_is_named(gallery_run, attr):
     """Each misbehaving implementation FAILs a clause with a message naming what it did."""
-    from suite.meta import gallery
-
+    if not hasattr(gallery, attr):
+        pytest.skip(f"torch is not installed: the gallery has no {attr} without it")
     name = getattr(gallery, attr).name
     pattern = (
         rf"FAIL ATTN-[A-Z-]+ on {re.escape(name)} \[float32\]:.*\n.*{re.escape(EXPECTED[attr])}"
