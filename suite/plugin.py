@@ -17,7 +17,6 @@ conftest.py loads it in a checkout that is not installed. Its objects:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,27 @@ from reports import conformance
 from specs import profiles
 from specs.catalog import all_clauses
 from specs.clauses import Clause
-from specs.dtypes import DTYPES
-from specs.runner import DEFAULT_CALL_TIMEOUT_S, RunOptions, run_options
+from specs.runner import RunOptions, run_options
 from suite import known_failures
+from suite.plugin_options import (
+    OPT_CALL_TIMEOUT,
+    OPT_DEVICE,
+    OPT_IMPL,
+    OPT_REPORT_DIR,
+    OPT_REPRODUCE,
+    OPT_SELF_TEST,
+    REPORT_DIR_DEFAULT,
+    add_options,
+    check_rootdir,
+    is_within,
+    resolve_device,
+    resolve_dtypes,
+    resolve_known,
+    resolve_subjects,
+    resolve_tier,
+)
 
 SESSION = "attnspec-session"
-REPORT_DIR_DEFAULT = Path(suite.__file__).resolve().parents[1] / "reports" / "out"
 # The suite testing itself (mutants, gallery, registry, plugin runs): run by a plain
 # `pytest suite`, left out when --impl names the implementations under test.
 SELF_TESTS = (
@@ -49,143 +63,9 @@ SELF_TESTS = (
 
 profiles.register()
 
-# --- Options: one OPT_* constant and one addoption each, all in the "attnspec" group. ----------
-OPT_IMPL = "--impl"
-OPT_DEVICE = "--device"
-OPT_DTYPE = "--dtype"
-OPT_TIER = "--tier"
-OPT_REPORT_DIR = "--report-dir"
-OPT_CALL_TIMEOUT = "--call-timeout"
-OPT_KNOWN = "--known-failures"
-OPT_REPRODUCE = "--reproduce"
-OPT_SELF_TEST = "--self-test"
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnspec", "attnspec conformance and benchmarks")
-    group.addoption(
-        OPT_IMPL,
-        action="append",
-        default=[],
-        metavar="LOCATOR",
-        help="implementation to test (repeatable): a shipped name (numpy, torch), "
-        "module:attr, path/to/file.py[:attr], or an entry-point name. "
-        f"Default: ${discovery.ENV_VAR}, else every shipped and registered one that imports.",
-    )
-    group.addoption(
-        OPT_DEVICE,
-        default=None,
-        help="torch device for implementations that support one (default: cuda if available, else cpu)",
-    )
-    group.addoption(
-        OPT_DTYPE,
-        action="append",
-        default=[],
-        metavar="DTYPE",
-        help=f"working dtype (repeatable): {', '.join(DTYPES)}. Default: float32.",
-    )
-    group.addoption(
-        OPT_TIER,
-        default=None,
-        help=f"run tier: {', '.join(profiles.TIERS)} (default: ${profiles.TIER_ENV}, else default)",
-    )
-    group.addoption(
-        OPT_CALL_TIMEOUT,
-        type=float,
-        default=DEFAULT_CALL_TIMEOUT_S,
-        metavar="SECONDS",
-        help="time limit for one call into an implementation; a hang fails that clause "
-        f"(default {DEFAULT_CALL_TIMEOUT_S:g}; 0 disables)",
-    )
-    group.addoption(
-        OPT_KNOWN,
-        default=None,
-        metavar="FILE",
-        help="file of known failures (one 'SELECTOR  # reason' per line); listed tests are "
-        "xfail(strict), entries that match nothing warn",
-    )
-    group.addoption(
-        OPT_REPRODUCE,
-        default=None,
-        metavar="BLOB",
-        help="replay one failing example: the blob from the @reproduce_failure line of a failure "
-        "(run it with that failure's test id)",
-    )
-    group.addoption(
-        OPT_REPORT_DIR,
-        default=None,
-        help=f"folder for generated reports (default: {REPORT_DIR_DEFAULT})",
-    )
-    group.addoption(
-        OPT_SELF_TEST,
-        action="store_true",
-        help="also run the suite's self-tests (mutants, gallery, registry, plugin runs) when "
-        f"{OPT_IMPL} or ${discovery.ENV_VAR} names implementations (a plain run includes them)",
-    )
-
-
-# --- Resolving the options into the session's state. -------------------------------------------
-def resolve_device(requested: str | None) -> str:
-    """The torch device to use; a device torch cannot use is a usage error."""
-    try:
-        import torch
-    except ImportError:
-        if requested not in (None, "cpu"):
-            raise pytest.UsageError(f"{OPT_DEVICE} {requested}: torch is not installed") from None
-        return "cpu"
-    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise pytest.UsageError(f"{OPT_DEVICE} {device}: {exc}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise pytest.UsageError(f"{OPT_DEVICE} {device}: CUDA is not available (torch sees no GPU)")
-    return device
-
-
-def resolve_tier(config: pytest.Config) -> str:
-    """--tier, else $ATTNSPEC_TIER, else default; an unknown tier is a usage error."""
-    tier = config.getoption(OPT_TIER) or os.environ.get(profiles.TIER_ENV) or "default"
-    if tier not in profiles.TIERS:
-        raise pytest.UsageError(
-            f"{OPT_TIER} {tier}: unknown tier; choose from {', '.join(profiles.TIERS)}"
-        )
-    return str(tier)
-
-
-def resolve_dtypes(config: pytest.Config) -> list[str]:
-    """The --dtype values (float32 when none); an unknown one is a usage error."""
-    dtypes = list(config.getoption(OPT_DTYPE) or ["float32"])
-    for d in dtypes:
-        if d not in DTYPES:
-            raise pytest.UsageError(
-                f"{OPT_DTYPE} {d}: unknown dtype; choose from {', '.join(DTYPES)}"
-            )
-    return dtypes
-
-
-def resolve_subjects(locators: list[str], device: str) -> list[UnderTest]:
-    """The implementations under test: those `locators` name, else the default set."""
-    try:
-        if locators:
-            subjects = [discovery.under_test(loc, device) for loc in locators]
-        else:
-            subjects = discovery.default_under_test(device)
-    except discovery.ImplError as exc:
-        raise pytest.UsageError(f"{OPT_IMPL}: {exc}") from None
-    names = [s.name for s in subjects]
-    if len(set(names)) != len(names):
-        raise pytest.UsageError(f"{OPT_IMPL}: two implementations share a name: {names}")
-    return subjects
-
-
-def resolve_known(config: pytest.Config) -> list[known_failures.Entry]:
-    """The entries of the --known-failures file (none without one)."""
-    path = config.getoption(OPT_KNOWN)
-    try:
-        return known_failures.parse(Path(path)) if path else []
-    except known_failures.KnownFailuresError as exc:
-        raise pytest.UsageError(f"{OPT_KNOWN}: {exc}") from None
+    add_options(parser)
 
 
 @dataclass(frozen=True)
@@ -219,6 +99,7 @@ class AttnspecSession:
     """The run's options and implementations under test, and the records of the verdict table."""
 
     def __init__(self, config: pytest.Config) -> None:
+        check_rootdir(config)
         self.config = config
         self.dtypes = resolve_dtypes(config)
         self.tier = resolve_tier(config)
@@ -365,11 +246,6 @@ def describe(item: pytest.Item) -> tuple[str | None, str | None]:
     if case is None:
         return None, None
     return case.clause.id, case.subject.name if case.subject else None
-
-
-def is_within(path: Path, folder: Path) -> bool:
-    """Whether `path` is `folder` or lies inside it."""
-    return path == folder or folder in path.parents
 
 
 def record(
