@@ -91,7 +91,7 @@ class FlexImplementation(TorchLibrary):
         scale: float | None = None,
     ) -> torch.Tensor:
         """flex_attention on q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv)."""
-        fn = compiled() if self.compile else flex_attention
+        fn: Callable[..., Any] = compiled() if self.compile else flex_attention  # type: ignore[assignment]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=EAGER_WARNING)
             out = fn(

@@ -50,7 +50,12 @@ class SdpaImplementation(TorchLibrary):
         self.library = f"torch's {BACKENDS[self.backend].name} backend"
 
     def sdpa(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: object, scale: float
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        scale: float,
     ) -> torch.Tensor:
         """The backend's kernel on q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv)."""
         D, Dv = q.shape[-1], v.shape[-1]
