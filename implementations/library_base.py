@@ -57,10 +57,12 @@ class TorchLibrary:
             self.refusals[dtype] = refusal(self.probe(dtype))
         reason = self.refusals[dtype]
         if reason is not None:
-            dtype_name = str(dtype).removeprefix("torch.")
-            pytest.skip(
-                f"{self.name} cannot run {dtype_name} on {self.device}; {self.library} says: {reason}"
-            )
+            self.refuse(dtype, f"{self.library} says: {reason}")
+
+    def refuse(self, dtype: torch.dtype, why: str) -> None:
+        """Skip the clause: this library cannot run `dtype` here, for reason `why`."""
+        dtype_name = str(dtype).removeprefix("torch.")
+        pytest.skip(f"{self.name} cannot run {dtype_name} on {self.device}; {why}")
 
 
 def refusal(call: Callable[[], object]) -> str | None:
