@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from implementations.discovery import last_line
 from reports.bench_plugin import BENCH, root_state
 from specs.cost import attention_cost
 from suite.bench.common import Inputs, check_attention, measure, need
@@ -45,7 +46,10 @@ def test_flex_compiled(bench, request, dtype, tiled_case):
     k = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
     v = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
     start = time.perf_counter()
-    compiled.attention(inputs.normal(B, Hq, T, D), k, v, causal=True)  # compiles this shape
+    try:
+        compiled.attention(inputs.normal(B, Hq, T, D), k, v, causal=True)  # compiles this shape
+    except Exception as exc:  # e.g. no C++ compiler for inductor on this CPU machine
+        pytest.skip(f"torch.compile(flex_attention) cannot compile here: {last_line(exc)}")
     compile_s = time.perf_counter() - start
 
     def check(timed):
