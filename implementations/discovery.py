@@ -21,6 +21,16 @@ SHIPPED: dict[str, str] = {
     "numpy": "implementations.numpy_impl",
     "torch": "implementations.torch_impl:impl",
 }
+# Library baselines: shipped, but run only when named (--impl sdpa-flash), so the default run
+# stays numpy + torch. docs/libraries.md describes them.
+LIBRARIES: dict[str, str] = {
+    "sdpa-math": "implementations.sdpa_impl:math_impl",
+    "sdpa-flash": "implementations.sdpa_impl:flash",
+    "sdpa-efficient": "implementations.sdpa_impl:efficient",
+    "sdpa-cudnn": "implementations.sdpa_impl:cudnn",
+    "flex": "implementations.flex_impl:impl",
+    "hf": "implementations.hf_impl:impl",
+}
 ENTRY_POINT_GROUP = "attnspec.implementations"
 ENV_VAR = "ATTNSPEC_IMPL"  # comma-separated, same forms as --impl
 REQUIRED = ("name", "asarray", "to_numpy")
@@ -60,6 +70,7 @@ def registered() -> dict[str, Any]:
 def available() -> str:
     """What --impl accepts, for error messages."""
     names = [*SHIPPED, *registered()]
+    names += [*LIBRARIES]
     return f"available: {', '.join(names)} (or module:attr, or path/to/file.py[:attr])"
 
 
@@ -116,6 +127,8 @@ def load(locator: str, device: str | None = None) -> Any:
     eps = registered()
     if locator in SHIPPED:
         obj = import_target(SHIPPED[locator])
+    elif locator in LIBRARIES:
+        obj = import_target(LIBRARIES[locator])
     elif locator in eps:
         try:
             obj = eps[locator].load()

@@ -14,6 +14,7 @@ tokens are (B, T) native int64 arrays made with `asarray(tokens, "int64")`, logi
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Sub
     info = user_info(t)
     n = max(int(info.get("d_model", USER_REDUCTION)), int(info.get("d_ff", 0)), info["max_len"])
     tol = float(info["tolerance"]) if "tolerance" in info else None
-    model = t.guard("model()", t.impl.model)
+    takes_dtype = bool(inspect.signature(t.impl.model).parameters)  # model(dtype) or model()
+    model = t.guard("model()", t.impl.model, *([t.dtype] if takes_dtype else []))
     return Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)
 
 
