@@ -12,11 +12,12 @@ import time
 import pytest
 
 from implementations.discovery import last_line
-from reports.bench_plugin import BENCH, root_state
+from reports.bench_plugin import BENCH
 from specs.cost import attention_cost
 from suite.bench.common import Inputs, check_attention, measure, need
 from suite.bench.grids import cases
 from suite.bench.test_bench_tiled import case_text
+from suite.plugin import session_of
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
 
@@ -29,8 +30,9 @@ def pytest_generate_tests(metafunc):
 
 def selected(request, name):
     """The implementation named `name` among those the run selected (--impl), else None."""
-    state = root_state(request.config) or {}
-    return next((i for _, i in state.get("impls", []) if i.name == name), None)
+    session = session_of(request.config)
+    subjects = session.subjects if session is not None else []
+    return next((s for s in subjects if s.name == name), None)
 
 
 def test_flex_compiled(bench, request, dtype, tiled_case):
