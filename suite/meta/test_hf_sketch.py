@@ -2,7 +2,7 @@
 written, passes the four self-consistency decoder clauses.
 
 It imports transformers in a subprocess (slow), so it runs only in a session that selected
-`--impl hf` (CI's second command) and is skipped elsewhere with that reason.
+`--impl hf` and named this file (CI's second command does both) and is skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from reports.bench_plugin import root_state
 from suite.meta.subprocess_run import ROOT, run_pytest
+from suite.plugin import session_of
 
 DOC = ROOT / "docs" / "libraries.md"
 SELF_CONSISTENCY = ("DEC-CACHED-EQ-FULL", "DEC-CHUNKED-PREFILL", "DEC-GREEDY-EQ", "DEC-BATCH-INDEP")
@@ -31,7 +31,8 @@ def sketch() -> str:
 def test_hf_sketch_passes_self_consistency(request, tmp_path):
     """docs/libraries.md's my_llama.py: the four DEC self-consistency clauses pass in both of
     its dtypes, and DEC-CROSS-IMPL is skipped (the model brings its own weights)."""
-    impls = [i.name for _, i in (root_state(request.config) or {}).get("impls", [])]
+    session = session_of(request.config)
+    impls = [s.name for s in session.subjects] if session is not None else []
     if "hf" not in impls:
         pytest.skip("runs with --impl hf (it imports transformers in a subprocess)")
     if importlib.util.find_spec("transformers") is None:
