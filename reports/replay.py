@@ -48,6 +48,12 @@ LETTERS: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 ORDER = ("B", "Hq", "Hkv", "H", "Tq", "Tk", "T", "D", "Dk", "Dv", "F", "max_len")
 PLAIN = (bool, int, float, str, type(None))
+REFERENCE_OPS = (
+    "attention",
+    "tiled_attention",
+    "matmul",
+    *(op for op in LETTERS if "linear" in op),
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,8 @@ def write(
     script, data = directory / f"{name}.py", directory / f"{name}.npz"
     body = Script(impl)
     body.add(trace)
-    np.savez(data, **body.arrays, **body.last_call())
+    arrays: dict[str, Any] = {**body.arrays, **body.last_call()}
+    np.savez(data, **arrays)
     header = (
         f'"""Replay of {clause} on {getattr(impl, "name", locator)} [{dtype}]: the calls of the '
         f"failing example, with its values.\n\nWritten by attnspec (reports/replay.py) next to "
@@ -133,6 +140,9 @@ class Script:
         self.count = 0
         self.last: Step | None = None
         self.last_op = ""
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []  # (op, args) of every call made
+        self.appended: dict[int, list[tuple[str, str]]] = {}  # cache id -> numpy (k, v) appended
+        self.expected: dict[int, str] = {}  # id of a cache's keys/values -> what it should hold
 
     def add(self, trace: Trace) -> None:
         """Lines for every call of `trace`; stop at a call that cannot be replayed."""
@@ -153,13 +163,38 @@ class Script:
                 self.lines.append(f"    r{i} = exc\n    print('call {i} raised', repr(exc))")
             self.name_result(step.result, f"r{i}")
             self.count, self.last, self.last_op = i + 1, step, fn.rpartition(".")[2]
+            self.calls.append((self.last_op, step.args))
+            if self.last_op == "append" and step.returned:
+                self.track_append(step)
         if self.last is not None:
             self.lines.append(self.report_line())
 
+    def track_append(self, step: Step) -> None:
+        """After cache.append(k, v) of drawn arrays: the keys and values it hands back should
+        be everything appended to that cache so far (the KV clauses' reference)."""
+        owner = getattr(step.fn, "__self__", None)
+        if len(step.args) != 2 or not all(id(a) in self.keys for a in step.args):
+            return
+        k, v = (f"data[{self.keys[id(a)]!r}]" for a in step.args)
+        appended = self.appended.setdefault(id(owner), [])
+        appended.append((k, v))
+        if isinstance(step.result, tuple) and len(step.result) == 2:
+            for item, arrays in zip(step.result, zip(*appended, strict=True), strict=True):
+                self.expected[id(item)] = f"np.concatenate([{', '.join(arrays)}], axis=2)"
+
     def report_line(self) -> str:
-        """`report(...)` on the last call: its inputs as numpy, keyword arguments and result."""
+        """`report(...)` on the last call: its inputs as numpy, keyword arguments and result.
+
+        The inputs of an append are what the cache should then hold; a call on a cache's keys
+        and values is compared on the tokens appended (what they should be).
+        """
         assert self.last is not None
-        inputs = [self.numpy_of(a) for a in self.last.args]
+        if self.last_op == "append" and isinstance(self.last.result, tuple):
+            inputs = [self.expected.get(id(x), "None") for x in self.last.result]
+        elif self.last_op in REFERENCE_OPS:
+            inputs = [self.numpy_of(a) for a in self.last.args]
+        else:
+            inputs = []
         kwargs = ", ".join(f"{k!r}: {self.value(v)}" for k, v in self.last.kwargs.items())
         return (
             f"report(impl, {self.last_op!r}, [{', '.join(inputs)}], {{{kwargs}}}, "
@@ -171,6 +206,8 @@ class Script:
         if id(x) in self.drawn:
             self.value(x)
             return f"data[{self.keys[id(x)]!r}]"
+        if id(x) in self.expected:
+            return self.expected[id(x)]
         expr = self.value(x)
         return f"impl.to_numpy({expr})" if hasattr(x, "shape") else expr
 
@@ -234,10 +271,12 @@ class Script:
         return {"op": np.array(self.last_op), "kwargs": np.array(json.dumps(plain))}
 
     def shape(self) -> str:
-        """The last call's shape in the contract's letters (`B=1 Hq=2 Hkv=1 Tq=3 Tk=5 D=16`)."""
-        if self.last is None:
-            return ""
-        return shape_text(self.last_op, self.last.args)
+        """The shape of the last call of a contract op, in the contract's letters
+        (`B=1 Hq=2 Hkv=1 Tq=3 Tk=5 D=16`); else the last call's array shapes."""
+        for op, args in reversed(self.calls):
+            if op in LETTERS:
+                return shape_text(op, args)
+        return shape_text(*self.calls[-1]) if self.calls else ""
 
 
 def shape_text(op: str, args: Sequence[Any]) -> str:
@@ -284,12 +323,17 @@ def reference(
     """The float64 reference output of `op` and the magnitude its error is relative to, or None
     where no reference is known for the op (or the call carries a state in)."""
     if op in ("attention", "tiled_attention") and len(inputs) == 3:
-        options = {"causal": bool(kwargs.get("causal", False)), "scale": kwargs.get("scale")}
-        return attn_ref.attention(*inputs, **options), attn_ref.magnitude(*inputs, **options)
+        q, k, v = inputs
+        causal, scale = bool(kwargs.get("causal", False)), kwargs.get("scale")
+        return (
+            attn_ref.attention(q, k, v, causal=causal, scale=scale),
+            attn_ref.magnitude(q, k, v, causal=causal, scale=scale),
+        )
     if op.startswith("linear_attention") and len(inputs) == 3 and kwargs.get("state") is None:
-        options = {k: kwargs[k] for k in ("feature_map", "eps") if k in kwargs}
+        options: dict[str, Any] = {k: kwargs[k] for k in ("feature_map", "eps") if k in kwargs}
+        q, k, v = inputs
         causal = bool(kwargs.get("causal", True))
-        return lin_ref.linear_attention_ref(*inputs, causal=causal, **options), None
+        return lin_ref.linear_attention_ref(q, k, v, causal=causal, **options), None
     if op == "matmul" and len(inputs) == 2:
         return inputs[0] @ inputs[1], None
     return None
@@ -301,13 +345,18 @@ def report(
     """Print the last call's error against the float64 reference (or its output); return it."""
     if isinstance(result, BaseException):
         return None  # the call raised: the script printed it
+    if op == "append" and len(inputs) == 2 and isinstance(result, tuple):
+        return report_cache(impl, inputs, result)
     out = result[0] if isinstance(result, tuple) else result  # (o, lse) / (o, state): o
-    got = np.asarray(impl.to_numpy(out), np.float64)
     arrays = [np.asarray(x, np.float64) for x in inputs if isinstance(x, np.ndarray)]
     known = reference(op, arrays, kwargs)
     if known is None:
-        print(f"{op} returned {got.shape}:\n{got}\n(no float64 reference is known for this call)")
+        with np.printoptions(threshold=64, edgeitems=2):
+            print(
+                f"{op} returned {shown(impl, out)}\n(no float64 reference is known for this call)"
+            )
         return None
+    got = np.asarray(impl.to_numpy(out), np.float64)
     expected, magnitude = known
     if got.shape != expected.shape:
         print(f"{op} returned shape {got.shape}, the reference has {expected.shape}")
@@ -320,3 +369,39 @@ def report(
         f"at index {where}: got {got[where]:.6g}, expected {expected[where]:.6g}"
     )
     return err
+
+
+def shown(impl: Any, x: Any) -> str:
+    """An output for printing: its numpy view with its shape, else its repr."""
+    try:
+        array = impl.to_numpy(x)
+        return f"shape {array.shape}:\n{array}"
+    except Exception:
+        return repr(x)
+
+
+def report_cache(impl: Any, expected: list[Any], result: tuple[Any, Any]) -> float | None:
+    """Print where the keys and values a cache handed back differ from the tokens appended."""
+    wrong = 0
+    for name, want, got in zip(("keys", "values"), expected, result, strict=True):
+        if want is None:
+            continue
+        have = np.asarray(impl.to_numpy(got), np.float64)
+        if have.shape != want.shape:
+            print(
+                f"append: cached {name} have shape {have.shape}, the tokens appended {want.shape}"
+            )
+            wrong += 1
+            continue
+        bad = np.argwhere(have != want)
+        if len(bad):
+            at = tuple(int(i) for i in bad[0])
+            print(
+                f"append: cached {name} differ from the tokens appended at {len(bad)} of "
+                f"{want.size} elements; first at index {at}: got {have[at]:.6g}, "
+                f"appended {want[at]:.6g}"
+            )
+            wrong += 1
+    if not wrong:
+        print("append: the cache holds exactly the tokens appended")
+    return float(wrong)

@@ -177,6 +177,7 @@ class AttnspecSession:
             case = self.case_of(item)
             if case is not None:
                 item.stash[CASE] = case
+                item.user_properties.append(("clause", case.clause.id))  # a JUnit property
         if self.known:
             known_failures.apply(items, self.known, describe)
 
