@@ -143,6 +143,9 @@ class Script:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []  # (op, args) of every call made
         self.appended: dict[int, list[tuple[str, str]]] = {}  # cache id -> numpy (k, v) appended
         self.expected: dict[int, str] = {}  # id of a cache's keys/values -> what it should hold
+        self.models: dict[int, str] = {}  # id of a model from impl.decoder -> "config, weights"
+        self.fed: dict[int, tuple[int, list[str]]] = {}  # decoder cache id -> (model, tokens)
+        self.decoded = ""  # the reference logits of the last call, when it is a model call
 
     def add(self, trace: Trace) -> None:
         """Lines for every call of `trace`; stop at a call that cannot be replayed."""
@@ -166,6 +169,9 @@ class Script:
             self.calls.append((self.last_op, step.args))
             if self.last_op == "append" and step.returned:
                 self.track_append(step)
+            self.decoded = self.model_reference(step) if step.returned else ""
+            if fn == "impl.decoder" and step.returned and len(step.args) == 2:
+                self.models[id(step.result)] = ", ".join(self.numpy_of(a) for a in step.args)
         if self.last is not None:
             self.lines.append(self.report_line())
 
@@ -182,6 +188,27 @@ class Script:
             for item, arrays in zip(step.result, zip(*appended, strict=True), strict=True):
                 self.expected[id(item)] = f"np.concatenate([{', '.join(arrays)}], axis=2)"
 
+    def model_reference(self, step: Step) -> str:
+        """The float64 reference decoder's logits for a forward/prefill/decode call on a model
+        built by impl.decoder, over every token fed to that cache so far; "" where unknown."""
+        owner = getattr(step.fn, "__self__", None)
+        model = id(owner) if id(owner) in self.models else None
+        if step.args and id(step.args[0]) in self.keys and self.last_op in ("forward", "prefill"):
+            fed = [self.numpy_of(step.args[0])] if model is not None else []
+        elif self.last_op == "decode" and len(step.args) == 2 and id(step.args[1]) in self.fed:
+            model, before = self.fed[id(step.args[1])]
+            fed = [*before, self.numpy_of(step.args[0])]
+        else:
+            return ""
+        if model is None or not fed:
+            return ""
+        if isinstance(step.result, tuple) and len(step.result) == 2:
+            self.fed[id(step.result[1])] = (model, fed)
+        self.imports.add(("specs.reference.decoder", "decoder_forward"))
+        T = int(step.args[0].shape[-1]) if hasattr(step.args[0], "shape") else 0
+        tokens = fed[0] if len(fed) == 1 else f"np.concatenate([{', '.join(fed)}], axis=1)"
+        return f"decoder_forward({self.models[model]}, {tokens})[:, -{T}:]"
+
     def report_line(self) -> str:
         """`report(...)` on the last call: its inputs as numpy, keyword arguments and result.
 
@@ -189,6 +216,8 @@ class Script:
         and values is compared on the tokens appended (what they should be).
         """
         assert self.last is not None
+        if self.decoded:
+            return f"report(impl, {self.last_op!r}, [], {{}}, r{self.count - 1}, {self.decoded})"
         if self.last_op == "append" and isinstance(self.last.result, tuple):
             inputs = [self.expected.get(id(x), "None") for x in self.last.result]
         elif self.last_op in REFERENCE_OPS:
@@ -208,6 +237,8 @@ class Script:
             return f"data[{self.keys[id(x)]!r}]"
         if id(x) in self.expected:
             return self.expected[id(x)]
+        if isinstance(x, dict):
+            return "{" + ", ".join(f"{k!r}: {self.numpy_of(v)}" for k, v in x.items()) + "}"
         expr = self.value(x)
         return f"impl.to_numpy({expr})" if hasattr(x, "shape") else expr
 
@@ -340,32 +371,50 @@ def reference(
 
 
 def report(
-    impl: Any, op: str, inputs: list[Any], kwargs: dict[str, Any], result: Any
+    impl: Any,
+    op: str,
+    inputs: list[Any],
+    kwargs: dict[str, Any],
+    result: Any,
+    expected: np.ndarray | None = None,
 ) -> float | None:
-    """Print the last call's error against the float64 reference (or its output); return it."""
+    """Print the last call's error against the float64 reference (or its output); return it.
+
+    The reference is computed from `inputs` for the ops `reference` knows, else `expected`
+    (the reference decoder's logits) is used when given."""
     if isinstance(result, BaseException):
         return None  # the call raised: the script printed it
     if op == "append" and len(inputs) == 2 and isinstance(result, tuple):
         return report_cache(impl, inputs, result)
     out = result[0] if isinstance(result, tuple) else result  # (o, lse) / (o, state): o
     arrays = [np.asarray(x, np.float64) for x in inputs if isinstance(x, np.ndarray)]
-    known = reference(op, arrays, kwargs)
+    known = reference(op, arrays, kwargs) if expected is None else (expected, None)
+    if op == "tiled_attention" and kwargs.get("return_lse") and isinstance(result, tuple):
+        lse = attn_ref.log_sum_exp(
+            *arrays[:2], causal=bool(kwargs.get("causal")), scale=kwargs.get("scale")
+        )
+        compare(impl, f"{op} lse", result[1], (lse, None))
     if known is None:
         with np.printoptions(threshold=64, edgeitems=2):
             print(
                 f"{op} returned {shown(impl, out)}\n(no float64 reference is known for this call)"
             )
         return None
+    return compare(impl, op, out, known)
+
+
+def compare(impl: Any, what: str, out: Any, known: tuple[np.ndarray, float | None]) -> float | None:
+    """Print `out`'s normwise error against the reference `known` (output, magnitude)."""
     got = np.asarray(impl.to_numpy(out), np.float64)
     expected, magnitude = known
     if got.shape != expected.shape:
-        print(f"{op} returned shape {got.shape}, the reference has {expected.shape}")
+        print(f"{what} returned shape {got.shape}, the reference has {expected.shape}")
         return None
     err = normwise_error(got, expected, magnitude)
     diff = np.nan_to_num(np.abs(got - expected), nan=np.inf)
     where = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
     print(
-        f"{op}: normwise relative error {err:.6g} against the float64 reference; worst element "
+        f"{what}: normwise relative error {err:.6g} against the float64 reference; worst element "
         f"at index {where}: got {got[where]:.6g}, expected {expected[where]:.6g}"
     )
     return err

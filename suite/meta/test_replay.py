@@ -18,8 +18,13 @@ from specs.runner import run_clause
 from suite.meta.mutants import all_mutants
 from suite.meta.replay_subjects import locator
 
-# A single-call clause, and a multi-call one whose failing call reads the cache's contents.
-CASES = [("ATTN-REF", "scale-1-over-d"), ("KV-DECODE-EQ-RECOMPUTE", "overwrite-last-slot")]
+# A single-call clause; a multi-call one whose failing call reads the cache's contents; and a
+# model built from drawn weights, whose forward the script compares with the reference decoder.
+CASES = [
+    ("ATTN-REF", "scale-1-over-d"),
+    ("KV-DECODE-EQ-RECOMPUTE", "overwrite-last-slot"),
+    ("DEC-CROSS-IMPL", "interleaved-rope"),
+]
 ERROR = re.compile(r"normwise relative error (\S+) against the float64 reference")
 
 
