@@ -166,9 +166,9 @@ class Target:
     def native(self, x: np.ndarray, dtype: str | None = None) -> Any:
         """Convert a numpy array to the implementation's native array type in `dtype`."""
         __tracebackhide__ = True
-        drawn = np.array(x)  # a copy: what the suite drew, even if the implementation mutates it
-        out = self.guarded("asarray", self.impl.asarray, drawn.copy(), dtype or self.dtype)
-        self.trace.drawn.append(Drawn(out, drawn, dtype or self.dtype))
+        out = self.guarded("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
+        # A copy, for the replay: what the suite drew, even if the implementation mutates it.
+        self.trace.drawn.append(Drawn(out, np.array(x), dtype or self.dtype))
         return out
 
     def raw(self, y: Any, text: str = "to_numpy") -> np.ndarray:
@@ -394,7 +394,7 @@ def run_clause(
     """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation.
 
     `clause` is a Clause or a registered ID (import specs.catalog to register them all);
-    `locator` is what --impl takes to load `subject` again (for the reproduction snippet);
+    `locator` is what --impl takes to load `subject` again (for the replay script);
     `options` default to those of the enclosing `run_options` block.
     """
     __tracebackhide__ = True
