@@ -17,6 +17,7 @@ HYPOTHESIS_BLOCK = re.compile(r"^(Failing test case:|Falsifying example:|Trying 
 HYPOTHESIS_LINE = re.compile(
     r"^(# The test (always|sometimes) failed|You can reproduce this|@reproduce_failure|Explanation:)"
 )
+REPLAY_NOTE = "replay the failing calls without pytest: "  # suite/plugin.py adds it
 CELL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "xfailed": "xfail (known)"}
 
 
@@ -33,6 +34,8 @@ class Record:
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     reproduce: str = ""
+    replay: str = ""  # the command that runs the failure's replay script
+    shape: str = ""  # the failing call's shape in the contract's letters
 
     @property
     def column(self) -> str:
@@ -50,7 +53,7 @@ def first_lines(text: str, n: int = 3) -> str:
 def failure_message(longrepr: str) -> str:
     """The assertion's own message out of pytest's long representation of a failure."""
     lines = [ln[2:].strip() for ln in longrepr.splitlines() if ln.startswith("E ")]
-    lines = without_hypothesis([ln for ln in lines if ln])
+    lines = without_hypothesis([ln for ln in lines if ln and not ln.startswith(REPLAY_NOTE)])
     for i, ln in enumerate(lines):  # skip chained causes: start at the clause's own failure
         if "ClauseFailure: " in ln:
             lines = [ln.split("ClauseFailure: ", 1)[1], *lines[i + 1 :]]
@@ -107,8 +110,38 @@ def failures(records: list[Record]) -> str:
         out.append(
             f"FAIL {r.clause} on {r.column}: {r.sentence}\n"
             f"{_indent(first_lines(r.message, 4))}\n    reproduce: {r.reproduce}"
+            + (f"\n    replay: {r.replay}" if r.replay else "")
         )
     return "\n".join(out)
+
+
+def next_steps(records: list[Record]) -> str:
+    """One line per failing clause: what failed, by how much, at which shape, what to run next.
+
+    `ATTN-REF FAIL torch[bfloat16]: 0.62 > 1.5e-06 at B=1 Hq=1 Hkv=1 Tq=2 Tk=2 D=1 — replay:
+    python reports/out/failures/ATTN-REF-torch-bfloat16.py`
+    """
+    lines = []
+    for r in records:
+        if r.outcome != "failed":
+            continue
+        where = f"{r.impl}[{r.dtype}]" if r.dtype and r.impl != "spec" else r.impl
+        line = f"{r.clause} FAIL {where}: {figure(r)}" + (f" at {r.shape}" if r.shape else "")
+        lines.append(
+            line + (f" — replay: {r.replay}" if r.replay else f" — reproduce: {r.reproduce}")
+        )
+    return "\n".join(lines)
+
+
+def figure(r: Record) -> str:
+    """How a failure missed: `error > tolerance`, else the misbehaviour, else its first line."""
+    error, tolerance = r.details.get("error"), r.details.get("tolerance")
+    if isinstance(error, int | float) and isinstance(tolerance, int | float):
+        return f"{error:.2g} > {tolerance:.2g}"
+    if r.details.get("misbehaviour"):
+        return str(r.details["misbehaviour"])
+    first = first_lines(r.message, 1)
+    return first if len(first) <= 80 else first[:77] + "..."
 
 
 def skips(records: list[Record]) -> str:

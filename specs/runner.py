@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, overload
 
 import hypothesis
@@ -83,7 +83,7 @@ class Target:
         self.call_timeout = call_timeout
         self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
         self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
-        self.snippet = ""  # the last call as a runnable snippet, for failure messages
+        self.trace = Trace()  # every guarded call of this example, for an exact replay
 
     def has(self, op: str) -> bool:
         """Whether the implementation provides `op`."""
@@ -104,7 +104,18 @@ class Target:
         return tuple(round_to(a, self.dtype) for a in arrays)
 
     def guard(self, text: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call fn under the call time limit; an exception or a hang becomes a ClauseFailure."""
+        """Call fn under the call time limit; an exception or a hang becomes a ClauseFailure.
+
+        The call is recorded in `trace` (function, arguments, result) for the replay script.
+        """
+        __tracebackhide__ = True
+        step = self.trace.record(fn, args, kwargs)
+        step.result = self.guarded(text, fn, *args, **kwargs)
+        step.returned = True
+        return step.result
+
+    def guarded(self, text: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`guard` without recording the call."""
         __tracebackhide__ = True
         if self.hung:  # fail the same way again rather than hang again
             raise ClauseFailure(self.hung, misbehaviour="hang", call=self.where(text))
@@ -155,7 +166,10 @@ class Target:
     def native(self, x: np.ndarray, dtype: str | None = None) -> Any:
         """Convert a numpy array to the implementation's native array type in `dtype`."""
         __tracebackhide__ = True
-        return self.guard("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
+        out = self.guarded("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
+        # A copy, for the replay: what the suite drew, even if the implementation mutates it.
+        self.trace.drawn.append(Drawn(out, np.array(x), dtype or self.dtype))
+        return out
 
     def raw(self, y: Any, text: str = "to_numpy") -> np.ndarray:
         """The implementation's own numpy view of a native result; a non-array fails clearly."""
@@ -237,7 +251,6 @@ class Target:
         """Run `op` on native inputs; check them unchanged and the result; return it as float64."""
         __tracebackhide__ = True
         text = call_text(op, natives, kwargs)
-        self.snippet = snippet(self.locator, self.dtype, op, natives, kwargs)
         before = [self.numpy(x) for x in natives]
         y = self.guard(text, getattr(self.impl, op), *natives, **kwargs)
         self.unchanged(natives, before, text)
@@ -281,6 +294,7 @@ class Target:
     def begin(self) -> None:
         """Start an example: forget the previous example's calls."""
         self.log = []
+        self.trace = Trace()
 
     def finish(self) -> None:
         """End an example: every result it returned must still hold its value.
@@ -311,23 +325,42 @@ class Call:
     text: str
 
 
-def snippet(
-    locator: str, dtype: str, op: str, natives: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    """A few lines of Python that make the failing call with the same shapes (random values)."""
-    names = ["q", "k", "v"] if len(natives) == 3 else [f"x{i}" for i in range(len(natives))]
-    lines = [
-        "import numpy as np",
-        "from implementations.discovery import load",
-        f"impl = load({locator!r})",
-        "rng = np.random.default_rng(0)",
-    ]
-    for n, x in zip(names, natives, strict=False):
-        shape = tuple(int(d) for d in getattr(x, "shape", ()))
-        lines.append(f"{n} = impl.asarray(rng.standard_normal({shape}), {dtype!r})")
-    args = ", ".join([*names, *(f"{k}={v!r}" for k, v in kwargs.items())])
-    lines.append(f"print(impl.to_numpy(impl.{op}({args})))")
-    return "\n".join(lines)
+@dataclass
+class Drawn:
+    """A native array made by `Target.native`, and the numpy array it was made from."""
+
+    native: Any
+    array: np.ndarray  # as the suite drew it: float64 rounded to the working dtype, or ints
+    dtype: str  # what asarray was asked for
+
+
+@dataclass
+class Step:
+    """One guarded call into the implementation, as made: the function, arguments and result."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    result: Any = None
+    returned: bool = False  # False: it raised (or hung)
+
+
+@dataclass
+class Trace:
+    """Every guarded call of one example, in order, with the arrays they were made from.
+
+    The objects themselves are kept (alive, so their ids stay unique): reports/replay.py writes
+    them out as a script that makes the same calls on the same values.
+    """
+
+    steps: list[Step] = field(default_factory=list)
+    drawn: list[Drawn] = field(default_factory=list)
+
+    def record(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step:
+        """Append a call about to be made; the caller fills in its result."""
+        step = Step(fn, args, dict(kwargs))
+        self.steps.append(step)
+        return step
 
 
 def missing(needs: tuple[str, ...], subject: Any, dtype: str) -> str | None:
@@ -361,7 +394,7 @@ def run_clause(
     """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation.
 
     `clause` is a Clause or a registered ID (import specs.catalog to register them all);
-    `locator` is what --impl takes to load `subject` again (for the reproduction snippet);
+    `locator` is what --impl takes to load `subject` again (for the replay script);
     `options` default to those of the enclosing `run_options` block.
     """
     __tracebackhide__ = True
@@ -389,7 +422,6 @@ def run_clause(
         test()
     except Exception as exc:
         exc.add_note(f"clause {clause.id}: {clause.sentence}")
-        if target.snippet and isinstance(exc, ClauseFailure):
-            exc.details.setdefault("snippet", target.snippet)
-            exc.add_note("the last call, with the same shapes (random values):\n" + target.snippet)
+        if target.trace.steps:
+            exc.attnspec_trace = target.trace  # type: ignore[attr-defined]  # for the replay file
         raise

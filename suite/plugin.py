@@ -28,7 +28,7 @@ from hypothesis import settings
 import suite
 from implementations import discovery
 from implementations.discovery import UnderTest
-from reports import conformance
+from reports import conformance, replay
 from specs import profiles
 from specs.catalog import all_clauses
 from specs.clauses import Clause
@@ -177,6 +177,7 @@ class AttnspecSession:
             case = self.case_of(item)
             if case is not None:
                 item.stash[CASE] = case
+                item.user_properties.append(("clause", case.clause.id))  # a JUnit property
         if self.known:
             known_failures.apply(items, self.known, describe)
 
@@ -190,8 +191,9 @@ class AttnspecSession:
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
         case = item.stash.get(CASE, None)
+        written = self.write_replay(case, call) if case is not None else None
+        report = yield
         if case is not None and (
             report.when == "call" or (report.when == "setup" and not report.passed)
         ):
@@ -203,9 +205,34 @@ class AttnspecSession:
                 "locator": case.subject.locator if case.subject else "",
                 "dtype": case.dtype,
                 "details": details,
+                "replay": written.command if written else "",
+                "shape": written.shape if written else "",
             }
             report.user_properties.append(("attnspec", info))  # travels to the xdist controller
         return report
+
+    def write_replay(self, case: Case, call: pytest.CallInfo[None]) -> replay.Replay | None:
+        """Write the replay files of a failing clause test; note the command on its exception
+        (before pytest renders it, so the failure message shows it)."""
+        exc = call.excinfo.value if call.excinfo and call.when == "call" else None
+        trace = getattr(exc, "attnspec_trace", None)
+        if exc is None or trace is None or case.subject is None:
+            return None
+        try:
+            written = replay.write(
+                trace,
+                self.report_dir / "failures",
+                clause=case.clause.id,
+                impl=case.subject.impl,
+                locator=case.subject.locator,
+                dtype=case.dtype,
+                device=self.device,
+            )
+        except Exception as error:  # a replay that cannot be written must not hide the failure
+            exc.add_note(f"(no replay file: {type(error).__name__}: {error})")
+            return None
+        exc.add_note(conformance.REPLAY_NOTE + written.command)
+        return written
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         info = dict(report.user_properties).get("attnspec")
@@ -238,6 +265,10 @@ class AttnspecSession:
         meta = {"device": self.device, "tier": self.tier, "dtypes": self.dtypes}
         conformance.write_json(self.records, path, meta)
         tr.write_line(f"\nconformance report: {path}")
+        next_steps = conformance.next_steps(self.records)
+        if next_steps:
+            tr.write_line("")
+            tr.write_line(next_steps)
 
 
 def describe(item: pytest.Item) -> tuple[str | None, str | None]:
@@ -277,4 +308,6 @@ def record(
         message=message,
         details=info["details"],
         reproduce=reproduce,
+        replay=str(info.get("replay", "")),
+        shape=str(info.get("shape", "")),
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -18,7 +20,8 @@ GALLERY = ROOT / "suite" / "meta" / "gallery.py"
 def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
     # Its own report folder: under xdist each worker that gets a gallery test runs this again.
     impls = impl_args(*(f"{GALLERY}:{attr}" for attr in EXPECTED if hasattr(gallery, attr)))
-    return run_pytest(
+    report_dir = tmp_path_factory.mktemp("gallery")
+    result = run_pytest(
         "suite/test_attention.py",
         "-k",  # one single-call and one two-call clause show every misbehaviour
         "attn_ref or attn_causal_no_future",
@@ -29,9 +32,13 @@ def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Complete
         "-p",
         "no:xdist",
         "--report-dir",
-        str(tmp_path_factory.mktemp("gallery")),
+        str(report_dir),
+        "--junitxml",  # suite/meta/test_replay.py reads it
+        str(report_dir / "junit.xml"),
         *impls,
     )
+    result.report_dir = report_dir  # type: ignore[attr-defined]
+    return result
 
 
 @pytest.mark.parametrize("attr", list(EXPECTED))
@@ -72,3 +79,34 @@ def test_bad_invocation_is_one_line(args, message):
     out = (result.stdout + result.stderr).strip()
     assert result.returncode == 4 and message in out, out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) <= 2, out[-2000:]
+
+
+def test_summary_ends_with_one_line_per_failure(gallery_run):
+    """The run ends with one line per failing clause: figure, shape in the contract's letters,
+    and the replay command, whose script exists (a hung call gets the pytest command instead)."""
+    lines = re.findall(
+        r"^(ATTN-[A-Z-]+) FAIL (gallery-[\w-]+)\[float32\]: (.+?)(?: at (B=\d+ Hq=\d+ .*D=\d+))?"
+        r" — (?:replay: python (\S+\.py)|reproduce: pytest .*)$",
+        gallery_run.stdout,
+        re.MULTILINE,
+    )
+    failed = int(re.search(r"(\d+) failed", gallery_run.stdout.splitlines()[-1]).group(1))
+    assert len(lines) == failed, gallery_run.stdout[-3000:]
+    for _, name, _, shape, script in lines:
+        if "hang" not in name and "spins" not in name:
+            assert shape and script, (name, shape, script)
+            assert (ROOT / script).is_file() or Path(script).is_file(), script
+
+
+def test_junit_report_names_the_clauses(gallery_run):
+    """--junitxml still works: each clause test is a testcase named test_<clause>[impl-dtype]
+    with a `clause` property holding the clause ID."""
+    cases = ElementTree.parse(gallery_run.report_dir / "junit.xml").getroot().iter("testcase")
+    found = {
+        (case.get("name"), prop.get("value"))
+        for case in cases
+        for prop in case.iter("property")
+        if prop.get("name") == "clause"
+    }
+    assert ("test_attn_ref[gallery-nan-float32]", "ATTN-REF") in found, sorted(found)[:5]
+    assert all(name.startswith(f"test_{cid.lower().replace('-', '_')}[") for name, cid in found)
