@@ -14,6 +14,7 @@ AREAS: tuple[str, ...] = (
     "linear",
     "cost_clauses",
     "decoder",
+    *("varlen", "paged", "attention_options"),
 )
 
 for _area in AREAS:
