@@ -14,7 +14,7 @@ AREAS: tuple[str, ...] = (
     "linear",
     "cost_clauses",
     "decoder",
-    *("varlen", "paged", "attention_options"),
+    *("varlen", "paged", "attention_options", "cost_serving"),
 )
 
 for _area in AREAS:

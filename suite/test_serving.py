@@ -1,6 +1,12 @@
 """Serving-shape clauses (varlen batches, the paged KV cache, window and softcap), one test each."""
 
+import pytest
+
+import specs.cost as cost
+from specs.cost_clauses import CostSubject, torch_counter
 from suite.harness import verify
+
+MODEL = CostSubject(cost)
 
 
 def test_varlen_eq_per_seq(impl, dtype):
@@ -41,3 +47,16 @@ def test_attn_window(impl, dtype):
 def test_attn_softcap(impl, dtype):
     """Soft-capped attention equals the reference and stays finite for logits of 1e5."""
     verify("ATTN-SOFTCAP", impl, dtype)
+
+
+def test_cost_ragged():
+    """Ragged, paged and padded decode costs reproduce the hand-derived long-tail batch."""
+    verify("COST-RAGGED", MODEL)
+
+
+def test_cost_ragged_counted(dtype):
+    """varlen_attention_cost equals FlopCounterMode's per-sequence count and the tensors' sizes."""
+    counter = torch_counter()
+    if counter is None:
+        pytest.skip("torch is not installed: there is no FlopCounterMode to count with")
+    verify("COST-RAGGED-COUNTED", CostSubject(cost, counter), dtype)

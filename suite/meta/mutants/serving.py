@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 import implementations.numpy_impl as base
+import specs.cost as cost
 from implementations.numpy_impl import serving
+from specs.cost import Cost
+from specs.cost_clauses import CostSubject, torch_counter
 from suite.meta.mutants import Mutant, derive
 
 OPTIONS = frozenset({"window", "softcap"})
@@ -279,3 +283,68 @@ MUTANTS = [
         cap_by_exp=True,
     ),
 ]
+
+
+def cost_model(name: str, **broken: Any) -> CostSubject:
+    """specs.cost's serving functions (and attention_cost) with some replaced."""
+    names = ("attention_cost", "varlen_attention_cost", "paged_decode_cost", "padding_waste")
+    funcs = {f: getattr(cost, f) for f in names}
+    return CostSubject(SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken}))
+
+
+def varlen_cost_padded(q_lens, k_lens, Hq, Hkv, D, Dv, E, causal) -> Cost:
+    n = len(q_lens)
+    return cost.varlen_attention_cost(
+        [max(q_lens)] * n, [max(k_lens)] * n, Hq, Hkv, D, Dv, E, causal
+    )
+
+
+def varlen_cost_empty_keys(q_lens, k_lens, Hq, Hkv, D, Dv, E, causal) -> Cost:
+    right = cost.varlen_attention_cost(q_lens, k_lens, Hq, Hkv, D, Dv, E, causal)
+    idle = sum(k for q, k in zip(q_lens, k_lens, strict=True) if not q)
+    return Cost(right.flops, right.bytes + E * Hkv * idle * (D + Dv))
+
+
+def paged_cost_no_table(seq_lens, Hq, Hkv, D, E, block_size, index_bytes=4) -> Cost:
+    return cost.varlen_attention_cost([1] * len(seq_lens), seq_lens, Hq, Hkv, D, D, E, True)
+
+
+def padding_waste_reversed(*args: Any) -> cost.PaddingWaste:
+    right = cost.padding_waste(*args)
+    return cost.PaddingWaste(padded=right.ragged, ragged=right.padded)
+
+
+def counted(subject: CostSubject) -> CostSubject:
+    """The same model paired with torch's counted attention (COST-RAGGED-COUNTED's subject)."""
+    return CostSubject(subject.model, torch_counter())
+
+
+COST_MUTANTS = [
+    Mutant(
+        "varlen-cost-padded",
+        "varlen_attention_cost charges every sequence the longest one's lengths",
+        cost_model("varlen-cost-padded", varlen_attention_cost=varlen_cost_padded),
+        ("COST-RAGGED",),
+    ),
+    Mutant(
+        "paged-cost-no-table",
+        "paged_decode_cost leaves out the block table and seq_lens it reads",
+        cost_model("paged-cost-no-table", paged_decode_cost=paged_cost_no_table),
+        ("COST-RAGGED",),
+    ),
+    Mutant(
+        "padding-waste-reversed",
+        "padding_waste swaps the padded and ragged costs (negative waste)",
+        cost_model("padding-waste-reversed", padding_waste=padding_waste_reversed),
+        ("COST-RAGGED",),
+    ),
+    Mutant(
+        "varlen-cost-empty-keys",
+        "varlen_attention_cost charges sequences without queries for reading their keys",
+        counted(cost_model("varlen-cost-empty-keys", varlen_attention_cost=varlen_cost_empty_keys)),
+        ("COST-RAGGED-COUNTED",),
+    ),
+]
+if torch_counter() is None:  # no FlopCounterMode to count with: COST-RAGGED-COUNTED skips
+    COST_MUTANTS.pop()
+MUTANTS += COST_MUTANTS
