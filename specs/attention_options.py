@@ -84,7 +84,8 @@ def attn_window(t: Target, data: st.DataObject) -> None:
     shape = data.draw(window_shapes(causal=causal), label="shape")
     window = data.draw(windows(shape.Tk), label="window")
     op, blocks = ops(t, data, shape)
-    opts = {"causal": causal, "scale": data.draw(scales(), label="scale"), "window": window}
+    opts: dict[str, Any] = {"causal": causal, "scale": data.draw(scales(), label="scale")}
+    opts["window"] = window
     q, k, v = draw_qkv(t, data, shape)
     out = run(t, op, shape, q, k, v, **blocks, **opts)
     text = f"{op}(q{shape.q}, k{shape.k}, v{shape.v}, {blocks}, {opts})"
@@ -129,7 +130,7 @@ def attn_softcap(t: Target, data: st.DataObject) -> None:
     q, k, v = draw_qkv(
         t, data, shape, qk_scale=data.draw(st.sampled_from([1.0, 3.0]), label="q, k size")
     )
-    opts = {"causal": causal, "softcap": cap}
+    opts: dict[str, Any] = {"causal": causal, "softcap": cap}
     out = run(t, op, shape, q, k, v, scale=scale, **blocks, **opts)
     text = f"{op}(q{shape.q}, k{shape.k}, v{shape.v}, {blocks}, {opts}"
     against_reference(

@@ -173,7 +173,8 @@ def fill(
     every = rng.permutation(lay.num_blocks * lay.bs)  # (slots,) in shuffled order
     k0, v0 = t.inputs(normal(rng, (every.size, h.Hkv, h.D)), normal(rng, (every.size, h.Hkv, h.D)))
     write(t, cache, k0, v0, every)
-    keys, values = [], []
+    keys: list[np.ndarray] = []
+    values: list[np.ndarray] = []
     for b, n in enumerate(lay.seq_lens):
         kb, vb = t.inputs(normal(rng, (n, h.Hkv, h.D)), normal(rng, (n, h.Hkv, h.D)))
         start = 0
@@ -283,7 +284,13 @@ def paged_ignores_unowned(t: Target, data: st.DataObject) -> None:
     lay = data.draw(layouts(share=False), label="layout")
     h = data.draw(heads(), label="heads")
     cache, q, keys, values = fill(t, data, lay, h)
-    call = {"table": lay.table, "seq_lens": lay.seq_lens, "cu_q": lay.cu_q, "opts": {}, "Dv": h.D}
+    call: dict[str, Any] = {
+        "table": lay.table,
+        "seq_lens": lay.seq_lens,
+        "cu_q": lay.cu_q,
+        "opts": {},
+        "Dv": h.D,
+    }
     before = attend(t, cache, q, **call)
     slots = [np.flatnonzero(np.repeat(~lay.owned, lay.bs))]  # every slot of unowned blocks
     for b, n in enumerate(lay.seq_lens):

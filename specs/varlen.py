@@ -187,7 +187,8 @@ def draw_packed(
     q = normal(rng, (sum(r.q_lens), r.Hq, r.D))  # (total_q, Hq, D)
     k = normal(rng, (sum(r.k_lens), r.Hkv, r.D))  # (total_k, Hkv, D)
     v = normal(rng, (sum(r.k_lens), r.Hkv, r.Dv))  # (total_k, Hkv, Dv)
-    return t.inputs(q, k, v)
+    q, k, v = t.inputs(q, k, v)
+    return q, k, v
 
 
 def varlen(t: Target, r: Ragged, q, k, v, *, causal: bool, opts: dict[str, Any]) -> np.ndarray:

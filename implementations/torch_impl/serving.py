@@ -31,7 +31,14 @@ from implementations.paged_base import (
 from implementations.torch_impl.dtypes import TORCH_DTYPES
 from implementations.torch_impl.masking import cap, visible
 
-CHUNK = 256  # keys per split-KV chunk
+CHUNK = 1024  # the most keys per split-KV chunk; fewer when sequences are short
+
+
+def chunk_size(lens: torch.Tensor) -> int:
+    """Keys per chunk: the mean length rounded up to a power of two, within [64, CHUNK]: long
+    chunks make efficient matmuls, short ones waste little on short sequences."""
+    mean = float(lens.float().mean())
+    return int(min(CHUNK, max(64, 2 ** math.ceil(math.log2(max(mean, 1.0))))))
 
 
 def host(x: torch.Tensor) -> np.ndarray:
@@ -53,31 +60,57 @@ def split_kv_attention(
     window: int | None,
     softcap: float | None,
 ) -> torch.Tensor:
-    """Padded queries q (B, Tq, Hq, D) at positions qpos (B, Tq) over key chunks keys (N, C, Hkv, D),
-    values (N, C, Hkv, Dv) of sequences chunk_seq (N,) at positions kpos (N, C), valid (N, C).
-    Returns (B, Tq, Hq, Dv); a query that sees no key gets 0."""
+    """Padded queries q (B, Tq, Hq, D) at positions qpos (B, Tq) over key chunks keys
+    (N, C, Hkv, D), values (N, C, Hkv, Dv) (gathered copies: values are zeroed in place where
+    not `valid`) of sequences chunk_seq (N,) at positions kpos (N, C), valid (N, C).
+    Returns (B, Tq, Hq, Dv); a query that sees no key gets 0.
+
+    The matmuls run once per kv head on strided views of the gathered chunks (a loop over
+    Hkv <= 8 heads, never over tokens or sequences): batching the heads would need a transposed
+    copy of the whole gathered cache.
+    """
     B, Tq, Hq, D = q.shape
     N, C, Hkv, Dv = values.shape
     G = Hq // Hkv
-    qc = q[chunk_seq].view(N, Tq, Hkv, G, D).permute(0, 2, 3, 1, 4)  # (N, Hkv, G, Tq, D)
-    s = qc.reshape(N, Hkv, G * Tq, D) @ keys.permute(0, 2, 3, 1)  # (N, Hkv, G*Tq, C)
-    s = cap(s.mul_(scale).view(N, Hkv, G, Tq, C), softcap)  # (N, Hkv, G, Tq, C)
+    qt = q[chunk_seq].view(N, Tq, Hkv, G, D).permute(2, 0, 4, 3, 1)  # (Hkv, N, D, G, Tq)
+    qt = qt.reshape(Hkv, N, D, G * Tq)
+    s = torch.stack([keys[:, :, h] @ qt[h] for h in range(Hkv)])  # (Hkv, N, C, G*Tq)
+    s = cap(s.mul_(scale), softcap)
     seen = visible(qpos[chunk_seq], kpos, causal=causal, window=window)  # (N, Tq, C) or None
     seen = valid[:, None, :] if seen is None else seen & valid[:, None, :]  # (N, Tq, C)
-    s = s.masked_fill(~seen[:, None, None], -math.inf)  # (N, Hkv, G, Tq, C)
-    m = s.amax(dim=-1)  # (N, Hkv, G, Tq)
-    p = (s - m.masked_fill(m == -math.inf, 0.0)[..., None]).exp_()  # (N, Hkv, G, Tq, C)
-    vz = values.masked_fill(~valid[:, :, None, None], 0.0).transpose(1, 2)  # (N, Hkv, C, Dv)
-    o = (p.view(N, Hkv, G * Tq, C) @ vz).view(N, Hkv, G, Tq, Dv)  # (N, Hkv, G, Tq, Dv)
-    top = torch.full((B, Hkv, G, Tq), -math.inf, dtype=m.dtype, device=m.device)
-    where = chunk_seq.view(N, 1, 1, 1).expand_as(m)  # (N, Hkv, G, Tq)
-    top.scatter_reduce_(0, where, m, "amax")  # (B, Hkv, G, Tq): each sequence's max logit
-    alpha = (m - top.masked_fill(top == -math.inf, 0.0)[chunk_seq]).exp_()  # (N, Hkv, G, Tq)
-    l = torch.zeros_like(top).index_add_(0, chunk_seq, alpha * p.sum(dim=-1))  # (B, Hkv, G, Tq)
-    acc = torch.zeros((B, Hkv, G, Tq, Dv), dtype=o.dtype, device=o.device)
-    acc.index_add_(0, chunk_seq, alpha[..., None] * o)  # (B, Hkv, G, Tq, Dv)
-    out = acc / l.masked_fill(l == 0, 1.0)[..., None]  # (B, Hkv, G, Tq, Dv)
-    return out.permute(0, 3, 1, 2, 4).reshape(B, Tq, Hq, Dv)  # (B, Tq, Hq, Dv)
+    hidden = ~seen.transpose(1, 2)[:, :, None, :].expand(N, C, G, Tq).reshape(N, C, G * Tq)
+    s = s.masked_fill_(hidden, -math.inf)  # (Hkv, N, C, G*Tq)
+    m = s.amax(dim=2)  # (Hkv, N, G*Tq)
+    p = s.sub_(m.masked_fill(m == -math.inf, 0.0)[:, :, None]).exp_()  # (Hkv, N, C, G*Tq)
+    values.masked_fill_(~valid[:, :, None, None], 0.0)  # 0 x NaN garbage would poison p @ V
+    o = torch.stack([p[h].transpose(1, 2) @ values[:, :, h] for h in range(Hkv)])
+    top = torch.full((Hkv, B, G * Tq), -math.inf, dtype=m.dtype, device=m.device)
+    where = chunk_seq.view(1, N, 1).expand_as(m)  # (Hkv, N, G*Tq)
+    top.scatter_reduce_(1, where, m, "amax")  # (Hkv, B, G*Tq): each sequence's max logit
+    alpha = (m - top.masked_fill(top == -math.inf, 0.0)[:, chunk_seq]).exp_()  # (Hkv, N, G*Tq)
+    l = torch.zeros_like(top).index_add_(1, chunk_seq, alpha * p.sum(dim=2))  # (Hkv, B, G*Tq)
+    acc = torch.zeros((Hkv, B, G * Tq, Dv), dtype=o.dtype, device=o.device)
+    acc.index_add_(1, chunk_seq, o.mul_(alpha[..., None]))  # (Hkv, B, G*Tq, Dv) from (Hkv, N, ..)
+    out = acc.div_(l.masked_fill(l == 0, 1.0)[..., None]).view(Hkv, B, G, Tq, Dv)
+    return out.permute(1, 3, 0, 2, 4).reshape(B, Tq, Hq, Dv)  # (B, Tq, Hq, Dv)
+
+
+WORKSPACE: dict[tuple[str, torch.dtype], torch.Tensor] = {}  # CPU gather buffers, reused
+
+
+def gather(src: torch.Tensor, rows: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """src[rows] (rows.numel(), *src.shape[1:]) in `dtype`. On CPU into a buffer reused from
+    call to call: a fresh allocation of that size is returned to the OS after each call and
+    page-faults on the next, which costs several times the copy itself."""
+    if src.device.type != "cpu":
+        return torch.index_select(src, 0, rows).to(dtype)
+    shape = (rows.numel(), *src.shape[1:])
+    size = math.prod(shape)
+    buf = WORKSPACE.get((name, src.dtype))
+    if buf is None or buf.numel() < size:
+        buf = WORKSPACE[(name, src.dtype)] = torch.empty(size, dtype=src.dtype)
+    out = torch.index_select(src, 0, rows, out=buf[:size].view(shape))
+    return out.to(dtype)
 
 
 def chunks(
@@ -130,7 +163,7 @@ def varlen_attention(
     if q.shape[0] == 0:
         return torch.zeros((0, Hq, Dv), dtype=q.dtype, device=q.device)
     padded, qpos, seq, row = pad_queries(q, cu_q, q_lens, k_lens, int(q_lens.max()))
-    size = min(CHUNK, int(k_lens.max()))
+    size = min(chunk_size(k_lens), int(k_lens.max()))
     counts = torch.where(q_lens > 0, -(-k_lens // size), 0)  # (B,) only sequences with queries
     cseq, _, kpos, valid = chunks(counts, size, k_lens)
     slots = (cu_k[cseq][:, None] + kpos).clamp_(max=k.shape[0] - 1)  # (N, C)
@@ -138,8 +171,8 @@ def varlen_attention(
     out = split_kv_attention(
         padded,
         qpos,
-        k[slots].to(dt),  # (N, C, Hkv, D)
-        v[slots].to(dt),  # (N, C, Hkv, Dv)
+        gather(k, slots.flatten(), "k", dt).view(*slots.shape, *k.shape[1:]),  # (N, C, Hkv, D)
+        gather(v, slots.flatten(), "v", dt).view(*slots.shape, *v.shape[1:]),  # (N, C, Hkv, Dv)
         cseq,
         kpos,
         valid,
@@ -218,7 +251,7 @@ def paged_attention(
     lens = seq_lens.to(q.device, torch.long)  # (B,)
     table = block_table.to(q.device, torch.long)  # (B, max_blocks)
     padded, qpos, seq, row = pad_queries(q, cu_q, cu_q.diff(), lens, int(q_lens_host.max()))
-    per = max(1, CHUNK // bs)  # whole blocks per chunk
+    per = max(1, chunk_size(lens) // bs)  # whole blocks per chunk
     blocks = -(-lens // bs)  # (B,) blocks each sequence fills
     counts = torch.where(cu_q.diff() > 0, -(-blocks // per), 0)  # (B,)
     cseq, index, kpos, valid = chunks(counts, per * bs, lens)
@@ -231,8 +264,8 @@ def paged_attention(
     out = split_kv_attention(
         padded,
         qpos,
-        cache.k_pages[ids].view(N, per * bs, Hkv, D).to(dt),  # (N, C, Hkv, D)
-        cache.v_pages[ids].view(N, per * bs, Hkv, Dv).to(dt),  # (N, C, Hkv, Dv)
+        gather(cache.k_pages, ids.flatten(), "k", dt).view(N, per * bs, Hkv, D),  # (N, C, Hkv, D)
+        gather(cache.v_pages, ids.flatten(), "v", dt).view(N, per * bs, Hkv, Dv),
         cseq,
         kpos,
         valid,

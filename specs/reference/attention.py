@@ -77,10 +77,12 @@ def magnitude(
     *,
     causal: bool,
     scale: float | None = None,
-    **options: float | None,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> float:
     """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
-    return float(np.linalg.norm(attention(q, k, np.abs(v), causal=causal, scale=scale, **options)))
+    out = attention(q, k, np.abs(v), causal=causal, scale=scale, window=window, softcap=softcap)
+    return float(np.linalg.norm(out))
 
 
 def visible_mask(Tq: int, Tk: int, *, causal: bool, window: int | None = None) -> np.ndarray:
