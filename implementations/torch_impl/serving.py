@@ -61,8 +61,8 @@ def split_kv_attention(
     softcap: float | None,
 ) -> torch.Tensor:
     """Padded queries q (B, Tq, Hq, D) at positions qpos (B, Tq) over key chunks keys
-    (N, C, Hkv, D), values (N, C, Hkv, Dv) (gathered copies: values are zeroed in place where
-    not `valid`) of sequences chunk_seq (N,) at positions kpos (N, C), valid (N, C).
+    (N, C, Hkv, D), values (N, C, Hkv, Dv) (gathered, contiguous copies: values are zeroed in
+    place where not `valid`) of sequences chunk_seq (N,) at positions kpos (N, C), valid (N, C).
     Returns (B, Tq, Hq, Dv); a query that sees no key gets 0.
 
     The matmuls run once per kv head on strided views of the gathered chunks (a loop over
@@ -72,23 +72,25 @@ def split_kv_attention(
     B, Tq, Hq, D = q.shape
     N, C, Hkv, Dv = values.shape
     G = Hq // Hkv
-    qt = q[chunk_seq].view(N, Tq, Hkv, G, D).permute(2, 0, 4, 3, 1)  # (Hkv, N, D, G, Tq)
-    qt = qt.reshape(Hkv, N, D, G * Tq)
-    s = torch.stack([keys[:, :, h] @ qt[h] for h in range(Hkv)])  # (Hkv, N, C, G*Tq)
-    s = cap(s.mul_(scale), softcap)
+    qt = q[chunk_seq].view(N, Tq, Hkv, G, D).permute(2, 0, 3, 1, 4)  # (Hkv, N, G, Tq, D)
+    qt = qt.reshape(Hkv, N, G * Tq, D)
+    # q K^T with the strided chunk as the transposed right operand (BLAS reads it in place)
+    s = torch.stack([qt[h] @ keys[:, :, h].transpose(1, 2) for h in range(Hkv)])
+    s = cap(s.mul_(scale), softcap)  # (Hkv, N, G*Tq, C)
     seen = visible(qpos[chunk_seq], kpos, causal=causal, window=window)  # (N, Tq, C) or None
     seen = valid[:, None, :] if seen is None else seen & valid[:, None, :]  # (N, Tq, C)
-    hidden = ~seen.transpose(1, 2)[:, :, None, :].expand(N, C, G, Tq).reshape(N, C, G * Tq)
-    s = s.masked_fill_(hidden, -math.inf)  # (Hkv, N, C, G*Tq)
-    m = s.amax(dim=2)  # (Hkv, N, G*Tq)
-    p = s.sub_(m.masked_fill(m == -math.inf, 0.0)[:, :, None]).exp_()  # (Hkv, N, C, G*Tq)
-    values.masked_fill_(~valid[:, :, None, None], 0.0)  # 0 x NaN garbage would poison p @ V
-    o = torch.stack([p[h].transpose(1, 2) @ values[:, :, h] for h in range(Hkv)])
+    hidden = ~seen[:, None].expand(N, G, Tq, C).reshape(N, G * Tq, C)
+    s = s.masked_fill_(hidden, -math.inf)  # (Hkv, N, G*Tq, C)
+    m = s.amax(dim=3)  # (Hkv, N, G*Tq)
+    p = s.sub_(m.masked_fill(m == -math.inf, 0.0)[..., None]).exp_()  # (Hkv, N, G*Tq, C)
+    unused = (~valid).flatten().nonzero().squeeze(1)  # slots past a sequence's end
+    values.view(N * C, Hkv, Dv).index_fill_(0, unused, 0.0)  # else 0 x NaN garbage poisons p @ V
+    o = torch.stack([p[h] @ values[:, :, h] for h in range(Hkv)])
     top = torch.full((Hkv, B, G * Tq), -math.inf, dtype=m.dtype, device=m.device)
     where = chunk_seq.view(1, N, 1).expand_as(m)  # (Hkv, N, G*Tq)
     top.scatter_reduce_(1, where, m, "amax")  # (Hkv, B, G*Tq): each sequence's max logit
     alpha = (m - top.masked_fill(top == -math.inf, 0.0)[:, chunk_seq]).exp_()  # (Hkv, N, G*Tq)
-    l = torch.zeros_like(top).index_add_(1, chunk_seq, alpha * p.sum(dim=2))  # (Hkv, B, G*Tq)
+    l = torch.zeros_like(top).index_add_(1, chunk_seq, alpha * p.sum(dim=3))  # (Hkv, B, G*Tq)
     acc = torch.zeros((Hkv, B, G * Tq, Dv), dtype=o.dtype, device=o.device)
     acc.index_add_(1, chunk_seq, o.mul_(alpha[..., None]))  # (Hkv, B, G*Tq, Dv) from (Hkv, N, ..)
     out = acc.div_(l.masked_fill(l == 0, 1.0)[..., None]).view(Hkv, B, G, Tq, Dv)
