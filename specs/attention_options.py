@@ -143,7 +143,8 @@ def attn_softcap(t: Target, data: st.DataObject) -> None:
     n = reduction(shape)
     assert_close(out, expected, dtype=t.dtype, n=n, tol=np.inf, what=what)  # finite
     check_inside_values(t, shape, v, out, causal=causal, what=what)
-    baseline = ref.attention(q, k, v, scale=big, precision=t.dtype, **opts)
+    with np.errstate(over="ignore", invalid="ignore"):  # a float16 baseline overflows at 1e5
+        baseline = ref.attention(q, k, v, scale=big, precision=t.dtype, **opts)
     magnitude = ref.magnitude(q, k, v, scale=big, **opts)
     tol = budget(t.dtype, reduction(shape), expected, baseline, magnitude)
     assert_close(
