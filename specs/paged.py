@@ -279,6 +279,7 @@ def garbage(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.
     "table's spare columns point to) and in the slots past its seq_len in its last block never "
     "change its paged attention output",
     needs=("paged_kv_cache", "paged_kv_write", "paged_attention"),
+    examples=0.6,  # two attention calls over pools of up to 256-slot blocks
 )
 def paged_ignores_unowned(t: Target, data: st.DataObject) -> None:
     lay = data.draw(layouts(share=False), label="layout")
