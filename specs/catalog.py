@@ -8,10 +8,29 @@ The order of AREAS is the order of the conformance table.
 
 from __future__ import annotations
 
-from specs import attention, cost_clauses, decoder, kv_cache, linear, tiled
+from specs import (
+    attention,
+    attention_options,
+    cost_clauses,
+    cost_serving,
+    decoder,
+    kv_cache,
+    linear,
+    paged,
+    tiled,
+    varlen,
+)
 from specs.clauses import REGISTRY, Clause, get
 
-AREAS = (attention, kv_cache, tiled, linear, cost_clauses, decoder)
+AREAS = (
+    attention,
+    kv_cache,
+    tiled,
+    linear,
+    cost_clauses,
+    decoder,
+    *(varlen, paged, attention_options, cost_serving),
+)
 __all__ = ["AREAS", "all_clauses", "get", "markdown_table"]
 
 

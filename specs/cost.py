@@ -375,3 +375,129 @@ def is_memory_bound(intensity: float, peak_flops: float, bandwidth: float) -> bo
     if not (intensity >= 0 and math.isfinite(intensity)):
         raise ValueError(f"intensity must be finite and >= 0, got {intensity!r}")
     return intensity < ridge(peak_flops, bandwidth)
+
+
+# --- Serving shapes: ragged (varlen) batches, the paged cache, and what padding wastes. ---
+
+
+def _lengths(name: str, lens: object) -> list[int]:
+    """A non-empty sequence of non-negative ints (one per sequence of a batch)."""
+    try:
+        values = list(lens)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of ints, got {lens!r}") from None
+    if not values:
+        raise ValueError(f"{name} must name at least one sequence, got {lens!r}")
+    out = []
+    for n in values:
+        if isinstance(n, bool):
+            raise ValueError(f"{name} must hold ints >= 0, got {n!r}")
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise ValueError(f"{name} must hold ints >= 0, got {n!r}") from None
+        if n < 0:
+            raise ValueError(f"{name} must hold ints >= 0, got {n!r}")
+        out.append(n)
+    return out
+
+
+def varlen_attention_cost(
+    q_lens: list[int],
+    k_lens: list[int],
+    Hq: int,
+    Hkv: int,
+    D: int,
+    Dv: int,
+    E: int | float,
+    causal: bool,
+) -> Cost:
+    """A packed (varlen) batch: the sum of ``attention_cost`` over its sequences.
+
+    Sequence b has q_lens[b] queries over k_lens[b] keys (bottom-right aligned, as in
+    flash-attn's varlen kernels); each is its own dense attention, so FLOPs and bytes add up.
+    A sequence with no queries costs nothing: the kernel skips it and reads none of its
+    keys. Padding every sequence to the longest instead is ``padding_waste``.
+    """
+    qs, ks = _lengths("q_lens", q_lens), _lengths("k_lens", k_lens)
+    if len(qs) != len(ks):
+        raise ValueError(f"q_lens and k_lens must have one entry per sequence, got {qs}, {ks}")
+    costs = [
+        attention_cost(1, Hq, Hkv, q, k, D, Dv, E, causal) for q, k in zip(qs, ks, strict=True) if q
+    ]
+    if not costs:
+        raise ValueError(f"q_lens must give some sequence a query, got {qs}")
+    return Cost(sum(c.flops for c in costs), sum(c.bytes for c in costs))
+
+
+def paged_decode_cost(
+    seq_lens: list[int],
+    Hq: int,
+    Hkv: int,
+    D: int,
+    E: int | float,
+    block_size: int,
+    index_bytes: int | float = 4,
+) -> Cost:
+    """One decode token per sequence over a paged KV cache (vLLM / flash-attn layout).
+
+    The dense ragged decode (``varlen_attention_cost`` with one query per sequence over its
+    seq_lens[b] keys, the new one included) plus the bookkeeping a paged kernel reads:
+    ceil(seq_lens[b] / block_size) block-table entries and one seq_len per sequence,
+    `index_bytes` each (int32). FLOPs are the dense ones: blocks change where keys live,
+    not how many there are.
+    """
+    lens = _lengths("seq_lens", seq_lens)
+    if min(lens) < 1:
+        raise ValueError(f"seq_lens must be >= 1 (the new token is cached), got {lens}")
+    bs = _positive_int("block_size", block_size)
+    ib = _element_size("index_bytes", index_bytes)
+    dense = varlen_attention_cost([1] * len(lens), lens, Hq, Hkv, D, D, E, causal=True)
+    table = sum(-(-n // bs) for n in lens) + len(lens)  # entries read, plus seq_lens
+    return Cost(dense.flops, dense.bytes + ib * table)
+
+
+@dataclass(frozen=True)
+class PaddingWaste:
+    """A dense batch padded to its longest sequence against the same batch run ragged."""
+
+    padded: Cost
+    ragged: Cost
+
+    @property
+    def flops(self) -> int | float:
+        """FLOPs spent on padding."""
+        return self.padded.flops - self.ragged.flops
+
+    @property
+    def bytes(self) -> int | float:
+        """Bytes moved for padding."""
+        return self.padded.bytes - self.ragged.bytes
+
+    @property
+    def byte_ratio(self) -> float:
+        """Padded bytes over ragged bytes: the slowdown padding predicts for a memory-bound op."""
+        return self.padded.bytes / self.ragged.bytes
+
+
+def padding_waste(
+    q_lens: list[int],
+    k_lens: list[int],
+    Hq: int,
+    Hkv: int,
+    D: int,
+    Dv: int,
+    E: int | float,
+    causal: bool,
+) -> PaddingWaste:
+    """What padding a ragged batch to a dense (B, H, max T, D) one costs.
+
+    Padded: ``attention_cost`` with B sequences of max(q_lens) queries over max(k_lens) keys
+    (a padded kernel reads and scores every padding slot; masking them changes no traffic).
+    Ragged: ``varlen_attention_cost``. For decode over long-tailed lengths the byte ratio
+    is about max(T) / mean(T): the whole batch pays for its longest sequence.
+    """
+    ragged = varlen_attention_cost(q_lens, k_lens, Hq, Hkv, D, Dv, E, causal)
+    B = len(_lengths("q_lens", q_lens))
+    padded = attention_cost(B, Hq, Hkv, max(q_lens), max(k_lens), D, Dv, E, causal)
+    return PaddingWaste(padded, ragged)

@@ -15,7 +15,14 @@ from implementations.numpy_impl.linear import (
     linear_attention_chunked,
     linear_attention_recurrent,
 )
+from implementations.numpy_impl.masking import OPTIONS as options
 from implementations.numpy_impl.matmul import matmul
+from implementations.numpy_impl.serving import (
+    paged_attention,
+    paged_kv_cache,
+    paged_kv_write,
+    varlen_attention,
+)
 from implementations.numpy_impl.tiled import tiled_attention
 
 name = "numpy"
@@ -23,8 +30,9 @@ dtypes = ("float32", "float16", "float64")
 
 
 def asarray(x: np.ndarray, dtype: str) -> np.ndarray:
-    """A numpy copy of `x` in `dtype` (numpy has no bfloat16); "int64" is for token ids."""
-    if dtype not in (*dtypes, "int64"):
+    """A numpy copy of `x` in `dtype` (numpy has no bfloat16); "int64" is for token ids,
+    "int32" for offsets, block tables and slots."""
+    if dtype not in (*dtypes, "int64", "int32"):
         raise ValueError(f"numpy implementation supports {', '.join(dtypes)}, not {dtype!r}")
     return np.array(x, dtype=np.dtype(dtype))
 
@@ -47,6 +55,11 @@ __all__ = [
     "linear_attention_recurrent",
     "matmul",
     "name",
+    "options",
+    "paged_attention",
+    "paged_kv_cache",
+    "paged_kv_write",
     "tiled_attention",
     "to_numpy",
+    "varlen_attention",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from implementations.numpy_impl.masking import restrict
 from implementations.validate import check_attention_shapes
 
 
@@ -13,7 +14,14 @@ def work_dtype(x: np.ndarray) -> np.dtype:
 
 
 def attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, scale: float | None = None
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> np.ndarray:
     """softmax(q k^T * scale, bottom-right causal mask) v with GQA; rows that see no key give 0."""
     B, Hq, Tq, D, Hkv, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
@@ -22,10 +30,8 @@ def attention(
     qg = q.astype(wd).reshape(B, Hkv, Hq // Hkv * Tq, D)  # (B, Hkv, G*Tq, D)
     s = (qg @ k.astype(wd).transpose(0, 1, 3, 2)) * wd.type(scale)  # (B, Hkv, G*Tq, Tk)
     s = s.reshape(B, Hkv, Hq // Hkv, Tq, Tk)  # (B, Hkv, G, Tq, Tk)
-    if causal:
-        i = np.arange(Tq)[:, None]  # (Tq, 1)
-        j = np.arange(Tk)[None, :]  # (1, Tk)
-        s = np.where(j <= i + (Tk - Tq), s, -np.inf)  # (B, Hkv, G, Tq, Tk)
+    qpos = np.arange(Tq) + (Tk - Tq)  # (Tq,) absolute positions, bottom-right aligned
+    s = restrict(s, qpos, np.arange(Tk), causal=causal, window=window, softcap=softcap)
     m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
     p = np.exp(s - np.where(np.isfinite(m), m, 0))  # (B, Hkv, G, Tq, Tk)
     denom = p.sum(axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from implementations.numpy_impl.masking import restrict
 from implementations.validate import check_attention_shapes, check_positive
 
 
@@ -46,6 +47,8 @@ def tiled_attention(
     block_q: int,
     block_k: int,
     return_lse: bool = False,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """softmax(scale q k^T + mask) v computed block by block; optionally also lse (B, Hq, Tq)."""
     b, hq, tq, d, hkv, tk, dv = check_attention_shapes(q, k, v, causal=causal)
@@ -67,9 +70,8 @@ def tiled_attention(
         for k0 in range(0, _last_visible_key(q1, tq, tk, causal), block_k):
             k1 = min(k0 + block_k, tk)
             s = (qg[..., q0:q1, :] @ kt[..., k0:k1]) * sc  # (B, Hkv, G, bq, bk)
-            if causal:
-                hidden = np.arange(k0, k1)[None, :] > qi[:, None] + (tk - tq)  # (bq, bk)
-                s = np.where(hidden, -np.inf, s)  # (B, Hkv, G, bq, bk)
+            qpos, kpos = qi + (tk - tq), np.arange(k0, k1)  # (bq,), (bk,) absolute positions
+            s = restrict(s, qpos, kpos, causal=causal, window=window, softcap=softcap)
             m, l, acc = _block_step(m, l, acc, s, vv[..., k0:k1, :])
         seen = l > 0  # (B, Hkv, G, bq)
         o[..., q0:q1, :] = np.where(seen[..., None], acc / np.where(seen, l, 1.0)[..., None], 0.0)

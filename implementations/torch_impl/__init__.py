@@ -14,9 +14,11 @@ from implementations.torch_impl import attention as _attention
 from implementations.torch_impl import decoder as _decoder
 from implementations.torch_impl import linear as _linear
 from implementations.torch_impl import matmul as _matmul
+from implementations.torch_impl import serving as _serving
 from implementations.torch_impl import tiled as _tiled
 from implementations.torch_impl.dtypes import TORCH_DTYPES
 from implementations.torch_impl.kv_cache import TorchKVCache
+from implementations.torch_impl.masking import OPTIONS
 
 
 def default_device() -> str:
@@ -29,6 +31,7 @@ class TorchImplementation:
 
     name = "torch"
     dtypes = tuple(TORCH_DTYPES)
+    options = OPTIONS  # window and softcap on every attention op
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
@@ -38,8 +41,10 @@ class TorchImplementation:
         return TorchImplementation(device)
 
     def asarray(self, x: np.ndarray, dtype: str) -> torch.Tensor:
-        """A tensor copy of `x` in `dtype` on this implementation's device; "int64" for tokens."""
-        torch_dtype = torch.int64 if dtype == "int64" else TORCH_DTYPES.get(dtype)
+        """A tensor copy of `x` in `dtype` on this implementation's device; "int64" for tokens,
+        "int32" for offsets, block tables and slots."""
+        ints = {"int64": torch.int64, "int32": torch.int32}
+        torch_dtype = ints.get(dtype) or TORCH_DTYPES.get(dtype)
         if torch_dtype is None:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(TORCH_DTYPES)}")
         return torch.tensor(np.asarray(x), dtype=torch_dtype, device=self.device)
@@ -58,6 +63,17 @@ class TorchImplementation:
     linear_attention_recurrent = staticmethod(_linear.linear_attention_recurrent)
     linear_attention_chunked = staticmethod(_linear.linear_attention_chunked)
     decoder = staticmethod(_decoder.decoder)
+    varlen_attention = staticmethod(_serving.varlen_attention)
+    paged_kv_write = staticmethod(_serving.paged_kv_write)
+    paged_attention = staticmethod(_serving.paged_attention)
+
+    def paged_kv_cache(
+        self, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype: str
+    ) -> _serving.TorchPagedKVCache:
+        """A block pool allocated on this implementation's device."""
+        return _serving.TorchPagedKVCache(
+            num_blocks, block_size, kv_heads, head_dim, dtype, self.device
+        )
 
     def kv_cache(
         self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: str

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from implementations.torch_impl.masking import attention_options
 from implementations.validate import check_attention_shapes
 
 GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
@@ -62,9 +63,20 @@ def attention_sdpa(
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, scale: float | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Attention with bottom-right causal alignment and GQA; picks the faster path by Tq."""
+    if window is not None or softcap is not None:
+        return attention_options(
+            q, k, v, causal=causal, scale=scale, window=window, softcap=softcap
+        )
     if causal and k.shape[2] < q.shape[2]:
         raise ValueError(f"causal attention needs Tk >= Tq, got Tq={q.shape[2]}, Tk={k.shape[2]}")
     path = attention_grouped if q.shape[2] <= GROUPED_MAX_TQ else attention_sdpa

@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from implementations.numpy_impl.masking import check_options
+from implementations.torch_impl.masking import cap, visible
 from implementations.validate import check_attention_shapes, check_positive
 
 
@@ -30,10 +32,13 @@ def tiled_attention(
     block_q: int,
     block_k: int,
     return_lse: bool = False,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """softmax(scale q k^T + mask) v computed key block by key block; optionally lse (B, Hq, Tq)."""
     b, hq, tq, d, hkv, tk, dv = check_attention_shapes(q, k, v, causal=causal)
     check_positive(block_q=block_q, block_k=block_k)
+    check_options(window, softcap)
     g = hq // hkv
     off = tk - tq
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -60,7 +65,11 @@ def tiled_attention(
         s = qr[:, :, q0:].reshape(b, hkv, n * g, d) @ kk[:, :, k0:k1].transpose(
             -1, -2
         )  # (B, Hkv, n*G, bk)
-        s = s.view(b, hkv, n, g, k1 - k0)  # (B, Hkv, n, G, bk)
+        s = cap(s.view(b, hkv, n, g, k1 - k0), softcap)  # (B, Hkv, n, G, bk)
+        if window is not None:  # the window's left edge (with causal, the right one is below)
+            cols = torch.arange(k0, k1, device=q.device)  # (bk,)
+            inside = visible(rows[q0:] + off, cols, causal=False, window=window)  # (n, bk)
+            s.masked_fill_(~inside[:, None, :], -math.inf)  # type: ignore[index]
         if causal and k1 - 1 > q0 + off:
             cols = torch.arange(k0, k1, device=q.device)  # (bk,)
             hidden = cols[None, :] > rows[q0:, None] + off  # (n, bk)

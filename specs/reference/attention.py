@@ -39,10 +39,14 @@ def attention(
     causal: bool,
     scale: float | None = None,
     precision: str = "float64",
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> np.ndarray:
     """softmax(q k^T * scale [+ causal mask]) v, with max-subtraction; rows seeing no key give 0.
 
-    Source: Vaswani et al. 2017, eq. 1; GQA head mapping as in Ainslie et al. 2023.
+    Source: Vaswani et al. 2017, eq. 1; GQA head mapping as in Ainslie et al. 2023. Options
+    (specs.reference.serving): `softcap` c caps the scaled logits to c*tanh(s/c) before the
+    mask (Gemma 2); `window` w lets the query at absolute position p see keys in (p-w, p].
     """
     work = WORK[precision]
 
@@ -55,7 +59,9 @@ def attention(
     kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
     vv = expand_kv(np.asarray(v, work), Hq)  # (B, Hq, Tk, Dv)
     s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
-    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    if softcap is not None:
+        s = rnd(work(softcap) * np.tanh(s / work(softcap)))
+    visible = visible_mask(Tq, Tk, causal=causal, window=window)  # (Tq, Tk)
     s = np.where(visible, s, -np.inf)
     m = np.max(s, axis=-1, keepdims=True)  # (B, Hq, Tq, 1)
     m = np.where(np.isfinite(m), m, 0).astype(work)
@@ -66,10 +72,27 @@ def attention(
 
 
 def magnitude(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, scale: float | None = None
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> float:
     """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
-    return float(np.linalg.norm(attention(q, k, np.abs(v), causal=causal, scale=scale)))
+    out = attention(q, k, np.abs(v), causal=causal, scale=scale, window=window, softcap=softcap)
+    return float(np.linalg.norm(out))
+
+
+def visible_mask(Tq: int, Tk: int, *, causal: bool, window: int | None = None) -> np.ndarray:
+    """(Tq, Tk) keys each query sees: bottom-right causal, and the left window (p - w, ...]."""
+    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    if window is not None:
+        p = np.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, 1) absolute query positions
+        visible &= np.arange(Tk)[None, :] > p - window  # (Tq, Tk)
+    return visible
 
 
 def log_sum_exp(

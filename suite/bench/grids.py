@@ -147,3 +147,13 @@ def cases(size: str, name: str) -> tuple[list[Case], list[str]]:
     grid = GRIDS[size][name]
     varying = {k for k in grid[0] if any(c.get(k) != grid[0][k] for c in grid)}
     return grid, [case_id(c, varying) for c in grid]
+
+
+# Ragged decode (suite/bench/test_bench_ragged.py): B sequences, most of them short (lengths
+# spread geometrically from `short` to 16x it) and the `long` ones; added after the grids above.
+for _size, _ragged in {
+    "small": {"Hq": 8, "Hkv": 2, "D": 128, "B": 16, "short": 8, "long": (512, 1024)},
+    "default": {"Hq": 8, "Hkv": 2, "D": 128, "B": 16, "short": 40, "long": (8192, 9000, 12288)},
+    "large": {"Hq": 32, "Hkv": 8, "D": 128, "B": 32, "short": 64, "long": (8192, 16384, 32768)},
+}.items():
+    GRIDS[_size]["ragged_decode"] = [_ragged]

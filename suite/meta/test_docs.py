@@ -87,9 +87,11 @@ def test_command_parses(page, command, pytestconfig):
         for opt in options(words[3:]):
             assert opt in help_text, f"{where}: python -m {words[2]} has no option {opt}"
     else:
-        extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get(
-            "optional-dependencies", {}
-        ))
+        extras = set(
+            tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get(
+                "optional-dependencies", {}
+            )
+        )
         for group in re.findall(r"\[([\w,\-]+)\]", command):
             missing = set(group.split(",")) - extras
             assert not missing, f"{where}: pyproject.toml has no extra {sorted(missing)}"

@@ -17,6 +17,7 @@ AREAS: tuple[str, ...] = (
     "linear",
     "tiled",
     "decoder",
+    "serving",
 )
 
 

@@ -1,0 +1,124 @@
+"""Serving-shaped attention in numpy: packed varlen batches and a paged KV cache (vLLM layout).
+
+Reference quality: one sequence at a time through numpy's dense attention, so every
+sequence is exactly the dense computation over its own keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from implementations.numpy_impl.attention import attention
+from implementations.paged_base import (
+    check_cu_seqlens,
+    check_packed,
+    check_paged,
+    check_pool,
+    check_slots,
+    check_varlen,
+)
+
+
+def dense(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, **options: float | int | None
+) -> np.ndarray:
+    """One sequence: q (Tq, Hq, D), k (Tk, Hkv, D), v (Tk, Hkv, Dv) -> (Tq, Hq, Dv)."""
+    o = attention(
+        q.transpose(1, 0, 2)[None],  # (1, Hq, Tq, D)
+        k.transpose(1, 0, 2)[None],  # (1, Hkv, Tk, D)
+        v.transpose(1, 0, 2)[None],  # (1, Hkv, Tk, Dv)
+        causal=causal,
+        **options,  # type: ignore[arg-type]
+    )
+    return o[0].transpose(1, 0, 2)  # (Tq, Hq, Dv)
+
+
+def varlen_attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    *,
+    cu_seqlens_q: np.ndarray,
+    cu_seqlens_k: np.ndarray,
+    causal: bool,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> np.ndarray:
+    """Packed q (total_q, Hq, D), k/v (total_k, Hkv, D): each sequence attends to its own keys."""
+    Hq, _, _, Dv = check_packed(q, k, v)
+    check_varlen(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], causal)
+    q_lens = np.diff(np.asarray(cu_seqlens_q, np.int64))  # (B,)
+    out = np.zeros((q.shape[0], Hq, Dv), q.dtype)  # (total_q, Hq, Dv)
+    opts = {"scale": scale, "window": window, "softcap": softcap}
+    for b in range(q_lens.size):
+        qs = slice(int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]))
+        ks = slice(int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1]))
+        if q_lens[b]:
+            out[qs] = dense(q[qs], k[ks], v[ks], causal=causal, **opts)
+    return out
+
+
+class NumpyPagedKVCache:
+    """A pool of blocks k_pages, v_pages (num_blocks, block_size, Hkv, D), zero-initialised."""
+
+    def __init__(
+        self, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype: str
+    ) -> None:
+        check_pool(num_blocks, block_size, kv_heads, head_dim)
+        shape = (num_blocks, block_size, kv_heads, head_dim)
+        self.k_pages = np.zeros(shape, np.dtype(dtype))  # (num_blocks, block_size, Hkv, D)
+        self.v_pages = np.zeros(shape, np.dtype(dtype))  # (num_blocks, block_size, Hkv, D)
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+
+
+def paged_kv_cache(
+    num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype: str
+) -> NumpyPagedKVCache:
+    """An empty pool of `num_blocks` blocks of `block_size` token slots."""
+    return NumpyPagedKVCache(num_blocks, block_size, kv_heads, head_dim, dtype)
+
+
+def paged_kv_write(
+    cache: NumpyPagedKVCache, k: np.ndarray, v: np.ndarray, slot_mapping: np.ndarray
+) -> None:
+    """Write token t of k, v (T, Hkv, D) to slot slot_mapping[t] (block*block_size + offset);
+    slots of -1 are padding and skipped."""
+    _, block_size, Hkv, D = cache.k_pages.shape
+    if k.shape != v.shape or k.ndim != 3 or k.shape[1:] != (Hkv, D):
+        raise ValueError(f"k and v must be (T, {Hkv}, {D}); got {k.shape} and {v.shape}")
+    slots = check_slots(slot_mapping, k.shape[0], cache.num_blocks * block_size)
+    keep = slots >= 0  # (T,)
+    cache.k_pages.reshape(-1, Hkv, D)[slots[keep]] = k[keep]
+    cache.v_pages.reshape(-1, Hkv, D)[slots[keep]] = v[keep]
+
+
+def paged_attention(
+    q: np.ndarray,
+    cache: NumpyPagedKVCache,
+    *,
+    block_table: np.ndarray,
+    seq_lens: np.ndarray,
+    cu_seqlens_q: np.ndarray,
+    causal: bool = True,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> np.ndarray:
+    """Packed queries (total_q, Hq, D) of each sequence's newest tokens over its cached keys."""
+    q_lens = check_cu_seqlens(cu_seqlens_q, q.shape[0], "cu_seqlens_q")
+    seq_lens, block_table = np.asarray(seq_lens, np.int64), np.asarray(block_table, np.int64)
+    check_paged(q_lens, seq_lens, block_table, (cache.num_blocks, cache.block_size))
+    bs = cache.block_size
+    out = np.zeros((q.shape[0], q.shape[1], cache.v_pages.shape[3]), q.dtype)  # (total_q, Hq, Dv)
+    opts = {"scale": scale, "window": window, "softcap": softcap}
+    for b in range(q_lens.size):
+        qs = slice(int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1]))
+        pos = np.arange(seq_lens[b])  # (T,)
+        blocks = block_table[b, pos // bs]  # (T,)
+        k = cache.k_pages[blocks, pos % bs]  # (T, Hkv, D)
+        v = cache.v_pages[blocks, pos % bs]  # (T, Hkv, Dv)
+        if qs.stop > qs.start:
+            out[qs] = dense(q[qs], k, v, causal=causal, **opts)
+    return out

@@ -1,0 +1,152 @@
+"""Clauses for the attention options: a sliding window and logit soft-capping.
+
+`window` w: the query at absolute position p (bottom-right aligned, p = i + Tk - Tq) sees keys
+j > p - w; with causal=True that is (p - w, p], flash-attn's window_size=(w - 1, 0) (Mistral,
+Gemma 2). `softcap` c: the scaled logits s become c·tanh(s / c) before the mask (Gemma 2),
+so a masked key keeps weight 0. Both apply to `attention` and `tiled_attention`; an
+implementation declares them in `options = {"window", "softcap"}` (else these clauses skip).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from specs.attention import LEAK_SCALE, check_inside_values, draw_qkv, reduction
+from specs.clauses import clause
+from specs.reference import attention as ref
+from specs.runner import Target
+from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
+from specs.tiled import draw_blocks
+from specs.tolerance import assert_close, budget
+from specs.varlen import require_option, softcaps, windows
+
+LONG_CACHE = (1000, 1024, 1025)  # decode-sized queries over a long cache
+HUGE_LOGITS = 1e5
+
+
+def ops(t: Target, data: st.DataObject, shape: AttnShape) -> tuple[str, dict[str, Any]]:
+    """attention or tiled_attention (whichever the implementation has), with block sizes."""
+    have = [op for op in ("attention", "tiled_attention") if t.has(op)]
+    op = data.draw(st.sampled_from(have), label="op")
+    if op == "attention":
+        return op, {}
+    block_q, block_k = draw_blocks(data, shape)
+    return op, {"block_q": block_q, "block_k": block_k}
+
+
+@st.composite
+def window_shapes(draw: st.DrawFn, *, causal: bool) -> AttnShape:
+    """Attention shapes, or a few queries over a long cache (about 1000 keys)."""
+    if not draw(st.booleans(), label="long cache"):
+        return draw(attn_shapes(causal=causal), label="shape")
+    Tk = draw(st.sampled_from(LONG_CACHE), label="Tk")
+    Hkv = draw(st.integers(1, 2), label="Hkv")
+    G = draw(st.integers(1, 4), label="Hq/Hkv")
+    D = draw(st.sampled_from([8, 16, 64]), label="D")
+    return AttnShape(1, Hkv * G, Hkv, draw(st.integers(1, 4), label="Tq"), Tk, D, D)
+
+
+def run(t: Target, op: str, shape: AttnShape, q, k, v, **kwargs: Any) -> np.ndarray:
+    """The implementation's output of `op`, checked for shape and dtype."""
+    return t.call(op, q, k, v, expect_shape=shape.o, **kwargs)
+
+
+def against_reference(
+    t: Target, shape: AttnShape, out: np.ndarray, q, k, v, *, what: str, **opts: Any
+) -> None:
+    """The output against the float64 reference with the same options."""
+    __tracebackhide__ = True
+    assert_close(
+        out,
+        ref.attention(q, k, v, **opts),
+        dtype=t.dtype,
+        n=reduction(shape),
+        baseline=ref.attention(q, k, v, precision=t.dtype, **opts),
+        magnitude=ref.magnitude(q, k, v, **opts),
+        what=what,
+    )
+
+
+@clause(
+    "ATTN-WINDOW",
+    "with a sliding window w the query at absolute position p sees exactly the keys in "
+    "(p - w, p] (causal) or after p - w: the output equals the reference, and replacing the "
+    "keys outside every checked query's window leaves it unchanged (a leaked weight of 1e-3 is "
+    "caught), for windows of 1, inside T, at least T, and over a long cache",
+    needs=("attention|tiled_attention",),
+)
+def attn_window(t: Target, data: st.DataObject) -> None:
+    require_option(t, "window")
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(window_shapes(causal=causal), label="shape")
+    window = data.draw(windows(shape.Tk), label="window")
+    op, blocks = ops(t, data, shape)
+    opts: dict[str, Any] = {"causal": causal, "scale": data.draw(scales(), label="scale")}
+    opts["window"] = window
+    q, k, v = draw_qkv(t, data, shape)
+    out = run(t, op, shape, q, k, v, **blocks, **opts)
+    text = f"{op}(q{shape.q}, k{shape.k}, v{shape.v}, {blocks}, {opts})"
+    against_reference(t, shape, out, q, k, v, what=t.where(text), **opts)
+    first = data.draw(st.integers(0, shape.Tq - 1), label="first query checked")
+    cut = first + shape.Tk - shape.Tq - window + 1  # keys 0..cut-1 are outside its window
+    if cut < 1:
+        return  # the window reaches key 0: nothing lies outside it
+    rng = np.random.default_rng(data.draw(seeds(), label="perturbation seed"))
+    k2, v2 = k.copy(), v.copy()
+    k2[:, :, :cut] = normal(rng, k2[:, :, :cut].shape)  # (B, Hkv, cut, D)
+    v2[:, :, :cut] = normal(rng, v2[:, :, :cut].shape, LEAK_SCALE)  # (B, Hkv, cut, Dv)
+    k2, v2 = t.inputs(k2, v2)
+    after = run(t, op, shape, q, k2, v2, **blocks, **opts)[:, :, first:]
+    magnitude = ref.magnitude(q, k, v, **opts)
+    assert_close(
+        after,
+        out[:, :, first:],
+        dtype=t.dtype,
+        n=reduction(shape),
+        magnitude=magnitude,
+        what=t.where(
+            f"{text}: queries {first}.. changed when keys 0..{cut - 1} (outside their window) "
+            "were replaced"
+        ),
+    )
+
+
+@clause(
+    "ATTN-SOFTCAP",
+    "with softcap c the scaled logits become c·tanh(s/c) before the mask: the output equals "
+    "the reference, and logits of 1e5 give finite outputs inside the visible values",
+    needs=("attention|tiled_attention",),
+)
+def attn_softcap(t: Target, data: st.DataObject) -> None:
+    require_option(t, "softcap")
+    causal = data.draw(st.booleans(), label="causal")
+    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    cap = data.draw(softcaps(), label="softcap")
+    op, blocks = ops(t, data, shape)
+    scale = data.draw(scales(), label="scale")
+    q, k, v = draw_qkv(
+        t, data, shape, qk_scale=data.draw(st.sampled_from([1.0, 3.0]), label="q, k size")
+    )
+    opts: dict[str, Any] = {"causal": causal, "softcap": cap}
+    out = run(t, op, shape, q, k, v, scale=scale, **blocks, **opts)
+    text = f"{op}(q{shape.q}, k{shape.k}, v{shape.v}, {blocks}, {opts}"
+    against_reference(
+        t, shape, out, q, k, v, scale=scale, what=t.where(f"{text}, scale={scale})"), **opts
+    )
+    big = HUGE_LOGITS / max(float(np.max(np.abs(ref.logits(q, k)))), 1e-30)
+    out = run(t, op, shape, q, k, v, scale=big, **blocks, **opts)
+    what = t.where(f"{text}, scale={big:.4g}): logits up to {HUGE_LOGITS:g}")
+    expected = ref.attention(q, k, v, scale=big, **opts)
+    n = reduction(shape)
+    assert_close(out, expected, dtype=t.dtype, n=n, tol=np.inf, what=what)  # finite
+    check_inside_values(t, shape, v, out, causal=causal, what=what)
+    with np.errstate(over="ignore", invalid="ignore"):  # a float16 baseline overflows at 1e5
+        baseline = ref.attention(q, k, v, scale=big, precision=t.dtype, **opts)
+    magnitude = ref.magnitude(q, k, v, scale=big, **opts)
+    tol = budget(t.dtype, reduction(shape), expected, baseline, magnitude)
+    assert_close(
+        out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, magnitude=magnitude, what=what
+    )
