@@ -8,6 +8,8 @@ The order of AREAS is the order of the conformance table.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from specs import (
     attention,
     attention_options,
@@ -40,13 +42,34 @@ def all_clauses() -> list[Clause]:
     return sorted(REGISTRY.values(), key=lambda c: areas.index(c.check.__module__))
 
 
+def needs_text(needs: tuple[str, ...]) -> str:
+    """`a`, `b` or `c` for needs ("b|c": either op will do)."""
+    return ", ".join(" or ".join(f"`{a}`" for a in op.split("|")) for op in needs) or "nothing"
+
+
+def needs_legend(clauses: list[Clause]) -> str:
+    """What each family of clauses needs (the most common needs of its ID prefix, then the
+    clauses that need something else), so the table itself can stay two columns wide."""
+    families: dict[str, list[Clause]] = {}
+    for c in clauses:
+        families.setdefault(c.id.split("-")[0], []).append(c)
+    lines = []
+    for prefix, members in families.items():
+        counts = Counter(c.needs for c in members)
+        common = max(counts, key=lambda n: (counts[n], -len(n)))
+        others = "; ".join(f"{c.id} {needs_text(c.needs)}" for c in members if c.needs != common)
+        lines.append(f"- {prefix}-\\*: {needs_text(common)}" + (f" ({others})" if others else ""))
+    return "Each clause needs these ops of an implementation (else it is skipped):\n\n" + "\n".join(
+        lines
+    )
+
+
 def markdown_table() -> str:
-    """| ID | needs | sentence | for every registered clause."""
-    rows = ["| clause | needs | it checks that |", "|---|---|---|"]
-    for c in all_clauses():
-        needs = ", ".join(" or ".join(f"`{a}`" for a in op.split("|")) for op in c.needs) or "—"
-        rows.append(f"| {c.id} | {needs} | {c.sentence} |")
-    return "\n".join(rows)
+    """The needs of each clause family, then | ID | sentence | for every registered clause."""
+    clauses = all_clauses()
+    rows = ["| clause | it checks that |", "|---|---|"]
+    rows += [f"| {c.id} | {c.sentence} |" for c in clauses]
+    return needs_legend(clauses) + "\n\n" + "\n".join(rows)
 
 
 if __name__ == "__main__":
