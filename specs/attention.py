@@ -11,7 +11,19 @@ from specs.clauses import clause
 from specs.dtypes import UNIT_ROUNDOFF
 from specs.reference import attention as ref
 from specs.runner import Target
-from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
+from specs.strategies import (
+    AttnShape,
+    attn_shapes,
+    hostile_logits,
+    logit_sizes,
+    normal,
+    scales,
+    seeds,
+    shaped_values,
+    small_attn_shapes,
+    tie_keys,
+    value_kinds,
+)
 from specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
@@ -20,12 +32,14 @@ LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by
 def draw_qkv(
     t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q, k, v for `shape`, rounded onto the working dtype."""
+    """q, k, v for `shape`, rounded onto the working dtype; values normal, offset by 1e4, tiny,
+    or with keys that tie exactly (value_kinds)."""
+    kind = data.draw(value_kinds(), label="values")
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
     q = normal(rng, shape.q, qk_scale)  # (B, Hq, Tq, D)
     k = normal(rng, shape.k, qk_scale)  # (B, Hkv, Tk, D)
-    v = normal(rng, shape.v)  # (B, Hkv, Tk, Dv)
-    return t.inputs(q, k, v)
+    v = shaped_values(rng, shape.v, kind, t.dtype)  # (B, Hkv, Tk, Dv)
+    return t.inputs(q, tie_keys(k) if kind == "ties" else k, v)
 
 
 def attend(t: Target, shape: AttnShape, q, k, v, *, causal: bool, scale=None) -> np.ndarray:
@@ -38,13 +52,14 @@ def compare_with_reference(
 ) -> None:
     """The output against float64 attention, within the budget of a plain same-precision run."""
     __tracebackhide__ = True
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal, scale=scale)
     assert_close(
         out,
-        ref.attention(q, k, v, causal=causal, scale=scale),
+        expected,
         dtype=t.dtype,
         n=reduction(shape),
         baseline=ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype),
-        magnitude=ref.magnitude(q, k, v, causal=causal, scale=scale),
+        magnitude=magnitude,
         what=what,
     )
 
@@ -63,9 +78,8 @@ def compare_pair(
 ) -> None:
     """Two of the implementation's outputs that should agree: within twice its own budget."""
     __tracebackhide__ = True
-    expected = ref.attention(q, k, v, causal=causal)
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal)
     baseline = ref.attention(q, k, v, causal=causal, precision=t.dtype)
-    magnitude = ref.magnitude(q, k, v, causal=causal)
     tol = 2 * budget(t.dtype, reduction(shape), expected, baseline, magnitude)
     assert_close(
         got, want, dtype=t.dtype, n=reduction(shape), tol=tol, magnitude=magnitude, what=what
@@ -85,22 +99,34 @@ def reduction(shape: AttnShape) -> int:
 )
 def attn_ref(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
+    other = data.draw(small_attn_shapes(causal=causal), label="interleaved shape")
     scale = data.draw(scales(), label="scale")
-    q, k, v = draw_qkv(t, data, shape)
-    out = attend(t, shape, q, k, v, causal=causal, scale=scale)
-    what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale})")
-    compare_with_reference(t, shape, out, q, k, v, causal=causal, scale=scale, what=what)
+    # The same shape again with fresh inputs, after another shape: a stale result, a reused
+    # workspace or state cached per shape shows as a wrong answer to the second call.
+    for n, s in enumerate((shape, other, shape)):
+        q, k, v = draw_qkv(t, data, s)
+        out = attend(t, s, q, k, v, causal=causal, scale=scale)
+        what = t.where(
+            f"call {n + 1} of 3 (shapes {shape.q} / {other.q} / {shape.q}, fresh inputs each): "
+            f"attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, scale={scale})"
+        )
+        compare_with_reference(t, s, out, q, k, v, causal=causal, scale=scale, what=what)
 
 
 @clause(
     "ATTN-CAUSAL-NO-FUTURE",
     "with causal=True, replacing the keys and values a query cannot see leaves its output "
-    "unchanged (a leaked weight of 1e-3 is caught)",
+    "unchanged (a leaked weight of 1e-3 is caught), and a masked key contributes exactly "
+    "nothing even when its logit is hugely positive and the visible ones hugely negative "
+    "(a finite mask such as -1e4 or -1e9 fails)",
     needs=("attention",),
 )
 def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(causal=True, min_Tq=2), label="shape")
+    shape = data.draw(attn_shapes(causal=True, min_Tq=2, preset=t.preset), label="shape")
+    if data.draw(st.sampled_from(("perturb", "perturb", "hostile")), label="check") == "hostile":
+        check_hostile_mask(t, data, shape)
+        return
     offset = shape.Tk - shape.Tq
     rows = data.draw(st.integers(1, shape.Tq - 1), label="queries checked")
     cut = rows + offset  # query rows-1 sees keys < cut; keys cut.. are its future
@@ -116,8 +142,29 @@ def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
         f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=True): queries 0..{rows - 1} "
         f"changed when keys/values {cut}..{shape.Tk - 1} (in their future) were replaced"
     )
-    magnitude = float(np.linalg.norm(ref.attention(q, k, np.abs(v), causal=True)[:, :, :rows]))
+    seen = (q[:, :, :rows], k[:, :, :cut], np.abs(v[:, :, :cut]))  # what queries 0..rows-1 see
+    magnitude = float(np.linalg.norm(ref.attention(*seen, causal=True)))
     assert_close(after, before, dtype=t.dtype, n=reduction(shape), magnitude=magnitude, what=what)
+
+
+def check_hostile_mask(t: Target, data: st.DataObject, shape: AttnShape) -> None:
+    """Logits exactly -L for the keys every query sees and +L for the rest (q = e_0, k = -+e_0,
+    scale L): query 0 must average the values it sees, with ties, and nothing of its future."""
+    L = data.draw(hostile_logits(t.dtype), label="hostile logit size L")
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    seen = shape.Tk - shape.Tq + 1  # keys 0..seen-1 are visible to every query
+    q = np.zeros(shape.q)  # (B, Hq, Tq, D)
+    q[..., 0] = 1.0
+    k = normal(rng, shape.k)  # (B, Hkv, Tk, D); only feature 0 meets q
+    k[..., :seen, 0], k[..., seen:, 0] = -1.0, 1.0
+    v = normal(rng, shape.v)  # (B, Hkv, Tk, Dv)
+    q, k, v = t.inputs(q, k, v)
+    out = attend(t, shape, q, k, v, causal=True, scale=L)
+    what = t.where(
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=True, scale={L:g}): visible "
+        f"logits -{L:g} (exact ties), masked logits +{L:g}; a masked key must weigh exactly 0"
+    )
+    compare_with_reference(t, shape, out, q, k, v, causal=True, scale=L, what=what)
 
 
 ACCURATE_LOGIT_ERROR = 0.05  # the softmax-weight error u*L that a large-logit comparison allows
@@ -128,7 +175,7 @@ def check_large_logits(
 ) -> None:
     """The check behind ATTN-STABLE and FLASH-STABLE; `run(q, k, v, scale)` calls the op.
 
-    Logits in the thousands must give finite outputs inside the range of the visible values
+    Logits up to 1e5 must give finite outputs inside the range of the visible values
     (no overflow: the max is subtracted). A logit of size L stored with unit roundoff u moves
     its softmax weight by about u*L, so the comparison with the reference uses logits as large
     as the dtype keeps to ACCURATE_LOGIT_ERROR: the drawn size in float32, about 100 in float16
@@ -138,7 +185,7 @@ def check_large_logits(
     raw_size = data.draw(st.sampled_from([1.0, 1e-2]), label="q, k size")
     q, k, v = draw_qkv(t, data, shape, qk_scale=raw_size)
     raw = max(float(np.max(np.abs(ref.logits(q, k)))), 1e-30)
-    big = data.draw(st.floats(1e3, 5e3), label="logit size")
+    big = data.draw(logit_sizes(t.dtype), label="logit size")
     out = run(q, k, v, big / raw)
     where = t.where(f"{text}, scale={big / raw:.4g}: logits up to {big:.0f}")
     assert_close(
@@ -155,9 +202,8 @@ def check_large_logits(
     scale = size / raw
     if size != big:
         out = run(q, k, v, scale)
-    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal, scale=scale)
     baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
-    magnitude = ref.magnitude(q, k, v, causal=causal, scale=scale)
     tol = max(budget(t.dtype, reduction(shape), expected, baseline, magnitude), 4 * u * size)
     assert_close(
         out,
@@ -172,13 +218,13 @@ def check_large_logits(
 
 @clause(
     "ATTN-STABLE",
-    "logits in the thousands give finite outputs within the visible values (max-subtraction), "
-    "and large logits give the reference's output",
+    "logits from 1e-3 up to 1e5 in size give finite outputs within the visible values "
+    "(max-subtraction), and large logits give the reference's output",
     needs=("attention",),
 )
 def attn_stable(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    shape = data.draw(attn_shapes(causal=causal, max_T=24, preset=t.preset), label="shape")
 
     def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
         return attend(t, shape, q, k, v, causal=causal, scale=scale)
@@ -194,7 +240,7 @@ def attn_stable(t: Target, data: st.DataObject) -> None:
 )
 def attn_convex(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
     q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
     out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
     what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
@@ -206,11 +252,14 @@ def check_inside_values(
 ) -> None:
     """Fail unless each output row lies within the per-coordinate range of its visible values."""
     __tracebackhide__ = True
-    vv = ref.expand_kv(v, shape.Hq)[:, :, None]  # (B, Hq, 1, Tk, Dv)
-    visible = ref.causal_mask(shape.Tq, shape.Tk) if causal else np.ones((shape.Tq, shape.Tk), bool)
-    mask = visible[None, None, :, :, None]  # (1, 1, Tq, Tk, 1)
-    lo = np.where(mask, vv, np.inf).min(axis=3)  # (B, Hq, Tq, Dv)
-    hi = np.where(mask, vv, -np.inf).max(axis=3)  # (B, Hq, Tq, Dv)
+    if causal:  # query i sees keys 0..i + Tk - Tq: a running min / max, read at its last key
+        last = np.arange(shape.Tq) + (shape.Tk - shape.Tq)  # (Tq,)
+        lo = np.minimum.accumulate(v, axis=2)[:, :, last]  # (B, Hkv, Tq, Dv)
+        hi = np.maximum.accumulate(v, axis=2)[:, :, last]  # (B, Hkv, Tq, Dv)
+    else:
+        lo = np.broadcast_to(v.min(axis=2, keepdims=True), (*v.shape[:2], shape.Tq, shape.Dv))
+        hi = np.broadcast_to(v.max(axis=2, keepdims=True), (*v.shape[:2], shape.Tq, shape.Dv))
+    lo, hi = ref.expand_kv(lo, shape.Hq), ref.expand_kv(hi, shape.Hq)  # (B, Hq, Tq, Dv)
     slack = floor(t.dtype, reduction(shape)) * np.max(np.abs(v))
     outside = np.maximum(lo - slack - out, out - hi - slack)
     if not np.all(np.nan_to_num(outside, nan=np.inf) <= 0):
@@ -229,14 +278,19 @@ def check_inside_values(
     needs=("attention",),
 )
 def attn_permute(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(min_Tk=2), label="shape")
+    shape = data.draw(attn_shapes(min_Tk=2, preset=t.preset), label="shape")
     q, k, v = draw_qkv(t, data, shape)
-    perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
+    if shape.Tk <= 64:
+        perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
+        shown = str(perm.tolist())
+    else:  # thousands of keys: a seeded permutation (a drawn one would take thousands of draws)
+        seed = data.draw(seeds(), label="permutation seed")
+        perm = np.random.default_rng(seed).permutation(shape.Tk)
+        shown = f"np.random.default_rng({seed}).permutation({shape.Tk})"
     out = attend(t, shape, q, k, v, causal=False)
     permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
     what = t.where(
-        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted "
-        f"by {perm.tolist()}"
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted by {shown}"
     )
     compare_pair(t, shape, permuted, out, q, k, v, causal=False, what=what)
 
@@ -248,7 +302,7 @@ def attn_permute(t: Target, data: st.DataObject) -> None:
 )
 def attn_batch_indep(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
     q, k, v = draw_qkv(t, data, shape)
     together = attend(t, shape, q, k, v, causal=causal)
     b = data.draw(st.integers(0, shape.B - 1), label="batch row")

@@ -14,7 +14,6 @@ tokens are (B, T) native int64 arrays made with `asarray(tokens, "int64")`, logi
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,31 +25,13 @@ from specs.clauses import clause
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.reference.decoder import decoder_forward
 from specs.runner import NotImplementedByImpl, Target
-from specs.strategies import seeds
+from specs.strategies import decoder_configs, seeds, splits
 from specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
-MAX_T = 12  # longest sequence a clause feeds a model
+MAX_T = 12  # longest sequence a clause feeds a small model
+LONG_DECODE_STEPS = 8  # decode steps after a long prompt (a real-share config past 512 tokens)
 USER_REDUCTION = 4096  # reduction length assumed for a user model that does not give d_model
-
-
-@st.composite
-def decoder_configs(draw: st.DrawFn, *, max_len: int = MAX_T) -> DecoderConfig:
-    """Small Llama-style shapes: 1-3 layers, GQA/MQA head groups, tied or untied LM head."""
-    kv_heads = draw(st.integers(1, 2), label="n_kv_heads")
-    group = draw(st.integers(1, 3), label="n_heads / n_kv_heads")
-    return DecoderConfig(
-        vocab=draw(st.integers(2, 64), label="vocab"),
-        d_model=draw(st.integers(8, 32), label="d_model"),
-        layers=draw(st.integers(1, 3), label="layers"),
-        n_heads=kv_heads * group,
-        n_kv_heads=kv_heads,
-        head_dim=draw(st.sampled_from((2, 4, 6, 8, 16)), label="head_dim"),
-        d_ff=draw(st.integers(4, 48), label="d_ff"),
-        tied_embeddings=draw(st.booleans(), label="tied_embeddings"),
-        max_len=draw(st.integers(2, max_len), label="max_len"),
-        rope_base=draw(st.sampled_from((10000.0, 100.0)), label="rope_base"),
-    )
 
 
 @dataclass
@@ -88,7 +69,7 @@ def user_info(t: Target) -> dict[str, Any]:
 def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Subject:
     """Build the model: from a drawn config and seed, or the implementation's own `model()`."""
     if t.has("decoder"):
-        config = data.draw(decoder_configs(), label="config")
+        config = data.draw(decoder_configs(max_len=MAX_T, preset=t.preset), label="config")
         seed = data.draw(seeds(), label="weight seed")
         drawn = make_weights(config, seed)
         weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
@@ -182,24 +163,25 @@ def run_chunks(t: Target, s: Subject, tokens: np.ndarray, chunks: list[int]) -> 
     return np.concatenate(parts, axis=1)  # (B, T, vocab)
 
 
-@st.composite
-def splits(draw: st.DrawFn, T: int, *, min_chunks: int = 1, max_chunks: int = 4) -> list[int]:
-    """Chunk lengths (each >= 1) summing to T, drawn as a count and distinct cut points."""
-    if T == 1:
-        return [1]
-    k = draw(st.integers(min(min_chunks, T), min(max_chunks, T)), label="number of chunks")
-    cuts = st.lists(st.integers(1, T - 1), min_size=k - 1, max_size=k - 1, unique=True)
-    edges = [0, *sorted(draw(cuts, label="cut points")), T]
-    return [b - a for a, b in itertools.pairwise(edges)]
-
-
 def batch_and_length(
     data: st.DataObject, s: Subject, *, min_B: int = 1, min_T: int = 2
 ) -> tuple[int, int]:
-    """A batch size and a sequence length that fits the model's max_len."""
+    """A batch size and a sequence length that fits the model's max_len: short, or, for a model
+    built to hold hundreds of tokens, within LONG_DECODE_STEPS of its capacity."""
+    if s.config is not None and s.max_len > MAX_T:
+        T = data.draw(st.integers(s.max_len - LONG_DECODE_STEPS, s.max_len), label="T")
+        return min_B, T
     B = data.draw(st.integers(min_B, 3), label="B")
     T = data.draw(st.integers(min(min_T, s.max_len), min(s.max_len, MAX_T)), label="T")
     return B, T
+
+
+def prompt_length(data: st.DataObject, T: int, label: str, *, steps: int = 0) -> int:
+    """P in 1..T-1; over a long sequence at most `steps` (default LONG_DECODE_STEPS) before T,
+    so the decode steps after it are few and their positions are past 512."""
+    if T > 2 * MAX_T:
+        return T - data.draw(st.integers(1, steps or LONG_DECODE_STEPS), label=label)
+    return data.draw(st.integers(1, max(1, T - 1)), label=label)
 
 
 @clause(
@@ -211,7 +193,7 @@ def batch_and_length(
 def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
     B, T = batch_and_length(data, s)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    P = prompt_length(data, T, "prefill length P")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
     full = forward(t, s, tokens)  # (B, T, vocab)
     steps = run_chunks(t, s, tokens, [P] + [1] * (T - P))  # (B, T, vocab)
@@ -252,7 +234,7 @@ def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
 def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
     B, T = batch_and_length(data, s)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prompt length P")
+    P = prompt_length(data, T, "prompt length P", steps=2)
     prompt = draw_tokens(data, s, B, P)  # (B, P)
     N = T - P + 1  # new tokens; the last one is chosen but never fed back
     logits, cache = prefill(t, s, prompt)  # (B, P, vocab)
@@ -296,13 +278,17 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
     s = subject(t, data, own_weights=True)
     assert s.config is not None and s.weights is not None
     B, T = batch_and_length(data, s, min_T=1)
-    tokens = draw_tokens(data, s, B, T)  # (B, T)
-    out = forward(t, s, tokens)  # (B, T, vocab)
-    expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
-    baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
-    what = t.where(f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference")
-    tol = model_budget(t, s, expected, baseline)
-    assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
+    for n, label in enumerate(("token seed", "fresh token seed")):  # the same shape twice
+        tokens = draw_tokens(data, s, B, T, label)  # (B, T)
+        out = forward(t, s, tokens)  # (B, T, vocab)
+        expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
+        baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
+        what = t.where(
+            f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference (call {n + 1} of "
+            "2 with fresh tokens)"
+        )
+        tol = model_budget(t, s, expected, baseline)
+        assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
 
 
 @clause(
@@ -314,7 +300,7 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
 def dec_batch_indep(t: Target, data: st.DataObject) -> None:
     s = subject(t, data)
     B, T = batch_and_length(data, s, min_B=2)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    P = prompt_length(data, T, "prefill length P")
     b = data.draw(st.integers(0, B - 1), label="batch row")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
     row = tokens[b : b + 1]  # (1, T)

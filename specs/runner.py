@@ -19,7 +19,10 @@ from hypothesis import strategies as st
 
 from specs.clauses import Clause, get
 from specs.deadline import CallTimeout, deadline
-from specs.dtypes import EXCHANGE_DTYPE, check_dtype, round_to
+from specs.dtypes import DTYPES, EXCHANGE_DTYPE, check_dtype, round_to
+from specs.presets import Preset
+from specs.presets import get as get_preset
+from specs.threads import one_blas_thread
 from specs.tolerance import ClauseFailure, floor, normwise_error
 
 CALL_TIMEOUT_S: float | None = 60.0  # per call into an implementation; conftest's --call-timeout
@@ -46,7 +49,9 @@ def call_text(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 class Target:
     """The implementation under test, seen through guarded calls in one working dtype."""
 
-    def __init__(self, impl: Any, dtype: str = "float32", spec: str | None = None) -> None:
+    def __init__(
+        self, impl: Any, dtype: str = "float32", spec: str | None = None, shapes: str | None = None
+    ) -> None:
         self.impl = impl
         self.dtype = check_dtype(dtype)
         self.name = str(getattr(impl, "name", type(impl).__name__))
@@ -54,6 +59,8 @@ class Target:
         self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
         self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
         self.snippet = ""  # the last call as a runnable snippet, for failure messages
+        self.preset: Preset | None = get_preset(shapes) if shapes else None  # --shapes NAME
+        self.device: str | None = None  # where the inputs live (from asarray), for results
 
     def has(self, op: str) -> bool:
         """Whether the implementation provides `op`."""
@@ -105,7 +112,10 @@ class Target:
     def native(self, x: np.ndarray, dtype: str | None = None) -> Any:
         """Convert a numpy array to the implementation's native array type in `dtype`."""
         __tracebackhide__ = True
-        return self.guard("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
+        out = self.guard("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
+        if getattr(out, "device", None) is not None:
+            self.device = str(out.device)
+        return out
 
     def raw(self, y: Any, text: str = "to_numpy") -> np.ndarray:
         """The implementation's own numpy view of a native result; a non-array fails clearly."""
@@ -136,6 +146,7 @@ class Target:
     def result(self, y: Any, text: str, expect_shape: tuple[int, ...] | None = None) -> np.ndarray:
         """Check a native result's dtype and shape, and return it as a float64 numpy copy."""
         __tracebackhide__ = True
+        self.native_kind(y, text)
         raw = self.raw(y, text)
         expected_dtype = EXCHANGE_DTYPE[self.dtype]
         if raw.dtype != expected_dtype:
@@ -153,6 +164,27 @@ class Target:
                 call=self.where(text),
             )
         return raw.astype(np.float64)
+
+    def native_kind(self, y: Any, text: str) -> None:
+        """The native result's own dtype and device, before to_numpy can hide them: a bfloat16
+        call answered in float32, or a result moved to another device, fails."""
+        __tracebackhide__ = True
+        native = str(getattr(y, "dtype", "")).removeprefix("torch.")
+        if native in DTYPES and native != self.dtype:
+            raise ClauseFailure(
+                f"returned a native {native} result for {self.dtype} inputs\n"
+                f"  in {self.where(text)}",
+                misbehaviour="wrong dtype",
+                call=self.where(text),
+            )
+        device = getattr(y, "device", None)
+        if self.device is not None and device is not None and str(device) != self.device:
+            raise ClauseFailure(
+                f"returned a result on device {device} for inputs on {self.device}\n"
+                f"  in {self.where(text)}",
+                misbehaviour="wrong device",
+                call=self.where(text),
+            )
 
     def unchanged(self, natives: tuple[Any, ...], before: list[np.ndarray], text: str) -> None:
         """Fail if the call changed any of its input arrays."""
@@ -307,14 +339,18 @@ def run_clause(
     settings_: settings | None = None,
     reproduce_blob: str | None = None,
     spec: str | None = None,
+    shapes: str | None = None,
 ) -> None:
-    """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation."""
+    """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation.
+
+    `shapes` names a model in specs.presets: shape-drawing clauses then draw only its shapes.
+    """
     __tracebackhide__ = True
     clause = get(clause) if isinstance(clause, str) else clause
     reason = missing(clause.needs, subject, dtype)
     if reason:
         raise NotImplementedByImpl(reason)
-    target = Target(subject, dtype, spec)
+    target = Target(subject, dtype, spec, shapes)
 
     def prop(data: st.DataObject) -> None:
         target.begin()
@@ -322,7 +358,8 @@ def run_clause(
         target.finish()
 
     # Hypothesis keys its example database by function name: one name per clause x subject.
-    prop.__name__ = prop.__qualname__ = re.sub(r"\W", "_", f"{clause.id}__{target.name}__{dtype}")
+    name = f"{clause.id}__{target.name}__{dtype}" + (f"__{shapes}" if shapes else "")
+    prop.__name__ = prop.__qualname__ = re.sub(r"\W", "_", name)
     base = settings_ or settings()
     chosen = settings(base, max_examples=max(1, round(base.max_examples * clause.examples)))
     test = chosen(given(data=st.data())(prop))
@@ -330,7 +367,8 @@ def run_clause(
         blob = reproduce_blob.strip().removeprefix("b").strip("'\"")
         test = reproduce_failure(hypothesis.__version__, blob.encode())(test)
     try:
-        test()
+        with one_blas_thread():
+            test()
     except Exception as exc:
         exc.add_note(f"clause {clause.id}: {clause.sentence}")
         if target.snippet and isinstance(exc, ClauseFailure):

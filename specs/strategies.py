@@ -1,17 +1,106 @@
-"""Hypothesis strategies shared by every spec area: shapes, seeds and the arrays they make.
+"""Hypothesis strategies for every spec area: shapes, seeds, magnitudes and the arrays they make.
 
 Arrays are drawn as a seed, not element by element: the examples stay fast at realistic sizes
 and a failure still reproduces exactly from the printed draws.
+
+Real kernels switch code paths by size and magnitude, so besides small cases every shape
+strategy draws a budgeted share of realistic ones ("real"): key and cache lengths at and around
+powers of two up to 4096 (split-KV and tile boundaries), the GQA group sizes and head dims of
+real models, batches of long sequences, and the shapes of the models in specs.presets. A real
+case is decode-shaped (one query, or a chunk of 2-16, against a long cache) unless it is a
+prefill of at most PREFILL_MAX tokens, and its batch, heads and length shrink until one attention
+call costs at most SCORE_BUDGET multiply-adds over at most CACHE_BUDGET cached key elements.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
+from specs.decoder_weights import DecoderConfig
+from specs.presets import PRESETS, Preset
+from specs.reference.linear import FEATURE_MAPS
+
 HEAD_DIMS = (1, 3, 8, 16, 17, 32, 63, 64, 96, 128)  # odd sizes on purpose
+MODEL_HEAD_DIMS = (64, 80, 96, 112, 128, 192, 256)  # what real models use
+GROUP_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16)  # query heads per KV head, non-powers of two included
+BOUNDARY_LENGTHS = tuple(sorted({2**k + d for k in range(4, 13) for d in (-1, 0, 1)}))  # 15..4097
+PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
+CHUNK_QUERIES = (2, 16)  # chunked-prefill / speculative-verify chunk sizes against a long cache
+SCORE_BUDGET = 1 << 24  # multiply-adds B*Hq*Tq*Tk*D of one attention call, real cases
+CACHE_BUDGET = 1 << 20  # elements B*Hkv*Tk*D of the keys of one real case (8 MB in float64)
+REAL_SHARE = ("small", "small", "real")  # one example in three is a realistic one
+VALUE_KINDS = ("normal", "normal", "normal", "offset", "tiny", "ties")
+VALUE_OFFSET = 1e4  # "offset" values: 1e4 + standard normal noise
+TINY_SCALE = {"float64": 1e-6, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-6}
+
+
+def seeds() -> st.SearchStrategy[int]:
+    """Seeds for numpy's generator; every array in a check comes from one drawn seed."""
+    return st.integers(0, 2**32 - 1)
+
+
+def normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    """Standard normal float64 values times `scale`."""
+    return rng.standard_normal(shape) * scale
+
+
+def scales() -> st.SearchStrategy[float | None]:
+    """The softmax scale: None (1/sqrt(D)) most often, else a custom positive value."""
+    return st.one_of(st.none(), st.floats(0.05, 2.0))
+
+
+def sizes(preset: Preset | None) -> st.SearchStrategy[str]:
+    """ "small" or "real"; always "real" when the run is restricted to one model's shapes."""
+    return st.just("real") if preset is not None else st.sampled_from(REAL_SHARE)
+
+
+LOGIT_SIZES = (1e-3, 1.0, 1e3, 5e3, 3e4, 1e5)  # largest |logit| ATTN-STABLE / FLASH-STABLE draw
+LOGIT_CAP = {"float16": 3e4}  # float16 cannot hold a logit of 1e5 (its largest finite is 65504)
+HOSTILE_LOGITS = {"float64": (1e5, 1e10), "float32": (1e5, 1e10), "bfloat16": (1e5, 1e10)}
+HOSTILE_LOGITS_FP16 = (3e4,)
+
+
+def logit_sizes(dtype: str) -> st.SearchStrategy[float]:
+    """The largest |logit| of an example, from 1e-3 to 1e5 (what the dtype can hold)."""
+    cap = LOGIT_CAP.get(dtype, np.inf)
+    return st.sampled_from([x for x in LOGIT_SIZES if x <= cap])
+
+
+def hostile_logits(dtype: str) -> st.SearchStrategy[float]:
+    """L for a hostile mask (visible logits -L, masked +L): past what any finite mask offsets."""
+    return st.sampled_from(HOSTILE_LOGITS.get(dtype, HOSTILE_LOGITS_FP16))
+
+
+def value_kinds() -> st.SearchStrategy[str]:
+    """How values are drawn: normal, a large offset (1e4 + noise), tiny, or keys with exact ties."""
+    return st.sampled_from(VALUE_KINDS)
+
+
+def shaped_values(
+    rng: np.random.Generator, shape: tuple[int, ...], kind: str, dtype: str
+) -> np.ndarray:
+    """Values of `kind` (see value_kinds; "ties" values are normal, their keys tie)."""
+    x = normal(rng, shape)
+    if kind == "offset":
+        return VALUE_OFFSET + x
+    if kind == "tiny":
+        return x * TINY_SCALE[dtype]
+    return x
+
+
+def tie_keys(k: np.ndarray) -> np.ndarray:
+    """Keys (..., Tk, D) where each odd position repeats the key before it: exact logit ties."""
+    tied = k.copy()
+    tied[..., 1::2, :] = k[..., 0 : k.shape[-2] - 1 : 2, :]
+    return tied
+
+
+# ---------------------------------------------------------------- attention shapes
 
 
 @dataclass(frozen=True)
@@ -43,8 +132,71 @@ class AttnShape:
         return (self.B, self.Hq, self.Tq, self.Dv)
 
 
+def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) -> tuple[int, ...]:
+    """Shrink batch, then KV heads, then the length until one call fits the budgets."""
+    while B * Hkv * G * Tq * Tk * D > SCORE_BUDGET or B * Hkv * Tk * D > CACHE_BUDGET:
+        if B > 1:
+            B //= 2
+        elif Hkv > 1:
+            Hkv //= 2
+        elif Tk > BOUNDARY_LENGTHS[0]:
+            Tk = max(T for T in BOUNDARY_LENGTHS if T < Tk)
+            Tq = min(Tq, Tk) if not prefill else Tk
+        else:
+            break
+    return B, Hkv, Tq, Tk
+
+
 @st.composite
-def attn_shapes(
+def heads_and_dims(draw: st.DrawFn, preset: Preset | None) -> tuple[int, int, int]:
+    """(Hkv, G, D): a model's slice (Hkv <= 2 whole groups), or drawn real-model sizes."""
+    if preset is None:
+        preset = draw(st.one_of(st.none(), st.sampled_from(PRESETS)), label="model shapes")
+    if preset is not None:
+        return preset.slice_kv_heads, preset.group, preset.D
+    Hkv = draw(st.sampled_from((1, 2, 4, 8)), label="Hkv")
+    G = draw(st.sampled_from(GROUP_SIZES), label="Hq/Hkv")
+    D = draw(st.sampled_from(MODEL_HEAD_DIMS), label="D")
+    return Hkv, G, D
+
+
+@st.composite
+def real_lengths(
+    draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, context: int
+) -> tuple[int, int, bool]:
+    """(Tq, Tk, prefill): one query or a 2-16 chunk against a boundary length, or a prefill."""
+    longest = min(max_Tk, context)
+    kind = draw(st.sampled_from(("decode", "decode", "chunk", "prefill")), label="queries")
+    if kind == "decode" and min_Tq > 1:
+        kind = "chunk"
+    lengths = [T for T in BOUNDARY_LENGTHS if max(min_Tq, 2) <= T <= longest]
+    if kind == "prefill":
+        Tk = draw(st.sampled_from([T for T in lengths if T <= PREFILL_MAX]), label="Tk")
+        return Tk, Tk, True
+    Tk = draw(st.sampled_from(lengths), label="Tk")
+    if kind == "decode":
+        return 1, Tk, False
+    Tq = draw(st.integers(max(CHUNK_QUERIES[0], min_Tq), CHUNK_QUERIES[1]), label="Tq")
+    return min(Tq, Tk) if causal else Tq, Tk, False
+
+
+@st.composite
+def real_attn_shapes(
+    draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, preset: Preset | None
+) -> AttnShape:
+    """A realistic attention shape within SCORE_BUDGET (see the module docstring)."""
+    Hkv, G, D = draw(heads_and_dims(preset))
+    context = preset.context if preset is not None else max_Tk
+    Tq, Tk, prefill = draw(
+        real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context)
+    )
+    B = draw(st.integers(1, 8), label="B")
+    B, Hkv, Tq, Tk = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
+    return AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, D)
+
+
+@st.composite
+def small_attn_shapes(
     draw: st.DrawFn,
     *,
     max_B: int = 3,
@@ -55,7 +207,7 @@ def attn_shapes(
     max_heads: int = 3,
     max_group: int = 4,
 ) -> AttnShape:
-    """Attention shapes with GQA/MQA head groups and Tq != Tk; causal shapes keep Tk >= Tq."""
+    """Small shapes with GQA/MQA head groups, odd head dims and Tq != Tk (causal: Tk >= Tq)."""
     B = draw(st.integers(1, max_B), label="B")
     Hkv = draw(st.integers(1, max_heads), label="Hkv")
     group = draw(st.integers(1, max_group), label="Hq/Hkv")
@@ -66,16 +218,233 @@ def attn_shapes(
     return AttnShape(B, Hkv * group, Hkv, Tq, Tk, D, Dv)
 
 
-def seeds() -> st.SearchStrategy[int]:
-    """Seeds for numpy's generator; every array in a check comes from one drawn seed."""
-    return st.integers(0, 2**32 - 1)
+@st.composite
+def attn_shapes(
+    draw: st.DrawFn,
+    *,
+    max_T: int = 40,
+    min_Tk: int = 1,
+    min_Tq: int = 1,
+    causal: bool = False,
+    max_Tk: int = BOUNDARY_LENGTHS[-1],
+    preset: Preset | None = None,
+) -> AttnShape:
+    """Attention shapes: small most often (small_attn_shapes), a realistic share
+    (real_attn_shapes) with keys up to `max_Tk`, only `preset`'s shapes when one is given."""
+    if draw(sizes(preset), label="size") == "real":
+        return draw(real_attn_shapes(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset))
+    return draw(small_attn_shapes(max_T=max_T, min_Tk=min_Tk, min_Tq=min_Tq, causal=causal))
 
 
-def normal(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
-    """Standard normal float64 values times `scale`."""
-    return rng.standard_normal(shape) * scale
+def block_sizes(T: int, *, real: bool = False) -> st.SearchStrategy[int]:
+    """1, a size up to T (usually not dividing it), or a size larger than T; for a long T the
+    tile sizes kernels use (16, 32, 64, 128), which leave a remainder at boundary lengths."""
+    if real and T > 16:
+        return st.sampled_from((16, 32, 64, 128))
+    return st.one_of(st.just(1), st.integers(1, max(T, 1)), st.integers(T + 1, 2 * T + 8))
 
 
-def scales() -> st.SearchStrategy[float | None]:
-    """The softmax scale: None (1/sqrt(D)) most often, else a custom positive value."""
-    return st.one_of(st.none(), st.floats(0.05, 2.0))
+# ---------------------------------------------------------------- KV-cache sequences
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """One cached sequence batch: q (B, Hq, T, D), k and v (B, Hkv, T, D), cache of max_len."""
+
+    B: int
+    Hq: int
+    Hkv: int
+    T: int
+    D: int
+    max_len: int
+
+    @property
+    def long(self) -> bool:
+        """Whether checks should stay decode-shaped (a long prefix, few checked queries)."""
+        return self.T > 64
+
+
+@st.composite
+def sequences(
+    draw: st.DrawFn,
+    *,
+    max_T: int = 32,
+    min_T: int = 1,
+    max_long_T: int = BOUNDARY_LENGTHS[-1],
+    preset: Preset | None = None,
+) -> Sequence:
+    """Batch, heads (GQA/MQA), head dim, sequence length and a cache with some headroom.
+
+    Small most often; a realistic share with a boundary length up to `max_long_T` and real
+    heads, head dims and batches (decode steps over it cost SCORE_BUDGET at most).
+    """
+    headroom = draw(st.integers(0, 4), label="max_len - T")
+    if draw(sizes(preset), label="size") == "real":
+        Hkv, G, D = draw(heads_and_dims(preset))
+        context = min(max_long_T, preset.context if preset is not None else max_long_T)
+        lengths = [T for T in BOUNDARY_LENGTHS if min_T <= T <= context]
+        T = draw(st.sampled_from(lengths), label="T")
+        B = draw(st.integers(1, 8), label="B")
+        B, Hkv, _, T = fit(B, Hkv, G, CHUNK_QUERIES[1], T, D, prefill=False)
+        return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+    B = draw(st.integers(1, 3), label="B")
+    Hkv = draw(st.integers(1, 3), label="Hkv")
+    G = draw(st.integers(1, 4), label="Hq/Hkv")
+    T = draw(st.integers(min_T, max_T), label="T")
+    D = draw(st.sampled_from(HEAD_DIMS), label="D")
+    return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+
+
+@st.composite
+def splits(draw: st.DrawFn, T: int, *, min_chunks: int = 1, max_chunks: int = 7) -> list[int]:
+    """Chunk lengths (each >= 1) summing to T, drawn as a count and distinct cut points.
+
+    For a long T: a long first chunk, then 1-3 chunks of 2-16 tokens (chunked prefill or
+    speculative verification against a long cache).
+    """
+    if T == 1:
+        return [1]
+    if T > 64:
+        tail = draw(
+            st.lists(st.integers(*CHUNK_QUERIES), min_size=max(min_chunks - 1, 1), max_size=3),
+            label="chunks after the first",
+        )
+        return [T - sum(tail), *tail]
+    k = draw(st.integers(min(min_chunks, T), min(max_chunks, T)), label="number of chunks")
+    cuts = st.lists(st.integers(1, T - 1), min_size=k - 1, max_size=k - 1, unique=True)
+    edges = [0, *sorted(draw(cuts, label="cut points")), T]
+    return [b - a for a, b in itertools.pairwise(edges)]
+
+
+# ---------------------------------------------------------------- linear attention
+
+AWKWARD_T = (63, 64, 65, 127, 500)  # lengths that most chunk sizes do not divide
+LINEAR_CHUNKS = (16, 32, 64, 128)  # chunk sizes of real chunked linear-attention kernels
+
+
+@dataclass(frozen=True)
+class LinShape:
+    """Shapes of one linear-attention call: q, k (B, H, T, Dk), v and the output (B, H, T, Dv)."""
+
+    B: int
+    H: int
+    T: int
+    Dk: int
+    Dv: int
+
+    @property
+    def qk(self) -> tuple[int, int, int, int]:
+        return (self.B, self.H, self.T, self.Dk)
+
+    @property
+    def v(self) -> tuple[int, int, int, int]:
+        return (self.B, self.H, self.T, self.Dv)
+
+    @property
+    def long(self) -> bool:
+        """Whether the token-by-token recurrent form is too slow to run over all of it."""
+        return self.T > 600
+
+    def o(self, T: int | None = None) -> tuple[int, int, int, int]:
+        """The output shape for `T` positions (default: all of them)."""
+        return (self.B, self.H, self.T if T is None else T, self.Dv)
+
+
+@st.composite
+def lin_shapes(
+    draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40, max_long_T: int = 1025
+) -> LinShape:
+    """Batch, heads, head dims and a length: short, one of the awkward long ones, or (a real
+    share) a boundary length up to `max_long_T` with a real head dim."""
+    size = draw(st.sampled_from(("small", "awkward", "real", "real")), label="size")
+    if size == "real":
+        T = draw(st.sampled_from([T for T in BOUNDARY_LENGTHS if T <= max_long_T]), label="T")
+        D = draw(st.sampled_from(MODEL_HEAD_DIMS[:5]), label="Dk = Dv")
+        return LinShape(1, draw(st.integers(1, 2), label="H"), T, D, D)
+    if size == "awkward":
+        T = draw(st.sampled_from(AWKWARD_T), label="T")
+    else:
+        T = draw(st.integers(min_T, max_T), label="T")
+    long = T > max_T
+    B = draw(st.integers(1, 1 if long else 3), label="B")
+    H = draw(st.integers(1, 2 if long else 3), label="H")
+    Dk = draw(st.sampled_from(HEAD_DIMS), label="Dk")
+    Dv = draw(st.one_of(st.just(Dk), st.sampled_from(HEAD_DIMS)), label="Dv")
+    return LinShape(B, H, T, Dk, Dv)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keyword arguments every form takes: feature map and the normaliser's eps."""
+
+    feature_map: str
+    eps: float
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"feature_map": self.feature_map, "eps": self.eps}
+
+
+def options() -> st.SearchStrategy[Options]:
+    """Feature map (ReLU or elu+1) and eps (the default 1e-6 or a larger one)."""
+    return st.builds(
+        Options, feature_map=st.sampled_from(FEATURE_MAPS), eps=st.sampled_from([1e-6, 1e-2])
+    )
+
+
+def chunk_sizes(T: int) -> st.SearchStrategy[int]:
+    """Chunk sizes from 1 to a little past T; for a long T the real ones (16 ... 128)."""
+    if T > 128:
+        return st.sampled_from(LINEAR_CHUNKS)
+    return st.integers(1, T + 3)
+
+
+@st.composite
+def cut_points(draw: st.DrawFn, T: int) -> list[int]:
+    """One to three positions 0 < s < T where the sequence is split."""
+    return sorted(draw(st.sets(st.integers(1, T - 1), min_size=1, max_size=3), label="splits"))
+
+
+# ---------------------------------------------------------------- decoder
+
+DECODER_LONG = (513, 520)  # prompt + decode capacities whose positions pass 16 ... 512
+DECODER_PRESET_LEN = (33, 65)  # a preset's full head group is wide: a shorter sequence
+
+
+@st.composite
+def decoder_configs(
+    draw: st.DrawFn, *, max_len: int = 12, preset: Preset | None = None
+) -> DecoderConfig:
+    """Small Llama-style shapes: 1-3 layers, GQA/MQA head groups, tied or untied LM head.
+
+    A real share has one layer, one KV head with up to 8 query heads and a capacity past 512
+    positions, so generation crosses 16, 32, ... 512; or a preset's head group and head dim
+    over 33 or 65 positions.
+    """
+    if draw(sizes(preset), label="size") == "real":  # one layer, one KV head's group
+        kv, layers = 1, 1
+        if preset is not None:  # the model's group and head dim, over a shorter context
+            group, hd = preset.group, preset.D
+            capacity = draw(st.sampled_from(DECODER_PRESET_LEN), label="max_len")
+        else:
+            group = draw(st.sampled_from(GROUP_SIZES[:8]), label="n_heads / n_kv_heads")
+            hd = draw(st.sampled_from((16, 32)), label="head_dim")
+            capacity = draw(st.sampled_from(DECODER_LONG), label="max_len")
+    else:
+        kv = draw(st.integers(1, 2), label="n_kv_heads")
+        group = draw(st.integers(1, 3), label="n_heads / n_kv_heads")
+        hd = draw(st.sampled_from((2, 4, 6, 8, 16)), label="head_dim")
+        capacity = draw(st.integers(2, max_len), label="max_len")
+        layers = draw(st.integers(1, 3), label="layers")
+    return DecoderConfig(
+        vocab=draw(st.integers(2, 64), label="vocab"),
+        d_model=draw(st.integers(8, 32), label="d_model"),
+        layers=layers,
+        n_heads=kv * group,
+        n_kv_heads=kv,
+        head_dim=hd,
+        d_ff=draw(st.integers(4, 48), label="d_ff"),
+        tied_embeddings=draw(st.booleans(), label="tied_embeddings"),
+        max_len=capacity,
+        rope_base=draw(st.sampled_from((10000.0, 100.0)), label="rope_base"),
+    )
