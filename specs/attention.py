@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,14 +14,13 @@ from specs.reference import attention as ref
 from specs.runner import Target
 from specs.strategies import (
     AttnShape,
-    attn_shapes,
+    attn_cases,
     hostile_logits,
     logit_sizes,
     normal,
     scales,
     seeds,
     shaped_values,
-    small_attn_shapes,
     tie_keys,
     value_kinds,
 )
@@ -39,7 +39,8 @@ def draw_qkv(
     q = normal(rng, shape.q, qk_scale)  # (B, Hq, Tq, D)
     k = normal(rng, shape.k, qk_scale)  # (B, Hkv, Tk, D)
     v = shaped_values(rng, shape.v, kind, t.dtype)  # (B, Hkv, Tk, Dv)
-    return t.inputs(q, tie_keys(k) if kind == "ties" else k, v)
+    q, k, v = t.inputs(q, tie_keys(k) if kind == "ties" else k, v)
+    return q, k, v
 
 
 def attend(t: Target, shape: AttnShape, q, k, v, *, causal: bool, scale=None) -> np.ndarray:
@@ -99,17 +100,18 @@ def reduction(shape: AttnShape) -> int:
 )
 def attn_ref(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
-    other = data.draw(small_attn_shapes(causal=causal), label="interleaved shape")
+    shapes = data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes")
     scale = data.draw(scales(), label="scale")
-    # The same shape again with fresh inputs, after another shape: a stale result, a reused
-    # workspace or state cached per shape shows as a wrong answer to the second call.
-    for n, s in enumerate((shape, other, shape)):
+    # Each shape twice, interleaved, with fresh inputs every call: a stale result, a reused
+    # workspace or state cached per shape shows as a wrong answer to a later call.
+    calls = shapes * 2
+    for n, s in enumerate(calls):
         q, k, v = draw_qkv(t, data, s)
         out = attend(t, s, q, k, v, causal=causal, scale=scale)
         what = t.where(
-            f"call {n + 1} of 3 (shapes {shape.q} / {other.q} / {shape.q}, fresh inputs each): "
-            f"attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, scale={scale})"
+            f"call {n + 1} of {len(calls)} (shapes {' / '.join(str(c.q) for c in calls)}, "
+            f"fresh inputs each): attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, "
+            f"scale={scale})"
         )
         compare_with_reference(t, s, out, q, k, v, causal=causal, scale=scale, what=what)
 
@@ -123,10 +125,17 @@ def attn_ref(t: Target, data: st.DataObject) -> None:
     needs=("attention",),
 )
 def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(causal=True, min_Tq=2, preset=t.preset), label="shape")
-    if data.draw(st.sampled_from(("perturb", "perturb", "hostile")), label="check") == "hostile":
-        check_hostile_mask(t, data, shape)
-        return
+    shapes = data.draw(attn_cases(causal=True, min_Tq=2, preset=t.preset), label="shapes")
+    for shape in shapes:
+        check = data.draw(st.sampled_from(("hostile", "perturb", "perturb")), label="check")
+        if check == "hostile":
+            check_hostile_mask(t, data, shape)
+        else:
+            check_future_replaced(t, data, shape)
+
+
+def check_future_replaced(t: Target, data: st.DataObject, shape: AttnShape) -> None:
+    """Replace the future of the first queries; their outputs must not move."""
     offset = shape.Tk - shape.Tq
     rows = data.draw(st.integers(1, shape.Tq - 1), label="queries checked")
     cut = rows + offset  # query rows-1 sees keys < cut; keys cut.. are its future
@@ -224,13 +233,17 @@ def check_large_logits(
 )
 def attn_stable(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24, preset=t.preset), label="shape")
+    for shape in data.draw(attn_cases(causal=causal, max_T=24, preset=t.preset), label="shapes"):
+        text = f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})"
+        run = partial(stable_call, t, shape, causal)
+        check_large_logits(t, data, shape, causal, run, text)
 
-    def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-        return attend(t, shape, q, k, v, causal=causal, scale=scale)
 
-    text = f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})"
-    check_large_logits(t, data, shape, causal, run, text)
+def stable_call(
+    t: Target, shape: AttnShape, causal: bool, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale
+) -> np.ndarray:
+    """One attention call of ATTN-STABLE."""
+    return attend(t, shape, q, k, v, causal=causal, scale=scale)
 
 
 @clause(
@@ -240,11 +253,11 @@ def attn_stable(t: Target, data: st.DataObject) -> None:
 )
 def attn_convex(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
-    q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
-    out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
-    what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
-    check_inside_values(t, shape, v, out, causal=causal, what=what)
+    for shape in data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes"):
+        q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
+        out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
+        what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
+        check_inside_values(t, shape, v, out, causal=causal, what=what)
 
 
 def check_inside_values(
@@ -278,21 +291,22 @@ def check_inside_values(
     needs=("attention",),
 )
 def attn_permute(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(min_Tk=2, preset=t.preset), label="shape")
-    q, k, v = draw_qkv(t, data, shape)
-    if shape.Tk <= 64:
-        perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
-        shown = str(perm.tolist())
-    else:  # thousands of keys: a seeded permutation (a drawn one would take thousands of draws)
-        seed = data.draw(seeds(), label="permutation seed")
-        perm = np.random.default_rng(seed).permutation(shape.Tk)
-        shown = f"np.random.default_rng({seed}).permutation({shape.Tk})"
-    out = attend(t, shape, q, k, v, causal=False)
-    permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
-    what = t.where(
-        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted by {shown}"
-    )
-    compare_pair(t, shape, permuted, out, q, k, v, causal=False, what=what)
+    for shape in data.draw(attn_cases(min_Tk=2, preset=t.preset), label="shapes"):
+        q, k, v = draw_qkv(t, data, shape)
+        if shape.Tk <= 64:
+            perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
+            shown = str(perm.tolist())
+        else:  # thousands of keys: a seeded permutation (a drawn one takes thousands of draws)
+            seed = data.draw(seeds(), label="permutation seed")
+            perm = np.random.default_rng(seed).permutation(shape.Tk)
+            shown = f"np.random.default_rng({seed}).permutation({shape.Tk})"
+        out = attend(t, shape, q, k, v, causal=False)
+        permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
+        what = t.where(
+            f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted "
+            f"by {shown}"
+        )
+        compare_pair(t, shape, permuted, out, q, k, v, causal=False, what=what)
 
 
 @clause(
@@ -302,12 +316,13 @@ def attn_permute(t: Target, data: st.DataObject) -> None:
 )
 def attn_batch_indep(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
-    q, k, v = draw_qkv(t, data, shape)
-    together = attend(t, shape, q, k, v, causal=causal)
-    b = data.draw(st.integers(0, shape.B - 1), label="batch row")
-    alone_shape = AttnShape(1, shape.Hq, shape.Hkv, shape.Tq, shape.Tk, shape.D, shape.Dv)
-    alone = attend(t, alone_shape, q[b : b + 1], k[b : b + 1], v[b : b + 1], causal=causal)
-    what = t.where(f"attention batch row {b} of q{shape.q} vs the same row alone")
-    qb, kb, vb = q[b : b + 1], k[b : b + 1], v[b : b + 1]
-    compare_pair(t, alone_shape, together[b : b + 1], alone, qb, kb, vb, causal=causal, what=what)
+    for shape in data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes"):
+        q, k, v = draw_qkv(t, data, shape)
+        together = attend(t, shape, q, k, v, causal=causal)
+        b = data.draw(st.integers(0, shape.B - 1), label="batch row")
+        alone_shape = AttnShape(1, shape.Hq, shape.Hkv, shape.Tq, shape.Tk, shape.D, shape.Dv)
+        qb, kb, vb = q[b : b + 1], k[b : b + 1], v[b : b + 1]
+        alone = attend(t, alone_shape, qb, kb, vb, causal=causal)
+        what = t.where(f"attention batch row {b} of q{shape.q} vs the same row alone")
+        row = together[b : b + 1]
+        compare_pair(t, alone_shape, row, alone, qb, kb, vb, causal=causal, what=what)

@@ -25,7 +25,7 @@ from specs.clauses import clause
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.reference.decoder import decoder_forward
 from specs.runner import NotImplementedByImpl, Target
-from specs.strategies import decoder_configs, seeds, splits
+from specs.strategies import decoder_cases, seeds, splits
 from specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
@@ -66,25 +66,31 @@ def user_info(t: Target) -> dict[str, Any]:
     return info
 
 
-def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Subject:
-    """Build the model: from a drawn config and seed, or the implementation's own `model()`."""
+def subjects(t: Target, data: st.DataObject, *, own_weights: bool = False) -> list[Subject]:
+    """The models to check: a small one and (in a share of examples) a realistic one built from
+    drawn configs and seeds (decoder_cases), or the implementation's own `model()`."""
     if t.has("decoder"):
-        config = data.draw(decoder_configs(max_len=MAX_T, preset=t.preset), label="config")
-        seed = data.draw(seeds(), label="weight seed")
-        drawn = make_weights(config, seed)
-        weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
-        native = {name: t.native(a) for name, a in weights.items()}
-        label = f"decoder({config}, make_weights(seed={seed}))"
-        model = t.guard(label, t.impl.decoder, config, native)
-        n = max(config.d_model, config.q_dim, config.d_ff, config.max_len)
-        return Subject(model, config.vocab, config.max_len, label, config, weights, None, n)
+        configs = data.draw(decoder_cases(max_len=MAX_T, preset=t.preset), label="configs")
+        return [built(t, data, config) for config in configs]
     if own_weights or not t.has("model"):
         raise NotImplementedByImpl(f"not implemented by {t.name}: decoder (or model)")
     info = user_info(t)
     n = max(int(info.get("d_model", USER_REDUCTION)), int(info.get("d_ff", 0)), info["max_len"])
     tol = float(info["tolerance"]) if "tolerance" in info else None
     model = t.guard("model()", t.impl.model)
-    return Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)
+    return [Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)]
+
+
+def built(t: Target, data: st.DataObject, config: DecoderConfig) -> Subject:
+    """The implementation's decoder for `config`, from weights of a drawn seed."""
+    seed = data.draw(seeds(), label="weight seed")
+    drawn = make_weights(config, seed)
+    weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
+    native = {name: t.native(a) for name, a in weights.items()}
+    label = f"decoder({config}, make_weights(seed={seed}))"
+    model = t.guard(label, t.impl.decoder, config, native)
+    n = max(config.d_model, config.q_dim, config.d_ff, config.max_len)
+    return Subject(model, config.vocab, config.max_len, label, config, weights, None, n)
 
 
 def draw_tokens(
@@ -191,7 +197,12 @@ def prompt_length(data: st.DataObject, T: int, label: str, *, steps: int = 0) ->
     needs=("decoder|model",),
 )
 def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_cached_eq_full_case(t, data, s)
+
+
+def dec_cached_eq_full_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
     P = prompt_length(data, T, "prefill length P")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
@@ -212,7 +223,12 @@ def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_chunked_prefill_case(t, data, s)
+
+
+def dec_chunked_prefill_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
     chunks = data.draw(splits(T, min_chunks=min(T, 2)), label="chunk lengths")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
@@ -232,7 +248,12 @@ def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_greedy_eq_case(t, data, s)
+
+
+def dec_greedy_eq_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
     P = prompt_length(data, T, "prompt length P", steps=2)
     prompt = draw_tokens(data, s, B, P)  # (B, P)
@@ -275,7 +296,12 @@ def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
     needs=("decoder",),
 )
 def dec_cross_impl(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data, own_weights=True)
+    for s in subjects(t, data, own_weights=True):
+        dec_cross_impl_case(t, data, s)
+
+
+def dec_cross_impl_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     assert s.config is not None and s.weights is not None
     B, T = batch_and_length(data, s, min_T=1)
     for n, label in enumerate(("token seed", "fresh token seed")):  # the same shape twice
@@ -298,7 +324,12 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_batch_indep(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_batch_indep_case(t, data, s)
+
+
+def dec_batch_indep_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s, min_B=2)
     P = prompt_length(data, T, "prefill length P")
     b = data.draw(st.integers(0, B - 1), label="batch row")

@@ -11,17 +11,43 @@ from specs.attention import compare_with_reference
 from specs.clauses import clause
 from specs.dtypes import BYTES_PER_ELEMENT
 from specs.runner import Target
-from specs.strategies import CHUNK_QUERIES, AttnShape, Sequence, normal, seeds, sequences, splits
+from specs.strategies import (
+    CHUNK_QUERIES,
+    AttnShape,
+    Sequence,
+    normal,
+    seeds,
+    sequence_cases,
+    splits,
+)
 from specs.tolerance import ClauseFailure
 
 
-def draw_sequence(t: Target, data: st.DataObject, s: Sequence) -> tuple[np.ndarray, ...]:
-    """q, k, v for the whole sequence, rounded onto the working dtype."""
+def draw_sequence(
+    t: Target, data: st.DataObject, s: Sequence, rows: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k, v for the whole sequence, rounded onto the working dtype.
+
+    With `rows`, only those positions get queries (the others stay 0): a long sequence checks a
+    few queries against its whole cache, and its query array would dwarf the cache.
+    """
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
-    q = normal(rng, (s.B, s.Hq, s.T, s.D))  # (B, Hq, T, D)
     k = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
     v = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
-    return t.inputs(q, k, v)
+    k, v = t.inputs(k, v)
+    if rows is None:
+        (q,) = t.inputs(normal(rng, (s.B, s.Hq, s.T, s.D)))  # (B, Hq, T, D)
+    else:
+        q = np.zeros((s.B, s.Hq, s.T, s.D))  # (B, Hq, T, D)
+        (q[:, :, rows],) = t.inputs(normal(rng, (s.B, s.Hq, len(rows), s.D)))
+    return q, k, v
+
+
+def checked_rows(s: Sequence, stops: list[int]) -> list[int] | None:
+    """The query positions check_rows reads for chunks ending at `stops` (None: all)."""
+    if not s.long:
+        return None
+    return sorted({i for stop in stops for i in range(max(0, stop - CHUNK_QUERIES[1]), stop)})
 
 
 def new_cache(t: Target, s: Sequence) -> Any:
@@ -81,16 +107,17 @@ def check_rows(
     needs=("kv_cache", "attention"),
 )
 def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(min_T=2, preset=t.preset), label="sequence")
-    if s.long:  # a long prefix, then a few decode steps over it
-        P = s.T - data.draw(st.integers(1, 4), label="decode steps N")
-    else:
-        P = data.draw(st.integers(1, s.T - 1), label="prefill length P")
-    q, k, v = draw_sequence(t, data, s)
-    cache = new_cache(t, s)
-    check_rows(t, s, q, k, v, cache, 0, P, f"prefill of {P} tokens")
-    for pos in range(P, s.T):
-        check_rows(t, s, q, k, v, cache, pos, pos + 1, f"decode step {pos - P + 1} of {s.T - P}")
+    for s in data.draw(sequence_cases(min_T=2, preset=t.preset), label="sequences"):
+        if s.long:  # a long prefix, then a few decode steps over it
+            P = s.T - data.draw(st.integers(1, 4), label="decode steps N")
+        else:
+            P = data.draw(st.integers(1, s.T - 1), label="prefill length P")
+        q, k, v = draw_sequence(t, data, s, checked_rows(s, list(range(P, s.T + 1))))
+        cache = new_cache(t, s)
+        check_rows(t, s, q, k, v, cache, 0, P, f"prefill of {P} tokens")
+        for pos in range(P, s.T):
+            step = f"decode step {pos - P + 1} of {s.T - P}"
+            check_rows(t, s, q, k, v, cache, pos, pos + 1, step)
 
 
 @clause(
@@ -99,14 +126,15 @@ def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
     needs=("kv_cache", "attention"),
 )
 def kv_chunked_prefill(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(preset=t.preset), label="sequence")
-    chunks = data.draw(splits(s.T), label="chunk lengths")
-    q, k, v = draw_sequence(t, data, s)
-    cache = new_cache(t, s)
-    start = 0
-    for n, size in enumerate(chunks):
-        check_rows(t, s, q, k, v, cache, start, start + size, f"chunk {n} of {chunks}")
-        start += size
+    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+        chunks = data.draw(splits(s.T), label="chunk lengths")
+        stops = [sum(chunks[: n + 1]) for n in range(len(chunks))]
+        q, k, v = draw_sequence(t, data, s, checked_rows(s, stops))
+        cache = new_cache(t, s)
+        start = 0
+        for n, size in enumerate(chunks):
+            check_rows(t, s, q, k, v, cache, start, start + size, f"chunk {n} of {chunks}")
+            start += size
 
 
 def check_contents(
@@ -133,10 +161,15 @@ def check_contents(
     needs=("kv_cache",),
 )
 def kv_append_only(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(preset=t.preset), label="sequence")
+    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+        check_two_caches(t, data, s)
+
+
+def check_two_caches(t: Target, data: st.DataObject, s: Sequence) -> None:
+    """Two caches of one shape filled in turn, chunk by chunk; each always holds its own tokens."""
     chunks = data.draw(splits(s.T), label="chunk lengths")
-    _, k, v = draw_sequence(t, data, s)
-    _, k2, v2 = draw_sequence(t, data, s)  # a second sequence, in a second cache
+    _, k, v = draw_sequence(t, data, s, rows=[])
+    _, k2, v2 = draw_sequence(t, data, s, rows=[])  # a second sequence, in a second cache
     caches = (new_cache(t, s), new_cache(t, s))
     start = 0
     for size in chunks:
@@ -190,7 +223,12 @@ def append_overflows(t: Target, cache: Any, k: np.ndarray, v: np.ndarray, text: 
     needs=("kv_cache",),
 )
 def kv_capacity(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(max_T=12, preset=t.preset), label="sequence")
+    for s in data.draw(sequence_cases(max_T=12, preset=t.preset), label="sequences"):
+        check_overflow(t, data, s)
+
+
+def check_overflow(t: Target, data: st.DataObject, s: Sequence) -> None:
+    """Fill, overflow, check nothing moved, append one more."""
     fill = data.draw(st.integers(0, s.max_len), label="tokens appended first")
     extra = data.draw(st.integers(s.max_len - fill + 1, s.max_len - fill + 3), label="overflow")
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
@@ -228,14 +266,14 @@ def kv_capacity(t: Target, data: st.DataObject) -> None:
     needs=("kv_cache",),
 )
 def kv_bytes(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(preset=t.preset), label="sequence")
-    cache = new_cache(t, s)
-    got = t.guard("cache.nbytes", getattr, cache, "nbytes")
-    want = 2 * s.B * s.Hkv * s.max_len * s.D * BYTES_PER_ELEMENT[t.dtype]
-    if got != want:
-        raise ClauseFailure(
-            f"nbytes is {got}, expected 2*{s.B}*{s.Hkv}*{s.max_len}*{s.D}*"
-            f"{BYTES_PER_ELEMENT[t.dtype]} = {want}\n  in "
-            + t.where(f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"),
-            misbehaviour="wrong nbytes",
-        )
+    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+        cache = new_cache(t, s)
+        got = t.guard("cache.nbytes", getattr, cache, "nbytes")
+        want = 2 * s.B * s.Hkv * s.max_len * s.D * BYTES_PER_ELEMENT[t.dtype]
+        if got != want:
+            raise ClauseFailure(
+                f"nbytes is {got}, expected 2*{s.B}*{s.Hkv}*{s.max_len}*{s.D}*"
+                f"{BYTES_PER_ELEMENT[t.dtype]} = {want}\n  in "
+                + t.where(f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"),
+                misbehaviour="wrong nbytes",
+            )

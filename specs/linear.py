@@ -22,7 +22,7 @@ from specs.strategies import (
     Options,
     chunk_sizes,
     cut_points,
-    lin_shapes,
+    lin_cases,
     normal,
     options,
     seeds,
@@ -32,8 +32,9 @@ from specs.tolerance import ClauseFailure, assert_close, budget
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
 STATEFUL_FORMS = ("linear_attention_recurrent", "linear_attention_chunked")  # return (o, state)
 FORMS = ("linear_attention", *STATEFUL_FORMS)
-BASELINE_ROWS = 256  # past 1024 tokens the plain baseline runs on the last rows only
+BASELINE_ROWS = 256  # past 512 tokens the plain baseline runs on the last rows only
 LONG_T = 4097  # the longest sequence the chunked-only clauses draw
+PARALLEL_T = 1025  # the longest sequence clauses that run the parallel (T x T) form draw
 
 
 def draw_qkv(
@@ -44,7 +45,8 @@ def draw_qkv(
     q = normal(rng, shape.qk)  # (B, H, T, Dk)
     k = normal(rng, shape.qk)  # (B, H, T, Dk)
     v = normal(rng, shape.v)  # (B, H, T, Dv)
-    return t.inputs(q, k, v)
+    q, k, v = t.inputs(q, k, v)
+    return q, k, v
 
 
 def reduction(shape: LinShape) -> int:
@@ -68,7 +70,7 @@ def ref_budget(
     positions (the longest sums): the budget without a T x T product.
     """
     expected = ref.linear_attention_ref(q, k, v, causal=causal, **opts.kwargs)
-    rows = BASELINE_ROWS if shape.T > 1024 else None
+    rows = BASELINE_ROWS if shape.T > 2 * BASELINE_ROWS else None
     baseline = ref.linear_attention_plain(
         q, k, v, causal=causal, precision=t.dtype, rows=rows, **opts.kwargs
     )
@@ -130,16 +132,19 @@ def run_form(
 )
 def lin_ref(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(lin_shapes(), label="shape")
+    shapes = data.draw(lin_cases(max_long_T=PARALLEL_T), label="shapes")
     opts = data.draw(options(), label="options")
-    q, k, v = draw_qkv(t, data, shape)
-    out = parallel(t, q, k, v, opts, causal=causal)
-    expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
-    what = t.where(
-        f"linear_attention(q{shape.qk}, k{shape.qk}, v{shape.v}, causal={causal}, "
-        f"feature_map={opts.feature_map!r}, eps={opts.eps})"
-    )
-    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
+    calls = shapes * 2  # each shape twice, interleaved, fresh inputs every call
+    for n, shape in enumerate(calls):
+        q, k, v = draw_qkv(t, data, shape)
+        out = parallel(t, q, k, v, opts, causal=causal)
+        expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
+        what = t.where(
+            f"call {n + 1} of {len(calls)} (fresh inputs each): linear_attention(q{shape.qk}, "
+            f"k{shape.qk}, v{shape.v}, causal={causal}, feature_map={opts.feature_map!r}, "
+            f"eps={opts.eps})"
+        )
+        assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
 
 
 @clause(
@@ -149,7 +154,12 @@ def lin_ref(t: Target, data: st.DataObject) -> None:
     needs=("linear_attention",),
 )
 def lin_no_future(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=PARALLEL_T), label="shapes"):
+        lin_no_future_case(t, data, shape)
+
+
+def lin_no_future_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     kept = data.draw(st.integers(1, shape.T - 1), label="positions kept")
     chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
@@ -188,7 +198,13 @@ def lin_forms_agree(t: Target, data: st.DataObject) -> None:
             f"not implemented by {t.name}: {' or '.join(STATEFUL_FORMS)} "
             "(a form to compare with the parallel one)"
         )
-    shape = data.draw(lin_shapes(), label="shape")
+    for shape in data.draw(lin_cases(max_long_T=PARALLEL_T), label="shapes"):
+        lin_forms_agree_case(t, data, shape)
+
+
+def lin_forms_agree_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
+    provided = [op for op in STATEFUL_FORMS if t.has(op)]
     opts = data.draw(options(), label="options")
     runs: list[tuple[str, dict[str, int]]] = []
     if "linear_attention_recurrent" in provided and not shape.long:
@@ -225,7 +241,12 @@ def lin_forms_agree(t: Target, data: st.DataObject) -> None:
     needs=("linear_attention_chunked",),
 )
 def lin_split_resume(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2, max_long_T=LONG_T), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=LONG_T), label="shapes"):
+        lin_split_resume_case(t, data, shape)
+
+
+def lin_split_resume_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
     cuts = data.draw(cut_points(shape.T), label="split at")
@@ -234,8 +255,8 @@ def lin_split_resume(t: Target, data: st.DataObject) -> None:
     whole, _ = stateful(t, op, q, k, v, opts, chunk_size=chunk)
     pieces, state = [], None
     for a, b in zip([0, *cuts], [*cuts, shape.T], strict=True):
-        piece = (x[:, :, a:b] for x in (q, k, v))  # (B, H, b - a, D) each
-        o, state = stateful(t, op, *piece, opts, state=state, chunk_size=chunk)
+        qa, ka, va = q[:, :, a:b], k[:, :, a:b], v[:, :, a:b]  # (B, H, b - a, D*)
+        o, state = stateful(t, op, qa, ka, va, opts, state=state, chunk_size=chunk)
         pieces.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(
@@ -254,7 +275,12 @@ def lin_split_resume(t: Target, data: st.DataObject) -> None:
     needs=("linear_attention_chunked", "linear_attention_recurrent"),
 )
 def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2, max_long_T=LONG_T), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=LONG_T), label="shapes"):
+        lin_decode_eq_prefill_case(t, data, shape)
+
+
+def lin_decode_eq_prefill_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     N = data.draw(st.integers(1, min(8, shape.T - 1)), label="decode steps N")
     P = shape.T - N
@@ -262,11 +288,11 @@ def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
     q, k, v = draw_qkv(t, data, shape)
     chunked, recurrent = "linear_attention_chunked", "linear_attention_recurrent"
     whole, _ = stateful(t, chunked, q, k, v, opts, chunk_size=chunk)
-    o, state = stateful(t, chunked, *(x[:, :, :P] for x in (q, k, v)), opts, chunk_size=chunk)
+    o, state = stateful(t, chunked, q[:, :, :P], k[:, :, :P], v[:, :, :P], opts, chunk_size=chunk)
     steps = [o]
     for i in range(P, shape.T):
-        token = (x[:, :, i : i + 1] for x in (q, k, v))  # (B, H, 1, D) each
-        o, state = stateful(t, recurrent, *token, opts, state=state)
+        qi, ki, vi = q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1]  # (B, H, 1, D*)
+        o, state = stateful(t, recurrent, qi, ki, vi, opts, state=state)
         steps.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(

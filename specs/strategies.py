@@ -29,11 +29,20 @@ HEAD_DIMS = (1, 3, 8, 16, 17, 32, 63, 64, 96, 128)  # odd sizes on purpose
 MODEL_HEAD_DIMS = (64, 80, 96, 112, 128, 192, 256)  # what real models use
 GROUP_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16)  # query heads per KV head, non-powers of two included
 BOUNDARY_LENGTHS = tuple(sorted({2**k + d for k in range(4, 13) for d in (-1, 0, 1)}))  # 15..4097
+REAL_GROUPS = (3, 7, 8, 16, 5, 6, 1, 2, 4)  # query heads per KV head drawn in real cases
+REAL_HEAD_DIMS = (80, 64, 256, 96, 64, 192, 112, 128)
+# Key-length bands of BOUNDARY_LENGTHS, each led by the length the first (all-simplest) example
+# of every run takes: Hypothesis starts from index 0 of every sampled_from, so each run's first
+# example is a realistic decode over 1025 keys, 2 KV heads of 3 query heads, head dim 80.
+SPLIT_KV = (1025, 1023, 2049, 1024, 2047, 2048)  # flash-decoding paths switch near here
+TILES = (129, 127, 65, 513, 255, 257, 63, 33, 17, 31, 15, 16, 32, 64, 128, 256, 511, 512)
+LONGEST = (4097, 4095, 4096)
+LENGTH_BANDS = (SPLIT_KV, TILES, SPLIT_KV, LONGEST)
 PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
 CHUNK_QUERIES = (2, 16)  # chunked-prefill / speculative-verify chunk sizes against a long cache
-SCORE_BUDGET = 1 << 24  # multiply-adds B*Hq*Tq*Tk*D of one attention call, real cases
-CACHE_BUDGET = 1 << 20  # elements B*Hkv*Tk*D of the keys of one real case (8 MB in float64)
-REAL_SHARE = ("small", "small", "real")  # one example in three is a realistic one
+SCORE_BUDGET = 1 << 22  # multiply-adds B*Hq*Tq*Tk*D of one attention call, real cases
+CACHE_BUDGET = (1 << 18) + (1 << 12)  # elements B*Hkv*Tk*D of the keys of one real case (2 MB)
+REAL_SHARE = ("yes", "no", "no")  # examples with a realistic case (always the first)
 VALUE_KINDS = ("normal", "normal", "normal", "offset", "tiny", "ties")
 VALUE_OFFSET = 1e4  # "offset" values: 1e4 + standard normal noise
 TINY_SCALE = {"float64": 1e-6, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-6}
@@ -54,14 +63,35 @@ def scales() -> st.SearchStrategy[float | None]:
     return st.one_of(st.none(), st.floats(0.05, 2.0))
 
 
-def sizes(preset: Preset | None) -> st.SearchStrategy[str]:
-    """ "small" or "real"; always "real" when the run is restricted to one model's shapes."""
-    return st.just("real") if preset is not None else st.sampled_from(REAL_SHARE)
+@st.composite
+def cases(
+    draw: st.DrawFn, small: st.SearchStrategy[Any], real: st.SearchStrategy[Any], preset: Any
+) -> list[Any]:
+    """A small case, and in a share of the examples (REAL_SHARE) a realistic one after it;
+    only the realistic one (the model's shapes) when the run is restricted to a preset.
+    suite/meta/test_regimes.py proves that the default tier's share reaches every regime."""
+    if preset is not None:
+        return [draw(real, label="model case")]
+    if draw(st.sampled_from(REAL_SHARE), label="realistic case too") == "yes":
+        return [draw(small, label="small case"), draw(real, label="realistic case")]
+    return [draw(small, label="small case")]
 
 
-LOGIT_SIZES = (1e-3, 1.0, 1e3, 5e3, 3e4, 1e5)  # largest |logit| ATTN-STABLE / FLASH-STABLE draw
+def fresh(tried: set[str], drawn: list[Any]) -> list[Any]:
+    """The cases of an example without a realistic one whose exact shape already passed in this
+    run. Hypothesis's mutator re-runs each example several times with its prefix (so its
+    shapes) kept; the small case is checked each time, a realistic one once per shape."""
+    return [c for n, c in enumerate(drawn) if n == 0 or repr(c) not in tried]
+
+
+def passed(tried: set[str], checked: list[Any]) -> None:
+    """Note the realistic cases of `checked` (see fresh) as passed."""
+    tried.update(repr(c) for c in checked[1:])
+
+
+LOGIT_SIZES = (1e5, 1e-3, 1.0, 1e3, 5e3, 3e4)  # largest |logit| ATTN-STABLE / FLASH-STABLE draw
 LOGIT_CAP = {"float16": 3e4}  # float16 cannot hold a logit of 1e5 (its largest finite is 65504)
-HOSTILE_LOGITS = {"float64": (1e5, 1e10), "float32": (1e5, 1e10), "bfloat16": (1e5, 1e10)}
+HOSTILE_LOGITS = {"float64": (1e10, 1e5), "float32": (1e10, 1e5), "bfloat16": (1e10, 1e5)}
 HOSTILE_LOGITS_FP16 = (3e4,)
 
 
@@ -133,30 +163,40 @@ class AttnShape:
 
 
 def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) -> tuple[int, ...]:
-    """Shrink batch, then KV heads, then the length until one call fits the budgets."""
+    """Shrink a batch of five or more down to 513 keys first, then the batch, the KV heads and
+    the length, until one call fits the budgets."""
+
+    def shorter(T: int) -> int:
+        return max(L for L in BOUNDARY_LENGTHS if L < T)
+
     while B * Hkv * G * Tq * Tk * D > SCORE_BUDGET or B * Hkv * Tk * D > CACHE_BUDGET:
-        if B > 1:
+        if B >= 5 and Tk > 513:
+            Tk = shorter(Tk)
+        elif B > 1:
             B //= 2
         elif Hkv > 1:
             Hkv //= 2
         elif Tk > BOUNDARY_LENGTHS[0]:
-            Tk = max(T for T in BOUNDARY_LENGTHS if T < Tk)
-            Tq = min(Tq, Tk) if not prefill else Tk
+            Tk = shorter(Tk)
         else:
             break
+        Tq = Tk if prefill else min(Tq, Tk)
     return B, Hkv, Tq, Tk
 
 
 @st.composite
 def heads_and_dims(draw: st.DrawFn, preset: Preset | None) -> tuple[int, int, int]:
-    """(Hkv, G, D): a model's slice (Hkv <= 2 whole groups), or drawn real-model sizes."""
-    if preset is None:
-        preset = draw(st.one_of(st.none(), st.sampled_from(PRESETS)), label="model shapes")
+    """(Hkv, G, D): a model's slice (Hkv <= 2 whole groups), or drawn real-model sizes, the
+    awkward ones (groups 3-7 and 16, head dims 80-112 and 192-256) first."""
+    if preset is None and draw(st.sampled_from(("drawn", "drawn", "model")), label="heads") == (
+        "model"
+    ):
+        preset = draw(st.sampled_from(PRESETS), label="model shapes")
     if preset is not None:
         return preset.slice_kv_heads, preset.group, preset.D
-    Hkv = draw(st.sampled_from((1, 2, 4, 8)), label="Hkv")
-    G = draw(st.sampled_from(GROUP_SIZES), label="Hq/Hkv")
-    D = draw(st.sampled_from(MODEL_HEAD_DIMS), label="D")
+    Hkv = draw(st.sampled_from((2, 1, 4, 8)), label="Hkv")
+    G = draw(st.sampled_from(REAL_GROUPS), label="Hq/Hkv")
+    D = draw(st.sampled_from(REAL_HEAD_DIMS), label="D")
     return Hkv, G, D
 
 
@@ -164,16 +204,17 @@ def heads_and_dims(draw: st.DrawFn, preset: Preset | None) -> tuple[int, int, in
 def real_lengths(
     draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, context: int
 ) -> tuple[int, int, bool]:
-    """(Tq, Tk, prefill): one query or a 2-16 chunk against a boundary length, or a prefill."""
-    longest = min(max_Tk, context)
+    """(Tq, Tk, prefill): one query or a 2-16 chunk against a boundary length (tile sizes up to
+    513, the split-KV band 1023-2049, or 4095-4097), or a prefill of up to PREFILL_MAX."""
     kind = draw(st.sampled_from(("decode", "decode", "chunk", "prefill")), label="queries")
     if kind == "decode" and min_Tq > 1:
         kind = "chunk"
-    lengths = [T for T in BOUNDARY_LENGTHS if max(min_Tq, 2) <= T <= longest]
+    fits = [T for T in BOUNDARY_LENGTHS if max(min_Tq, 2) <= T <= min(max_Tk, context)]
     if kind == "prefill":
-        Tk = draw(st.sampled_from([T for T in lengths if T <= PREFILL_MAX]), label="Tk")
+        Tk = draw(st.sampled_from([T for T in fits if T <= PREFILL_MAX]), label="Tk")
         return Tk, Tk, True
-    Tk = draw(st.sampled_from(lengths), label="Tk")
+    band = draw(st.sampled_from(LENGTH_BANDS), label="key lengths")
+    Tk = draw(st.sampled_from([T for T in band if T in fits] or fits), label="Tk")
     if kind == "decode":
         return 1, Tk, False
     Tq = draw(st.integers(max(CHUNK_QUERIES[0], min_Tq), CHUNK_QUERIES[1]), label="Tq")
@@ -190,13 +231,13 @@ def real_attn_shapes(
     Tq, Tk, prefill = draw(
         real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context)
     )
-    B = draw(st.integers(1, 8), label="B")
+    B = draw(st.sampled_from((1, 2, 8)), label="B")
     B, Hkv, Tq, Tk = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
     return AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, D)
 
 
 @st.composite
-def small_attn_shapes(
+def attn_shapes(
     draw: st.DrawFn,
     *,
     max_B: int = 3,
@@ -218,9 +259,7 @@ def small_attn_shapes(
     return AttnShape(B, Hkv * group, Hkv, Tq, Tk, D, Dv)
 
 
-@st.composite
-def attn_shapes(
-    draw: st.DrawFn,
+def attn_cases(
     *,
     max_T: int = 40,
     min_Tk: int = 1,
@@ -228,12 +267,11 @@ def attn_shapes(
     causal: bool = False,
     max_Tk: int = BOUNDARY_LENGTHS[-1],
     preset: Preset | None = None,
-) -> AttnShape:
-    """Attention shapes: small most often (small_attn_shapes), a realistic share
-    (real_attn_shapes) with keys up to `max_Tk`, only `preset`'s shapes when one is given."""
-    if draw(sizes(preset), label="size") == "real":
-        return draw(real_attn_shapes(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset))
-    return draw(small_attn_shapes(max_T=max_T, min_Tk=min_Tk, min_Tq=min_Tq, causal=causal))
+) -> st.SearchStrategy[list[AttnShape]]:
+    """A small attention shape and a realistic one (keys up to `max_Tk`), see `cases`."""
+    small = attn_shapes(max_T=max_T, min_Tk=min_Tk, min_Tq=min_Tq, causal=causal)
+    real = real_attn_shapes(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset)
+    return cases(small, real, preset)
 
 
 def block_sizes(T: int, *, real: bool = False) -> st.SearchStrategy[int]:
@@ -265,34 +303,40 @@ class Sequence:
 
 
 @st.composite
-def sequences(
-    draw: st.DrawFn,
-    *,
-    max_T: int = 32,
-    min_T: int = 1,
-    max_long_T: int = BOUNDARY_LENGTHS[-1],
-    preset: Preset | None = None,
-) -> Sequence:
-    """Batch, heads (GQA/MQA), head dim, sequence length and a cache with some headroom.
-
-    Small most often; a realistic share with a boundary length up to `max_long_T` and real
-    heads, head dims and batches (decode steps over it cost SCORE_BUDGET at most).
-    """
-    headroom = draw(st.integers(0, 4), label="max_len - T")
-    if draw(sizes(preset), label="size") == "real":
-        Hkv, G, D = draw(heads_and_dims(preset))
-        context = min(max_long_T, preset.context if preset is not None else max_long_T)
-        lengths = [T for T in BOUNDARY_LENGTHS if min_T <= T <= context]
-        T = draw(st.sampled_from(lengths), label="T")
-        B = draw(st.integers(1, 8), label="B")
-        B, Hkv, _, T = fit(B, Hkv, G, CHUNK_QUERIES[1], T, D, prefill=False)
-        return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+def sequences(draw: st.DrawFn, *, max_T: int = 32, min_T: int = 1) -> Sequence:
+    """Batch, heads (GQA/MQA), head dim, sequence length and a cache with some headroom."""
     B = draw(st.integers(1, 3), label="B")
     Hkv = draw(st.integers(1, 3), label="Hkv")
     G = draw(st.integers(1, 4), label="Hq/Hkv")
     T = draw(st.integers(min_T, max_T), label="T")
     D = draw(st.sampled_from(HEAD_DIMS), label="D")
+    headroom = draw(st.integers(0, 4), label="max_len - T")
     return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+
+
+@st.composite
+def real_sequences(
+    draw: st.DrawFn, *, min_T: int = 1, max_T: int = BOUNDARY_LENGTHS[-1], preset: Preset | None
+) -> Sequence:
+    """A boundary length up to `max_T` with real heads, head dims and batches (a decode step
+    over it fits the budgets)."""
+    Hkv, G, D = draw(heads_and_dims(preset))
+    context = min(max_T, preset.context if preset is not None else max_T)
+    fits = [T for T in BOUNDARY_LENGTHS if min_T <= T <= context]
+    band = draw(st.sampled_from(LENGTH_BANDS), label="lengths")
+    T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
+    B = draw(st.sampled_from((1, 2, 8)), label="B")
+    B, Hkv, _, T = fit(B, Hkv, G, 1, T, D, prefill=False)
+    headroom = draw(st.integers(0, 4), label="max_len - T")
+    return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
+
+
+def sequence_cases(
+    *, max_T: int = 32, min_T: int = 1, preset: Preset | None = None
+) -> st.SearchStrategy[list[Sequence]]:
+    """A small cached sequence and a realistic one, see `cases`."""
+    real = real_sequences(min_T=min_T, preset=preset)
+    return cases(sequences(max_T=max_T, min_T=min_T), real, preset)
 
 
 @st.composite
@@ -319,7 +363,7 @@ def splits(draw: st.DrawFn, T: int, *, min_chunks: int = 1, max_chunks: int = 7)
 # ---------------------------------------------------------------- linear attention
 
 AWKWARD_T = (63, 64, 65, 127, 500)  # lengths that most chunk sizes do not divide
-LINEAR_CHUNKS = (16, 32, 64, 128)  # chunk sizes of real chunked linear-attention kernels
+LINEAR_CHUNKS = (64, 16, 32, 128)  # chunk sizes of real chunked linear-attention kernels
 
 
 @dataclass(frozen=True)
@@ -351,26 +395,31 @@ class LinShape:
 
 
 @st.composite
-def lin_shapes(
-    draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40, max_long_T: int = 1025
-) -> LinShape:
-    """Batch, heads, head dims and a length: short, one of the awkward long ones, or (a real
-    share) a boundary length up to `max_long_T` with a real head dim."""
-    size = draw(st.sampled_from(("small", "awkward", "real", "real")), label="size")
-    if size == "real":
-        T = draw(st.sampled_from([T for T in BOUNDARY_LENGTHS if T <= max_long_T]), label="T")
-        D = draw(st.sampled_from(MODEL_HEAD_DIMS[:5]), label="Dk = Dv")
-        return LinShape(1, draw(st.integers(1, 2), label="H"), T, D, D)
-    if size == "awkward":
-        T = draw(st.sampled_from(AWKWARD_T), label="T")
-    else:
-        T = draw(st.integers(min_T, max_T), label="T")
+def lin_shapes(draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40) -> LinShape:
+    """Batch, heads, head dims and a length: short, or one of the awkward long ones."""
+    T = draw(st.one_of(st.integers(min_T, max_T), st.sampled_from(AWKWARD_T)), label="T")
     long = T > max_T
     B = draw(st.integers(1, 1 if long else 3), label="B")
     H = draw(st.integers(1, 2 if long else 3), label="H")
     Dk = draw(st.sampled_from(HEAD_DIMS), label="Dk")
     Dv = draw(st.one_of(st.just(Dk), st.sampled_from(HEAD_DIMS)), label="Dv")
     return LinShape(B, H, T, Dk, Dv)
+
+
+@st.composite
+def real_lin_shapes(draw: st.DrawFn, *, max_T: int) -> LinShape:
+    """One or two heads of a real head dim over a boundary length of at least 129 tokens."""
+    fits = [T for T in BOUNDARY_LENGTHS if 128 < T <= max_T]
+    bands = (LONGEST, SPLIT_KV, TILES) if max_T >= LONGEST[0] else LENGTH_BANDS  # first: longest
+    band = draw(st.sampled_from(bands), label="lengths")
+    T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
+    D = draw(st.sampled_from(MODEL_HEAD_DIMS[:5]), label="Dk = Dv")
+    return LinShape(1, draw(st.integers(1, 2), label="H"), T, D, D)
+
+
+def lin_cases(*, min_T: int = 1, max_long_T: int = 1025) -> st.SearchStrategy[list[LinShape]]:
+    """A small (or awkward) linear-attention shape and a realistic one up to `max_long_T`."""
+    return cases(lin_shapes(min_T=min_T), real_lin_shapes(max_T=max_long_T), None)
 
 
 @dataclass(frozen=True)
@@ -407,29 +456,33 @@ def cut_points(draw: st.DrawFn, T: int) -> list[int]:
 
 # ---------------------------------------------------------------- decoder
 
-DECODER_LONG = (513, 520)  # prompt + decode capacities whose positions pass 16 ... 512
-DECODER_PRESET_LEN = (33, 65)  # a preset's full head group is wide: a shorter sequence
+DECODER_LONG = (521, 529)  # prompt + decode capacities whose positions pass 16 ... 512
+DECODER_WIDE_LEN = (33, 65)  # a wide head group (or a preset's) over a shorter sequence
 
 
 @st.composite
 def decoder_configs(
-    draw: st.DrawFn, *, max_len: int = 12, preset: Preset | None = None
+    draw: st.DrawFn, *, max_len: int = 12, real: bool = False, preset: Preset | None = None
 ) -> DecoderConfig:
     """Small Llama-style shapes: 1-3 layers, GQA/MQA head groups, tied or untied LM head.
 
-    A real share has one layer, one KV head with up to 8 query heads and a capacity past 512
-    positions, so generation crosses 16, 32, ... 512; or a preset's head group and head dim
-    over 33 or 65 positions.
+    `real`: one layer, and either a capacity past 512 positions (generation crosses 16, 32,
+    ... 512) with one KV head of 1-2 query heads, or 2-8 query heads per KV head (or a
+    preset's head group and head dim) over 33 or 65 positions.
     """
-    if draw(sizes(preset), label="size") == "real":  # one layer, one KV head's group
+    if real or preset is not None:
         kv, layers = 1, 1
-        if preset is not None:  # the model's group and head dim, over a shorter context
+        if preset is not None:
             group, hd = preset.group, preset.D
-            capacity = draw(st.sampled_from(DECODER_PRESET_LEN), label="max_len")
-        else:
-            group = draw(st.sampled_from(GROUP_SIZES[:8]), label="n_heads / n_kv_heads")
+            capacity = draw(st.sampled_from(DECODER_WIDE_LEN), label="max_len")
+        elif draw(st.sampled_from(("long", "wide")), label="sequence") == "long":
+            group = draw(st.integers(1, 2), label="n_heads / n_kv_heads")
             hd = draw(st.sampled_from((16, 32)), label="head_dim")
             capacity = draw(st.sampled_from(DECODER_LONG), label="max_len")
+        else:
+            group = draw(st.sampled_from((8, 7, 3, 5, 6)), label="n_heads / n_kv_heads")
+            hd = draw(st.sampled_from((16, 64, 80)), label="head_dim")
+            capacity = draw(st.sampled_from(DECODER_WIDE_LEN), label="max_len")
     else:
         kv = draw(st.integers(1, 2), label="n_kv_heads")
         group = draw(st.integers(1, 3), label="n_heads / n_kv_heads")
@@ -448,3 +501,11 @@ def decoder_configs(
         max_len=capacity,
         rope_base=draw(st.sampled_from((10000.0, 100.0)), label="rope_base"),
     )
+
+
+def decoder_cases(
+    *, max_len: int = 12, preset: Preset | None = None
+) -> st.SearchStrategy[list[DecoderConfig]]:
+    """A small decoder config and a realistic one, see `cases`."""
+    real = decoder_configs(max_len=max_len, real=True, preset=preset)
+    return cases(decoder_configs(max_len=max_len), real, preset)

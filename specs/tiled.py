@@ -17,7 +17,7 @@ from specs.clauses import clause
 from specs.dtypes import WORK, stored
 from specs.reference import attention as ref
 from specs.runner import NotImplementedByImpl, Target, call_text
-from specs.strategies import AttnShape, attn_shapes, block_sizes, scales, small_attn_shapes
+from specs.strategies import AttnShape, attn_cases, block_sizes, scales
 from specs.tolerance import ClauseFailure, assert_close
 
 
@@ -84,19 +84,19 @@ def supports_lse(t: Target) -> bool:
 )
 def flash_eq_attn(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
-    other = data.draw(small_attn_shapes(causal=causal), label="interleaved shape")
-    block_q, block_k = draw_blocks(data, shape)
+    shapes = data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes")
+    blocks = [draw_blocks(data, shape) for shape in shapes]
     scale = data.draw(scales(), label="scale")
-    # The same shape again with fresh inputs, after another shape (stale results, workspaces).
-    for n, s in enumerate((shape, other, shape)):
+    # Each shape twice, interleaved, with fresh inputs every call (stale results, workspaces).
+    calls = list(zip(shapes, blocks, strict=True)) * 2
+    for n, (s, (block_q, block_k)) in enumerate(calls):
         q, k, v = draw_qkv(t, data, s)
         kwargs = {"causal": causal, "scale": scale, "block_q": block_q, "block_k": block_k}
         out = tiled(t, s, q, k, v, **kwargs)
         what = t.where(
-            f"call {n + 1} of 3 (shapes {shape.q} / {other.q} / {shape.q}, fresh inputs each): "
-            f"tiled_attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, scale={scale}, "
-            f"block_q={block_q}, block_k={block_k})"
+            f"call {n + 1} of {len(calls)} (shapes {' / '.join(str(c.q) for c, _ in calls)}, "
+            f"fresh inputs each): tiled_attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, "
+            f"scale={scale}, block_q={block_q}, block_k={block_k})"
         )
         compare_with_reference(t, s, out, q, k, v, causal=causal, scale=scale, what=what)
 
@@ -111,7 +111,12 @@ def flash_lse(t: Target, data: st.DataObject) -> None:
     if not supports_lse(t):
         raise NotImplementedByImpl(f"{t.name}'s tiled_attention does not support return_lse")
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, preset=t.preset), label="shape")
+    for shape in data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes"):
+        check_lse(t, data, shape, causal)
+
+
+def check_lse(t: Target, data: st.DataObject, shape: AttnShape, causal: bool) -> None:
+    """One FLASH-LSE call: the output and the log-sum-exp against their references."""
     block_q, block_k = draw_blocks(data, shape)
     scale = data.draw(scales(), label="scale")
     q, k, v = draw_qkv(t, data, shape)
@@ -159,8 +164,13 @@ def flash_lse(t: Target, data: st.DataObject) -> None:
 )
 def flash_stable(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24, preset=t.preset), label="shape")
-    if shape.Tk > 64:  # kernel tile sizes: many key blocks either way
+    for shape in data.draw(attn_cases(causal=causal, max_T=24, preset=t.preset), label="shapes"):
+        check_stable(t, data, shape, causal)
+
+
+def check_stable(t: Target, data: st.DataObject, shape: AttnShape, causal: bool) -> None:
+    """One FLASH-STABLE case: small blocks, or kernel tile sizes over thousands of keys."""
+    if shape.Tk > 64:
         block_q, block_k = draw_blocks(data, shape)
     else:
         block_q = data.draw(st.integers(1, max(shape.Tq // 2, 1)), label="block_q")

@@ -60,7 +60,7 @@ def weights(
     Tk = k.shape[2]
     scale = 1.0 / np.sqrt(D) if scale is None else scale
     qq = grouped(np.asarray(q, work), k.shape[1])  # (B, Hkv, G, Tq, D)
-    kk = np.asarray(k, work)[:, :, None]  # (B, Hkv, 1, Tk, D)
+    kk: np.ndarray = np.asarray(k, work)[:, :, None]  # (B, Hkv, 1, Tk, D)
     s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hkv, G, Tq, Tk)
     if causal:
         s = np.where(causal_mask(Tq, Tk), s, -np.inf)
@@ -74,7 +74,7 @@ def weights(
 def weighted(p: np.ndarray, v: np.ndarray, precision: str = "float64") -> np.ndarray:
     """The weights p (B, Hkv, G, Tq, Tk) applied to values v (B, Hkv, Tk, Dv): (B, Hq, Tq, Dv)."""
     B, Hkv, G, Tq, _ = p.shape
-    vv = np.asarray(v, WORK[precision])[:, :, None]  # (B, Hkv, 1, Tk, Dv)
+    vv: np.ndarray = np.asarray(v, WORK[precision])[:, :, None]  # (B, Hkv, 1, Tk, Dv)
     o = stored(precision)(p @ vv)  # (B, Hkv, G, Tq, Dv)
     return o.reshape(B, Hkv * G, Tq, v.shape[-1]).astype(np.float64)
 
