@@ -163,15 +163,17 @@ class AttnShape:
 
 
 def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) -> tuple[int, ...]:
-    """Shrink a batch of five or more down to 513 keys first, then the batch, the KV heads and
-    the length, until one call fits the budgets."""
+    """Shrink a batch of five or more down to 257 keys and one KV head first, then the batch,
+    the KV heads and the length, until one call fits the budgets."""
 
     def shorter(T: int) -> int:
         return max(L for L in BOUNDARY_LENGTHS if L < T)
 
     while B * Hkv * G * Tq * Tk * D > SCORE_BUDGET or B * Hkv * Tk * D > CACHE_BUDGET:
-        if B >= 5 and Tk > 513:
+        if B >= 5 and Tk > 257:
             Tk = shorter(Tk)
+        elif B >= 5 and Hkv > 1:
+            Hkv //= 2
         elif B > 1:
             B //= 2
         elif Hkv > 1:
