@@ -15,7 +15,7 @@ from hypothesis import settings
 
 from implementations import discovery
 from reports import conformance
-from specs import profiles, runner
+from specs import presets, profiles, runner
 from specs.clauses import all_clauses
 from specs.dtypes import DTYPES
 from suite import harness, known_failures
@@ -28,6 +28,7 @@ OPT_REPORT_DIR = "--report-dir"
 OPT_CALL_TIMEOUT = "--call-timeout"
 OPT_KNOWN = "--known-failures"
 OPT_REPRODUCE = "--reproduce"
+OPT_SHAPES = "--shapes"
 REPORT_DIR_DEFAULT = Path(__file__).parent / "reports" / "out"
 
 STATE = pytest.StashKey[dict[str, Any]]()
@@ -88,6 +89,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(run it with that failure's test id)",
     )
     group.addoption(
+        OPT_SHAPES,
+        default=None,
+        metavar="MODEL",
+        help="draw only one real model's attention shapes (a slice of its KV head groups): "
+        + ", ".join(p.name for p in presets.PRESETS),
+    )
+    group.addoption(
         OPT_REPORT_DIR,
         default=None,
         help=f"folder for generated reports (default: {REPORT_DIR_DEFAULT})",
@@ -121,6 +129,17 @@ def resolve_tier(config: pytest.Config) -> str:
     return tier
 
 
+def resolve_shapes(config: pytest.Config) -> str | None:
+    """The preset --shapes names (its canonical name), or None; an unknown one is a usage error."""
+    name = config.getoption(OPT_SHAPES)
+    if name is None:
+        return None
+    try:
+        return presets.get(name).name
+    except ValueError as exc:
+        raise pytest.UsageError(f"{OPT_SHAPES}: {exc}") from None
+
+
 def resolve_impls(config: pytest.Config, device: str) -> list[tuple[str, Any]]:
     """(spec, implementation) pairs selected by --impl / the environment / the default."""
     specs = discovery.requested(config.getoption(OPT_IMPL))
@@ -149,6 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
     report_dir = Path(config.getoption(OPT_REPORT_DIR) or REPORT_DIR_DEFAULT)
     runner.CALL_TIMEOUT_S = config.getoption(OPT_CALL_TIMEOUT) or None
     harness.REPRODUCE_BLOB = config.getoption(OPT_REPRODUCE)
+    harness.SHAPES = resolve_shapes(config)
     known_path = config.getoption(OPT_KNOWN)
     try:
         known = known_failures.parse(Path(known_path)) if known_path else []

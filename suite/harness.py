@@ -13,6 +13,7 @@ from specs.runner import NotImplementedByImpl, run_clause
 
 REPRODUCE_BLOB: str | None = None  # set by conftest from --reproduce
 SPECS: dict[str, str] = {}  # implementation name -> the --impl value that loaded it (conftest)
+SHAPES: str | None = None  # set by conftest from --shapes: one model's shapes only
 
 
 def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
@@ -21,7 +22,14 @@ def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
     try:
         with few_threads():
             spec = SPECS.get(getattr(impl, "name", ""))
-            run_clause(clause_id, impl, dtype=dtype, reproduce_blob=REPRODUCE_BLOB, spec=spec)
+            run_clause(
+                clause_id,
+                impl,
+                dtype=dtype,
+                reproduce_blob=REPRODUCE_BLOB,
+                spec=spec,
+                shapes=SHAPES,
+            )
     except NotImplementedByImpl as exc:
         pytest.skip(str(exc))
 
