@@ -173,7 +173,7 @@ class Target:
         native = str(getattr(y, "dtype", "")).removeprefix("torch.")
         if native in DTYPES and native != self.dtype:
             raise ClauseFailure(
-                f"returned a native {native} result for {self.dtype} inputs\n"
+                f"returned dtype {native}, expected {self.dtype} for {self.dtype} inputs\n"
                 f"  in {self.where(text)}",
                 misbehaviour="wrong dtype",
                 call=self.where(text),

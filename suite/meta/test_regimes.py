@@ -10,9 +10,14 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
+from hypothesis import settings
 
 import implementations.numpy_impl as numpy_impl
+from specs.profiles import KILL
+from specs.runner import run_clause
 from specs.threads import one_blas_thread
+from specs.tolerance import ClauseFailure
+from suite.meta.mutants import derive
 from suite.meta.regimes import (
     FAMILIES,
     REQUIRED,
@@ -45,3 +50,18 @@ def test_family_reaches_its_regimes(family):
     clauses, _ = FAMILIES[family]
     lacks = missing_by_family({c: seen(c) for c in clauses})[family]
     assert not lacks, f"no {family} clause reached {lacks}"
+
+
+def test_native_dtype_is_checked_before_to_numpy():
+    """A bfloat16 call answered in float32 fails ATTN-REF, though to_numpy of a bfloat16 tensor
+    and of a float32 one look alike (both come back as float32 numpy arrays)."""
+    torch_impl = pytest.importorskip("implementations.torch_impl").impl
+
+    def upcast(q, k, v, **kw):
+        return torch_impl.attention(q, k, v, **kw).float()
+
+    mutant = derive(torch_impl, "mutant-bf16-answered-in-fp32", attention=upcast)
+    with pytest.raises(ClauseFailure) as failure:
+        run_clause("ATTN-REF", mutant, dtype="bfloat16", settings_=settings(KILL, max_examples=2))
+    assert failure.value.details["misbehaviour"] == "wrong dtype", failure.value
+    run_clause("ATTN-REF", torch_impl, dtype="bfloat16", settings_=settings(KILL, max_examples=2))
