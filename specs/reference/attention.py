@@ -61,21 +61,24 @@ def weights(
     scale = 1.0 / np.sqrt(D) if scale is None else scale
     qq = grouped(np.asarray(q, work), k.shape[1])  # (B, Hkv, G, Tq, D)
     kk: np.ndarray = np.asarray(k, work)[:, :, None]  # (B, Hkv, 1, Tk, D)
-    s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hkv, G, Tq, Tk)
-    if causal:
-        s = np.where(causal_mask(Tq, Tk), s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
-    m = np.where(np.isfinite(m), m, 0).astype(work)
-    p = rnd(np.exp(s - m))  # (B, Hkv, G, Tq, Tk)
-    denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hkv, G, Tq, 1)
-    return rnd(p / np.where(denom > 0, denom, 1).astype(work))
+    # A float16 baseline may overflow (a NaN baseline error leaves the budget to its floor).
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hkv, G, Tq, Tk)
+        if causal:
+            s = np.where(causal_mask(Tq, Tk), s, -np.inf)
+        m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
+        m = np.where(np.isfinite(m), m, 0).astype(work)
+        p = rnd(np.exp(s - m))  # (B, Hkv, G, Tq, Tk)
+        denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hkv, G, Tq, 1)
+        return rnd(p / np.where(denom > 0, denom, 1).astype(work))
 
 
 def weighted(p: np.ndarray, v: np.ndarray, precision: str = "float64") -> np.ndarray:
     """The weights p (B, Hkv, G, Tq, Tk) applied to values v (B, Hkv, Tk, Dv): (B, Hq, Tq, Dv)."""
     B, Hkv, G, Tq, _ = p.shape
     vv: np.ndarray = np.asarray(v, WORK[precision])[:, :, None]  # (B, Hkv, 1, Tk, Dv)
-    o = stored(precision)(p @ vv)  # (B, Hkv, G, Tq, Dv)
+    with np.errstate(over="ignore", invalid="ignore"):  # as in weights: a float16 baseline
+        o = stored(precision)(p @ vv)  # (B, Hkv, G, Tq, Dv)
     return o.reshape(B, Hkv * G, Tq, v.shape[-1]).astype(np.float64)
 
 
