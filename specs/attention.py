@@ -30,12 +30,14 @@ LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by
 
 
 def draw_qkv(
-    t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0
+    t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0, stream: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """q, k, v for `shape`, rounded onto the working dtype; values normal, offset by 1e4, tiny,
     or with keys that tie exactly (value_kinds)."""
     kind = data.draw(value_kinds(), label="values")
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    # `stream` tells calls apart: the first example draws every seed as 0, and repeated calls
+    # must still get fresh inputs.
+    rng = np.random.default_rng((data.draw(seeds(), label="seed"), stream))
     q = normal(rng, shape.q, qk_scale)  # (B, Hq, Tq, D)
     k = normal(rng, shape.k, qk_scale)  # (B, Hkv, Tk, D)
     v = shaped_values(rng, shape.v, kind, t.dtype)  # (B, Hkv, Tk, Dv)
@@ -106,7 +108,7 @@ def attn_ref(t: Target, data: st.DataObject) -> None:
     # workspace or state cached per shape shows as a wrong answer to a later call.
     calls = shapes * 2
     for n, s in enumerate(calls):
-        q, k, v = draw_qkv(t, data, s)
+        q, k, v = draw_qkv(t, data, s, stream=n)
         out = attend(t, s, q, k, v, causal=causal, scale=scale)
         what = t.where(
             f"call {n + 1} of {len(calls)} (shapes {' / '.join(str(c.q) for c in calls)}, "

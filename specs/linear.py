@@ -38,10 +38,11 @@ PARALLEL_T = 1025  # the longest sequence clauses that run the parallel (T x T) 
 
 
 def draw_qkv(
-    t: Target, data: st.DataObject, shape: LinShape
+    t: Target, data: st.DataObject, shape: LinShape, stream: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q, k, v for `shape`, rounded onto the working dtype."""
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    """q, k, v for `shape`, rounded onto the working dtype; `stream` tells repeated calls apart
+    (the first example draws every seed as 0)."""
+    rng = np.random.default_rng((data.draw(seeds(), label="seed"), stream))
     q = normal(rng, shape.qk)  # (B, H, T, Dk)
     k = normal(rng, shape.qk)  # (B, H, T, Dk)
     v = normal(rng, shape.v)  # (B, H, T, Dv)
@@ -136,7 +137,7 @@ def lin_ref(t: Target, data: st.DataObject) -> None:
     opts = data.draw(options(), label="options")
     calls = shapes * 2  # each shape twice, interleaved, fresh inputs every call
     for n, shape in enumerate(calls):
-        q, k, v = draw_qkv(t, data, shape)
+        q, k, v = draw_qkv(t, data, shape, stream=n)
         out = parallel(t, q, k, v, opts, causal=causal)
         expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
         what = t.where(

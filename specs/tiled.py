@@ -90,7 +90,7 @@ def flash_eq_attn(t: Target, data: st.DataObject) -> None:
     # Each shape twice, interleaved, with fresh inputs every call (stale results, workspaces).
     calls = list(zip(shapes, blocks, strict=True)) * 2
     for n, (s, (block_q, block_k)) in enumerate(calls):
-        q, k, v = draw_qkv(t, data, s)
+        q, k, v = draw_qkv(t, data, s, stream=n)
         kwargs = {"causal": causal, "scale": scale, "block_q": block_q, "block_k": block_k}
         out = tiled(t, s, q, k, v, **kwargs)
         what = t.where(
