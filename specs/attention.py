@@ -255,7 +255,8 @@ def stable_call(
 )
 def attn_convex(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    for shape in data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes"):
+    shapes = attn_cases(causal=causal, preset=t.preset, longest=True)
+    for shape in data.draw(shapes, label="shapes"):
         q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
         out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
         what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
@@ -293,7 +294,8 @@ def check_inside_values(
     needs=("attention",),
 )
 def attn_permute(t: Target, data: st.DataObject) -> None:
-    for shape in data.draw(attn_cases(min_Tk=2, preset=t.preset), label="shapes"):
+    shapes = attn_cases(min_Tk=2, preset=t.preset, longest=True)
+    for shape in data.draw(shapes, label="shapes"):
         q, k, v = draw_qkv(t, data, shape)
         if shape.Tk <= 64:
             perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))

@@ -108,7 +108,8 @@ def check_rows(
     needs=("kv_cache", "attention"),
 )
 def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
-    for s in data.draw(sequence_cases(min_T=2, preset=t.preset), label="sequences"):
+    cases = sequence_cases(min_T=2, preset=t.preset, longest=True)
+    for s in data.draw(cases, label="sequences"):
         if s.long:  # a long prefix, then a few decode steps over it
             P = s.T - data.draw(st.integers(1, 4), label="decode steps N")
         else:
@@ -162,7 +163,7 @@ def check_contents(
     needs=("kv_cache",),
 )
 def kv_append_only(t: Target, data: st.DataObject) -> None:
-    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+    for s in data.draw(sequence_cases(preset=t.preset, longest=True), label="sequences"):
         check_two_caches(t, data, s)
 
 

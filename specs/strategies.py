@@ -38,11 +38,12 @@ SPLIT_KV = (1025, 1023, 2049, 1024, 2047, 2048)  # flash-decoding paths switch n
 TILES = (129, 127, 65, 513, 255, 257, 63, 33, 17, 31, 15, 16, 32, 64, 128, 256, 511, 512)
 LONGEST = (4097, 4095, 4096)
 LENGTH_BANDS = (SPLIT_KV, TILES, SPLIT_KV, LONGEST)
+LONGEST_HEADS = (1, 16, 64)  # (Hkv, G, D) of a longest-first clause's first example
 PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
 CHUNK_QUERIES = (2, 16)  # chunked-prefill / speculative-verify chunk sizes against a long cache
-SCORE_BUDGET = 1 << 22  # multiply-adds B*Hq*Tq*Tk*D of one attention call, real cases
+SCORE_BUDGET = 16 * 4097 * 64  # multiply-adds B*Hq*Tq*Tk*D of one call: 16 heads over 4097 keys
 CACHE_BUDGET = (1 << 18) + (1 << 12)  # elements B*Hkv*Tk*D of the keys of one real case (2 MB)
-REAL_SHARE = ("yes", "no", "no")  # examples with a realistic case (always the first)
+REAL_SHARE = ("yes", "no", "no", "no", "no")  # examples with a realistic case (always the first)
 VALUE_KINDS = ("normal", "normal", "normal", "offset", "tiny", "ties")
 VALUE_OFFSET = 1e4  # "offset" values: 1e4 + standard normal noise
 TINY_SCALE = {"float64": 1e-6, "float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-6}
@@ -187,24 +188,33 @@ def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) ->
 
 
 @st.composite
-def heads_and_dims(draw: st.DrawFn, preset: Preset | None) -> tuple[int, int, int]:
+def heads_and_dims(
+    draw: st.DrawFn, preset: Preset | None, *, longest: bool = False
+) -> tuple[int, int, int]:
     """(Hkv, G, D): a model's slice (Hkv <= 2 whole groups), or drawn real-model sizes, the
-    awkward ones (groups 3-7 and 16, head dims 80-112 and 192-256) first."""
+    awkward ones (groups 3-7 and 16, head dims 80-112 and 192-256) first; `longest` leads with
+    the heads that fit 4097 keys (one KV head of 16 query heads, head dim 64)."""
     if preset is None and draw(st.sampled_from(("drawn", "drawn", "model")), label="heads") == (
         "model"
     ):
         preset = draw(st.sampled_from(PRESETS), label="model shapes")
     if preset is not None:
         return preset.slice_kv_heads, preset.group, preset.D
-    Hkv = draw(st.sampled_from((2, 1, 4, 8)), label="Hkv")
-    G = draw(st.sampled_from(REAL_GROUPS), label="Hq/Hkv")
-    D = draw(st.sampled_from(REAL_HEAD_DIMS), label="D")
+    first = LONGEST_HEADS if longest else (2, REAL_GROUPS[0], REAL_HEAD_DIMS[0])
+    Hkv = draw(st.sampled_from(leading(first[0], (2, 1, 4, 8))), label="Hkv")
+    G = draw(st.sampled_from(leading(first[1], REAL_GROUPS)), label="Hq/Hkv")
+    D = draw(st.sampled_from(leading(first[2], REAL_HEAD_DIMS)), label="D")
     return Hkv, G, D
+
+
+def leading(first: Any, menu: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`menu` with `first` moved to the front (what the first example of a run takes)."""
+    return (first, *(x for x in menu if x != first))
 
 
 @st.composite
 def real_lengths(
-    draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, context: int
+    draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, context: int, longest: bool
 ) -> tuple[int, int, bool]:
     """(Tq, Tk, prefill): one query or a 2-16 chunk against a boundary length (tile sizes up to
     513, the split-KV band 1023-2049, or 4095-4097), or a prefill of up to PREFILL_MAX."""
@@ -215,7 +225,7 @@ def real_lengths(
     if kind == "prefill":
         Tk = draw(st.sampled_from([T for T in fits if T <= PREFILL_MAX]), label="Tk")
         return Tk, Tk, True
-    band = draw(st.sampled_from(LENGTH_BANDS), label="key lengths")
+    band = draw(st.sampled_from(bands(longest)), label="key lengths")
     Tk = draw(st.sampled_from([T for T in band if T in fits] or fits), label="Tk")
     if kind == "decode":
         return 1, Tk, False
@@ -225,17 +235,29 @@ def real_lengths(
 
 @st.composite
 def real_attn_shapes(
-    draw: st.DrawFn, *, causal: bool, min_Tq: int, max_Tk: int, preset: Preset | None
+    draw: st.DrawFn,
+    *,
+    causal: bool,
+    min_Tq: int,
+    max_Tk: int,
+    preset: Preset | None,
+    longest: bool = False,
 ) -> AttnShape:
-    """A realistic attention shape within SCORE_BUDGET (see the module docstring)."""
-    Hkv, G, D = draw(heads_and_dims(preset))
+    """A realistic attention shape within the budgets (see the module docstring); `longest`
+    makes the first example a decode over 4097 keys."""
+    Hkv, G, D = draw(heads_and_dims(preset, longest=longest))
     context = preset.context if preset is not None else max_Tk
     Tq, Tk, prefill = draw(
-        real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context)
+        real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context, longest=longest)
     )
     B = draw(st.sampled_from((1, 2, 8)), label="B")
     B, Hkv, Tq, Tk = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
     return AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, D)
+
+
+def bands(longest: bool) -> tuple[tuple[int, ...], ...]:
+    """The length bands, the longest first when `longest` (LENGTH_BANDS otherwise)."""
+    return (LONGEST, SPLIT_KV, TILES) if longest else LENGTH_BANDS
 
 
 @st.composite
@@ -269,10 +291,13 @@ def attn_cases(
     causal: bool = False,
     max_Tk: int = BOUNDARY_LENGTHS[-1],
     preset: Preset | None = None,
+    longest: bool = False,
 ) -> st.SearchStrategy[list[AttnShape]]:
     """A small attention shape and a realistic one (keys up to `max_Tk`), see `cases`."""
     small = attn_shapes(max_T=max_T, min_Tk=min_Tk, min_Tq=min_Tq, causal=causal)
-    real = real_attn_shapes(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset)
+    real = real_attn_shapes(
+        causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset, longest=longest
+    )
     return cases(small, real, preset)
 
 
@@ -318,14 +343,19 @@ def sequences(draw: st.DrawFn, *, max_T: int = 32, min_T: int = 1) -> Sequence:
 
 @st.composite
 def real_sequences(
-    draw: st.DrawFn, *, min_T: int = 1, max_T: int = BOUNDARY_LENGTHS[-1], preset: Preset | None
+    draw: st.DrawFn,
+    *,
+    min_T: int = 1,
+    max_T: int = BOUNDARY_LENGTHS[-1],
+    preset: Preset | None,
+    longest: bool = False,
 ) -> Sequence:
     """A boundary length up to `max_T` with real heads, head dims and batches (a decode step
-    over it fits the budgets)."""
-    Hkv, G, D = draw(heads_and_dims(preset))
+    over it fits the budgets); `longest` makes the first example 4097 tokens long."""
+    Hkv, G, D = draw(heads_and_dims(preset, longest=longest))
     context = min(max_T, preset.context if preset is not None else max_T)
     fits = [T for T in BOUNDARY_LENGTHS if min_T <= T <= context]
-    band = draw(st.sampled_from(LENGTH_BANDS), label="lengths")
+    band = draw(st.sampled_from(bands(longest)), label="lengths")
     T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
     B = draw(st.sampled_from((1, 2, 8)), label="B")
     B, Hkv, _, T = fit(B, Hkv, G, 1, T, D, prefill=False)
@@ -334,10 +364,10 @@ def real_sequences(
 
 
 def sequence_cases(
-    *, max_T: int = 32, min_T: int = 1, preset: Preset | None = None
+    *, max_T: int = 32, min_T: int = 1, preset: Preset | None = None, longest: bool = False
 ) -> st.SearchStrategy[list[Sequence]]:
     """A small cached sequence and a realistic one, see `cases`."""
-    real = real_sequences(min_T=min_T, preset=preset)
+    real = real_sequences(min_T=min_T, preset=preset, longest=longest)
     return cases(sequences(max_T=max_T, min_T=min_T), real, preset)
 
 
@@ -412,8 +442,7 @@ def lin_shapes(draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40) -> LinShape:
 def real_lin_shapes(draw: st.DrawFn, *, max_T: int) -> LinShape:
     """One or two heads of a real head dim over a boundary length of at least 129 tokens."""
     fits = [T for T in BOUNDARY_LENGTHS if 128 < T <= max_T]
-    bands = (LONGEST, SPLIT_KV, TILES) if max_T >= LONGEST[0] else LENGTH_BANDS  # first: longest
-    band = draw(st.sampled_from(bands), label="lengths")
+    band = draw(st.sampled_from(bands(max_T >= LONGEST[0])), label="lengths")
     T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
     D = draw(st.sampled_from(MODEL_HEAD_DIMS[:5]), label="Dk = Dv")
     return LinShape(1, draw(st.integers(1, 2), label="H"), T, D, D)
