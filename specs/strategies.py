@@ -3,13 +3,20 @@
 Arrays are drawn as a seed, not element by element: the examples stay fast at realistic sizes
 and a failure still reproduces exactly from the printed draws.
 
-Real kernels switch code paths by size and magnitude, so besides small cases every shape
-strategy draws a budgeted share of realistic ones ("real"): key and cache lengths at and around
-powers of two up to 4096 (split-KV and tile boundaries), the GQA group sizes and head dims of
-real models, batches of long sequences, and the shapes of the models in specs.presets. A real
-case is decode-shaped (one query, or a chunk of 2-16, against a long cache) unless it is a
-prefill of at most PREFILL_MAX tokens, and its batch, heads and length shrink until one attention
-call costs at most SCORE_BUDGET multiply-adds over at most CACHE_BUDGET cached key elements.
+Real kernels switch code paths by size and magnitude, so besides a small case every example
+of a shape-drawing clause may check a realistic one (`cases`: the first example of every run,
+and REAL_SHARE of the others): key and cache lengths at and around powers of two up to 4096
+(split-KV and tile boundaries), the GQA group sizes and head dims of real models, batches of
+long caches, and the shapes of the models in specs.presets. A realistic case is decode-shaped
+(one query, or a chunk of 2-16, against a long cache) unless it is a prefill of at most
+PREFILL_MAX tokens, and its batch, heads and length shrink until one attention call costs at most
+SCORE_BUDGET multiply-adds over at most CACHE_BUDGET cached key elements.
+
+Hypothesis builds the first example of every run from the first entry of every menu, so each
+menu leads with a realistic value: that example (the only one `--tier smoke` runs) is a decode
+over 1025 keys by 2 KV heads of 3 query heads, head dim 80, with logits of 1e5 and a hostile mask
+of 1e10 where a clause draws those; with `longest`, 4097 keys by one KV head of 16 query heads of
+head dim 64. suite/meta/test_regimes.py checks what the default tier reaches.
 """
 
 from __future__ import annotations
