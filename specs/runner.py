@@ -61,7 +61,6 @@ class Target:
         self.snippet = ""  # the last call as a runnable snippet, for failure messages
         self.preset: Preset | None = get_preset(shapes) if shapes else None  # --shapes NAME
         self.device: str | None = None  # where the inputs live (from asarray), for results
-        self.tried: set[str] = set()  # realistic cases that passed in this run (strategies.fresh)
 
     def has(self, op: str) -> bool:
         """Whether the implementation provides `op`."""

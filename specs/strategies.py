@@ -85,18 +85,6 @@ def cases(
     return [draw(small, label="small case")]
 
 
-def fresh(tried: set[str], drawn: list[Any]) -> list[Any]:
-    """The cases of an example without a realistic one whose exact shape already passed in this
-    run. Hypothesis's mutator re-runs each example several times with its prefix (so its
-    shapes) kept; the small case is checked each time, a realistic one once per shape."""
-    return [c for n, c in enumerate(drawn) if n == 0 or repr(c) not in tried]
-
-
-def passed(tried: set[str], checked: list[Any]) -> None:
-    """Note the realistic cases of `checked` (see fresh) as passed."""
-    tried.update(repr(c) for c in checked[1:])
-
-
 LOGIT_SIZES = (1e5, 1e-3, 1.0, 1e3, 5e3, 3e4)  # largest |logit| ATTN-STABLE / FLASH-STABLE draw
 LOGIT_CAP = {"float16": 3e4}  # float16 cannot hold a logit of 1e5 (its largest finite is 65504)
 HOSTILE_LOGITS = {"float64": (1e10, 1e5), "float32": (1e10, 1e5), "bfloat16": (1e10, 1e5)}
