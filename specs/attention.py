@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,21 +12,37 @@ from specs.clauses import clause
 from specs.dtypes import UNIT_ROUNDOFF
 from specs.reference import attention as ref
 from specs.runner import Target
-from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
+from specs.strategies import (
+    AttnShape,
+    attn_cases,
+    hostile_logits,
+    logit_sizes,
+    normal,
+    scales,
+    seeds,
+    shaped_values,
+    tie_keys,
+    value_kinds,
+)
 from specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
 
 
 def draw_qkv(
-    t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0
+    t: Target, data: st.DataObject, shape: AttnShape, qk_scale: float = 1.0, stream: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q, k, v for `shape`, rounded onto the working dtype."""
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    """q, k, v for `shape`, rounded onto the working dtype; values normal, offset by 1e4, tiny,
+    or with keys that tie exactly (value_kinds)."""
+    kind = data.draw(value_kinds(), label="values")
+    # `stream` tells calls apart: the first example draws every seed as 0, and repeated calls
+    # must still get fresh inputs.
+    rng = np.random.default_rng((data.draw(seeds(), label="seed"), stream))
     q = normal(rng, shape.q, qk_scale)  # (B, Hq, Tq, D)
     k = normal(rng, shape.k, qk_scale)  # (B, Hkv, Tk, D)
-    v = normal(rng, shape.v)  # (B, Hkv, Tk, Dv)
-    return t.inputs(q, k, v)
+    v = shaped_values(rng, shape.v, kind, t.dtype)  # (B, Hkv, Tk, Dv)
+    q, k, v = t.inputs(q, tie_keys(k) if kind == "ties" else k, v)
+    return q, k, v
 
 
 def attend(t: Target, shape: AttnShape, q, k, v, *, causal: bool, scale=None) -> np.ndarray:
@@ -38,13 +55,14 @@ def compare_with_reference(
 ) -> None:
     """The output against float64 attention, within the budget of a plain same-precision run."""
     __tracebackhide__ = True
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal, scale=scale)
     assert_close(
         out,
-        ref.attention(q, k, v, causal=causal, scale=scale),
+        expected,
         dtype=t.dtype,
         n=reduction(shape),
         baseline=ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype),
-        magnitude=ref.magnitude(q, k, v, causal=causal, scale=scale),
+        magnitude=magnitude,
         what=what,
     )
 
@@ -63,9 +81,8 @@ def compare_pair(
 ) -> None:
     """Two of the implementation's outputs that should agree: within twice its own budget."""
     __tracebackhide__ = True
-    expected = ref.attention(q, k, v, causal=causal)
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal)
     baseline = ref.attention(q, k, v, causal=causal, precision=t.dtype)
-    magnitude = ref.magnitude(q, k, v, causal=causal)
     tol = 2 * budget(t.dtype, reduction(shape), expected, baseline, magnitude)
     assert_close(
         got, want, dtype=t.dtype, n=reduction(shape), tol=tol, magnitude=magnitude, what=what
@@ -85,22 +102,42 @@ def reduction(shape: AttnShape) -> int:
 )
 def attn_ref(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    shapes = data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes")
     scale = data.draw(scales(), label="scale")
-    q, k, v = draw_qkv(t, data, shape)
-    out = attend(t, shape, q, k, v, causal=causal, scale=scale)
-    what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale})")
-    compare_with_reference(t, shape, out, q, k, v, causal=causal, scale=scale, what=what)
+    # Each shape twice, interleaved, with fresh inputs every call: a stale result, a reused
+    # workspace or state cached per shape shows as a wrong answer to a later call.
+    calls = shapes * 2
+    for n, s in enumerate(calls):
+        q, k, v = draw_qkv(t, data, s, stream=n)
+        out = attend(t, s, q, k, v, causal=causal, scale=scale)
+        what = t.where(
+            f"call {n + 1} of {len(calls)} (shapes {' / '.join(str(c.q) for c in calls)}, "
+            f"fresh inputs each): attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, "
+            f"scale={scale})"
+        )
+        compare_with_reference(t, s, out, q, k, v, causal=causal, scale=scale, what=what)
 
 
 @clause(
     "ATTN-CAUSAL-NO-FUTURE",
     "with causal=True, replacing the keys and values a query cannot see leaves its output "
-    "unchanged (a leaked weight of 1e-3 is caught)",
+    "unchanged (a leaked weight of 1e-3 is caught), and a masked key contributes exactly "
+    "nothing even when its logit is hugely positive and the visible ones hugely negative "
+    "(a finite mask such as -1e4 or -1e9 fails)",
     needs=("attention",),
 )
 def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(causal=True, min_Tq=2), label="shape")
+    shapes = data.draw(attn_cases(causal=True, min_Tq=2, preset=t.preset), label="shapes")
+    for shape in shapes:
+        check = data.draw(st.sampled_from(("hostile", "perturb", "perturb")), label="check")
+        if check == "hostile":
+            check_hostile_mask(t, data, shape)
+        else:
+            check_future_replaced(t, data, shape)
+
+
+def check_future_replaced(t: Target, data: st.DataObject, shape: AttnShape) -> None:
+    """Replace the future of the first queries; their outputs must not move."""
     offset = shape.Tk - shape.Tq
     rows = data.draw(st.integers(1, shape.Tq - 1), label="queries checked")
     cut = rows + offset  # query rows-1 sees keys < cut; keys cut.. are its future
@@ -116,8 +153,29 @@ def attn_causal_no_future(t: Target, data: st.DataObject) -> None:
         f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=True): queries 0..{rows - 1} "
         f"changed when keys/values {cut}..{shape.Tk - 1} (in their future) were replaced"
     )
-    magnitude = float(np.linalg.norm(ref.attention(q, k, np.abs(v), causal=True)[:, :, :rows]))
+    seen = (q[:, :, :rows], k[:, :, :cut], np.abs(v[:, :, :cut]))  # what queries 0..rows-1 see
+    magnitude = float(np.linalg.norm(ref.attention(*seen, causal=True)))
     assert_close(after, before, dtype=t.dtype, n=reduction(shape), magnitude=magnitude, what=what)
+
+
+def check_hostile_mask(t: Target, data: st.DataObject, shape: AttnShape) -> None:
+    """Logits exactly -L for the keys every query sees and +L for the rest (q = e_0, k = -+e_0,
+    scale L): query 0 must average the values it sees, with ties, and nothing of its future."""
+    L = data.draw(hostile_logits(t.dtype), label="hostile logit size L")
+    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    seen = shape.Tk - shape.Tq + 1  # keys 0..seen-1 are visible to every query
+    q = np.zeros(shape.q)  # (B, Hq, Tq, D)
+    q[..., 0] = 1.0
+    k = normal(rng, shape.k)  # (B, Hkv, Tk, D); only feature 0 meets q
+    k[..., :seen, 0], k[..., seen:, 0] = -1.0, 1.0
+    v = normal(rng, shape.v)  # (B, Hkv, Tk, Dv)
+    q, k, v = t.inputs(q, k, v)
+    out = attend(t, shape, q, k, v, causal=True, scale=L)
+    what = t.where(
+        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=True, scale={L:g}): visible "
+        f"logits -{L:g} (exact ties), masked logits +{L:g}; a masked key must weigh exactly 0"
+    )
+    compare_with_reference(t, shape, out, q, k, v, causal=True, scale=L, what=what)
 
 
 ACCURATE_LOGIT_ERROR = 0.05  # the softmax-weight error u*L that a large-logit comparison allows
@@ -128,7 +186,7 @@ def check_large_logits(
 ) -> None:
     """The check behind ATTN-STABLE and FLASH-STABLE; `run(q, k, v, scale)` calls the op.
 
-    Logits in the thousands must give finite outputs inside the range of the visible values
+    Logits up to 1e5 must give finite outputs inside the range of the visible values
     (no overflow: the max is subtracted). A logit of size L stored with unit roundoff u moves
     its softmax weight by about u*L, so the comparison with the reference uses logits as large
     as the dtype keeps to ACCURATE_LOGIT_ERROR: the drawn size in float32, about 100 in float16
@@ -138,7 +196,7 @@ def check_large_logits(
     raw_size = data.draw(st.sampled_from([1.0, 1e-2]), label="q, k size")
     q, k, v = draw_qkv(t, data, shape, qk_scale=raw_size)
     raw = max(float(np.max(np.abs(ref.logits(q, k)))), 1e-30)
-    big = data.draw(st.floats(1e3, 5e3), label="logit size")
+    big = data.draw(logit_sizes(t.dtype), label="logit size")
     out = run(q, k, v, big / raw)
     where = t.where(f"{text}, scale={big / raw:.4g}: logits up to {big:.0f}")
     assert_close(
@@ -155,9 +213,8 @@ def check_large_logits(
     scale = size / raw
     if size != big:
         out = run(q, k, v, scale)
-    expected = ref.attention(q, k, v, causal=causal, scale=scale)
+    expected, magnitude = ref.attention_and_magnitude(q, k, v, causal=causal, scale=scale)
     baseline = ref.attention(q, k, v, causal=causal, scale=scale, precision=t.dtype)
-    magnitude = ref.magnitude(q, k, v, causal=causal, scale=scale)
     tol = max(budget(t.dtype, reduction(shape), expected, baseline, magnitude), 4 * u * size)
     assert_close(
         out,
@@ -172,19 +229,23 @@ def check_large_logits(
 
 @clause(
     "ATTN-STABLE",
-    "logits in the thousands give finite outputs within the visible values (max-subtraction), "
-    "and large logits give the reference's output",
+    "logits from 1e-3 up to 1e5 in size give finite outputs within the visible values "
+    "(max-subtraction), and large logits give the reference's output",
     needs=("attention",),
 )
 def attn_stable(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    for shape in data.draw(attn_cases(causal=causal, max_T=24, preset=t.preset), label="shapes"):
+        text = f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})"
+        run = partial(stable_call, t, shape, causal)
+        check_large_logits(t, data, shape, causal, run, text)
 
-    def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
-        return attend(t, shape, q, k, v, causal=causal, scale=scale)
 
-    text = f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})"
-    check_large_logits(t, data, shape, causal, run, text)
+def stable_call(
+    t: Target, shape: AttnShape, causal: bool, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale
+) -> np.ndarray:
+    """One attention call of ATTN-STABLE."""
+    return attend(t, shape, q, k, v, causal=causal, scale=scale)
 
 
 @clause(
@@ -194,11 +255,12 @@ def attn_stable(t: Target, data: st.DataObject) -> None:
 )
 def attn_convex(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
-    q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
-    out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
-    what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
-    check_inside_values(t, shape, v, out, causal=causal, what=what)
+    shapes = attn_cases(causal=causal, preset=t.preset, longest=True)
+    for shape in data.draw(shapes, label="shapes"):
+        q, k, v = draw_qkv(t, data, shape, qk_scale=2.0)
+        out = attend(t, shape, q, k, v, causal=causal)  # (B, Hq, Tq, Dv)
+        what = t.where(f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal})")
+        check_inside_values(t, shape, v, out, causal=causal, what=what)
 
 
 def check_inside_values(
@@ -206,11 +268,14 @@ def check_inside_values(
 ) -> None:
     """Fail unless each output row lies within the per-coordinate range of its visible values."""
     __tracebackhide__ = True
-    vv = ref.expand_kv(v, shape.Hq)[:, :, None]  # (B, Hq, 1, Tk, Dv)
-    visible = ref.causal_mask(shape.Tq, shape.Tk) if causal else np.ones((shape.Tq, shape.Tk), bool)
-    mask = visible[None, None, :, :, None]  # (1, 1, Tq, Tk, 1)
-    lo = np.where(mask, vv, np.inf).min(axis=3)  # (B, Hq, Tq, Dv)
-    hi = np.where(mask, vv, -np.inf).max(axis=3)  # (B, Hq, Tq, Dv)
+    if causal:  # query i sees keys 0..i + Tk - Tq: a running min / max, read at its last key
+        last = np.arange(shape.Tq) + (shape.Tk - shape.Tq)  # (Tq,)
+        lo = np.minimum.accumulate(v, axis=2)[:, :, last]  # (B, Hkv, Tq, Dv)
+        hi = np.maximum.accumulate(v, axis=2)[:, :, last]  # (B, Hkv, Tq, Dv)
+    else:
+        lo = np.broadcast_to(v.min(axis=2, keepdims=True), (*v.shape[:2], shape.Tq, shape.Dv))
+        hi = np.broadcast_to(v.max(axis=2, keepdims=True), (*v.shape[:2], shape.Tq, shape.Dv))
+    lo, hi = ref.expand_kv(lo, shape.Hq), ref.expand_kv(hi, shape.Hq)  # (B, Hq, Tq, Dv)
     slack = floor(t.dtype, reduction(shape)) * np.max(np.abs(v))
     outside = np.maximum(lo - slack - out, out - hi - slack)
     if not np.all(np.nan_to_num(outside, nan=np.inf) <= 0):
@@ -229,16 +294,23 @@ def check_inside_values(
     needs=("attention",),
 )
 def attn_permute(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(attn_shapes(min_Tk=2), label="shape")
-    q, k, v = draw_qkv(t, data, shape)
-    perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
-    out = attend(t, shape, q, k, v, causal=False)
-    permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
-    what = t.where(
-        f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted "
-        f"by {perm.tolist()}"
-    )
-    compare_pair(t, shape, permuted, out, q, k, v, causal=False, what=what)
+    shapes = attn_cases(min_Tk=2, preset=t.preset, longest=True)
+    for shape in data.draw(shapes, label="shapes"):
+        q, k, v = draw_qkv(t, data, shape)
+        if shape.Tk <= 64:
+            perm = np.array(data.draw(st.permutations(range(shape.Tk)), label="key permutation"))
+            shown = str(perm.tolist())
+        else:  # thousands of keys: a seeded permutation (a drawn one takes thousands of draws)
+            seed = data.draw(seeds(), label="permutation seed")
+            perm = np.random.default_rng(seed).permutation(shape.Tk)
+            shown = f"np.random.default_rng({seed}).permutation({shape.Tk})"
+        out = attend(t, shape, q, k, v, causal=False)
+        permuted = attend(t, shape, q, k[:, :, perm], v[:, :, perm], causal=False)
+        what = t.where(
+            f"attention(q{shape.q}, k{shape.k}, v{shape.v}, causal=False) with keys permuted "
+            f"by {shown}"
+        )
+        compare_pair(t, shape, permuted, out, q, k, v, causal=False, what=what)
 
 
 @clause(
@@ -248,12 +320,13 @@ def attn_permute(t: Target, data: st.DataObject) -> None:
 )
 def attn_batch_indep(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
-    q, k, v = draw_qkv(t, data, shape)
-    together = attend(t, shape, q, k, v, causal=causal)
-    b = data.draw(st.integers(0, shape.B - 1), label="batch row")
-    alone_shape = AttnShape(1, shape.Hq, shape.Hkv, shape.Tq, shape.Tk, shape.D, shape.Dv)
-    alone = attend(t, alone_shape, q[b : b + 1], k[b : b + 1], v[b : b + 1], causal=causal)
-    what = t.where(f"attention batch row {b} of q{shape.q} vs the same row alone")
-    qb, kb, vb = q[b : b + 1], k[b : b + 1], v[b : b + 1]
-    compare_pair(t, alone_shape, together[b : b + 1], alone, qb, kb, vb, causal=causal, what=what)
+    for shape in data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes"):
+        q, k, v = draw_qkv(t, data, shape)
+        together = attend(t, shape, q, k, v, causal=causal)
+        b = shape.B - 1 - data.draw(st.integers(0, shape.B - 1), label="rows before the last")
+        alone_shape = AttnShape(1, shape.Hq, shape.Hkv, shape.Tq, shape.Tk, shape.D, shape.Dv)
+        qb, kb, vb = q[b : b + 1], k[b : b + 1], v[b : b + 1]
+        alone = attend(t, alone_shape, qb, kb, vb, causal=causal)
+        what = t.where(f"attention batch row {b} of q{shape.q} vs the same row alone")
+        row = together[b : b + 1]
+        compare_pair(t, alone_shape, row, alone, qb, kb, vb, causal=causal, what=what)

@@ -15,7 +15,6 @@ tokens are (B, T) native int64 arrays made with `asarray(tokens, "int64")`, logi
 from __future__ import annotations
 
 import inspect
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,31 +26,13 @@ from specs.clauses import clause
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.reference.decoder import decoder_forward
 from specs.runner import NotImplementedByImpl, Target
-from specs.strategies import seeds
+from specs.strategies import decoder_cases, seeds, splits
 from specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
-MAX_T = 12  # longest sequence a clause feeds a model
+MAX_T = 12  # longest sequence a clause feeds a small model
+LONG_DECODE_STEPS = 8  # decode steps after a long prompt (a real-share config past 512 tokens)
 USER_REDUCTION = 4096  # reduction length assumed for a user model that does not give d_model
-
-
-@st.composite
-def decoder_configs(draw: st.DrawFn, *, max_len: int = MAX_T) -> DecoderConfig:
-    """Small Llama-style shapes: 1-3 layers, GQA/MQA head groups, tied or untied LM head."""
-    kv_heads = draw(st.integers(1, 2), label="n_kv_heads")
-    group = draw(st.integers(1, 3), label="n_heads / n_kv_heads")
-    return DecoderConfig(
-        vocab=draw(st.integers(2, 64), label="vocab"),
-        d_model=draw(st.integers(8, 32), label="d_model"),
-        layers=draw(st.integers(1, 3), label="layers"),
-        n_heads=kv_heads * group,
-        n_kv_heads=kv_heads,
-        head_dim=draw(st.sampled_from((2, 4, 6, 8, 16)), label="head_dim"),
-        d_ff=draw(st.integers(4, 48), label="d_ff"),
-        tied_embeddings=draw(st.booleans(), label="tied_embeddings"),
-        max_len=draw(st.integers(2, max_len), label="max_len"),
-        rope_base=draw(st.sampled_from((10000.0, 100.0)), label="rope_base"),
-    )
 
 
 @dataclass
@@ -86,18 +67,12 @@ def user_info(t: Target) -> dict[str, Any]:
     return info
 
 
-def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Subject:
-    """Build the model: from a drawn config and seed, or the implementation's own `model()`."""
+def subjects(t: Target, data: st.DataObject, *, own_weights: bool = False) -> list[Subject]:
+    """The models to check: a small one and (in a share of examples) a realistic one built from
+    drawn configs and seeds (decoder_cases), or the implementation's own `model()`."""
     if t.has("decoder"):
-        config = data.draw(decoder_configs(), label="config")
-        seed = data.draw(seeds(), label="weight seed")
-        drawn = make_weights(config, seed)
-        weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
-        native = {name: t.native(a) for name, a in weights.items()}
-        label = f"decoder({config}, make_weights(seed={seed}))"
-        model = t.guard(label, t.impl.decoder, config, native)
-        n = max(config.d_model, config.q_dim, config.d_ff, config.max_len)
-        return Subject(model, config.vocab, config.max_len, label, config, weights, None, n)
+        configs = data.draw(decoder_cases(max_len=MAX_T, preset=t.preset), label="configs")
+        return [built(t, data, config) for config in configs]
     if own_weights or not t.has("model"):
         raise NotImplementedByImpl(f"not implemented by {t.name}: decoder (or model)")
     info = user_info(t)
@@ -105,7 +80,19 @@ def subject(t: Target, data: st.DataObject, *, own_weights: bool = False) -> Sub
     tol = float(info["tolerance"]) if "tolerance" in info else None
     takes_dtype = bool(inspect.signature(t.impl.model).parameters)  # model(dtype) or model()
     model = t.guard("model()", t.impl.model, *([t.dtype] if takes_dtype else []))
-    return Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)
+    return [Subject(model, info["vocab"], info["max_len"], "model()", None, None, tol, n)]
+
+
+def built(t: Target, data: st.DataObject, config: DecoderConfig) -> Subject:
+    """The implementation's decoder for `config`, from weights of a drawn seed."""
+    seed = data.draw(seeds(), label="weight seed")
+    drawn = make_weights(config, seed)
+    weights = dict(zip(drawn, t.inputs(*drawn.values()), strict=True))
+    native = {name: t.native(a) for name, a in weights.items()}
+    label = f"decoder({config}, make_weights(seed={seed}))"
+    model = t.guard(label, t.impl.decoder, config, native)
+    n = max(config.d_model, config.q_dim, config.d_ff, config.max_len)
+    return Subject(model, config.vocab, config.max_len, label, config, weights, None, n)
 
 
 def draw_tokens(
@@ -175,24 +162,25 @@ def run_chunks(t: Target, s: Subject, tokens: np.ndarray, chunks: list[int]) -> 
     return np.concatenate(parts, axis=1)  # (B, T, vocab)
 
 
-@st.composite
-def splits(draw: st.DrawFn, T: int, *, min_chunks: int = 1, max_chunks: int = 4) -> list[int]:
-    """Chunk lengths (each >= 1) summing to T, drawn as a count and distinct cut points."""
-    if T == 1:
-        return [1]
-    k = draw(st.integers(min(min_chunks, T), min(max_chunks, T)), label="number of chunks")
-    cuts = st.lists(st.integers(1, T - 1), min_size=k - 1, max_size=k - 1, unique=True)
-    edges = [0, *sorted(draw(cuts, label="cut points")), T]
-    return [b - a for a, b in itertools.pairwise(edges)]
-
-
 def batch_and_length(
     data: st.DataObject, s: Subject, *, min_B: int = 1, min_T: int = 2
 ) -> tuple[int, int]:
-    """A batch size and a sequence length that fits the model's max_len."""
+    """A batch size and a sequence length that fits the model's max_len: short, or, for a model
+    built to hold hundreds of tokens, within LONG_DECODE_STEPS of its capacity."""
+    if s.config is not None and s.max_len > MAX_T:
+        T = data.draw(st.integers(s.max_len - LONG_DECODE_STEPS, s.max_len), label="T")
+        return min_B, T
     B = data.draw(st.integers(min_B, 3), label="B")
     T = data.draw(st.integers(min(min_T, s.max_len), min(s.max_len, MAX_T)), label="T")
     return B, T
+
+
+def prompt_length(data: st.DataObject, T: int, label: str, *, steps: int = 0) -> int:
+    """P in 1..T-1; over a long sequence at most `steps` (default LONG_DECODE_STEPS) before T,
+    so the decode steps after it are few and their positions are past 512."""
+    if T > 2 * MAX_T:
+        return T - data.draw(st.integers(1, steps or LONG_DECODE_STEPS), label=label)
+    return data.draw(st.integers(1, max(1, T - 1)), label=label)
 
 
 @clause(
@@ -202,9 +190,14 @@ def batch_and_length(
     needs=("decoder|model",),
 )
 def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_cached_eq_full_case(t, data, s)
+
+
+def dec_cached_eq_full_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    P = prompt_length(data, T, "prefill length P")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
     full = forward(t, s, tokens)  # (B, T, vocab)
     steps = run_chunks(t, s, tokens, [P] + [1] * (T - P))  # (B, T, vocab)
@@ -223,7 +216,12 @@ def dec_cached_eq_full(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_chunked_prefill_case(t, data, s)
+
+
+def dec_chunked_prefill_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
     chunks = data.draw(splits(T, min_chunks=min(T, 2)), label="chunk lengths")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
@@ -243,9 +241,14 @@ def dec_chunked_prefill(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_greedy_eq_case(t, data, s)
+
+
+def dec_greedy_eq_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prompt length P")
+    P = prompt_length(data, T, "prompt length P", steps=2)
     prompt = draw_tokens(data, s, B, P)  # (B, P)
     N = T - P + 1  # new tokens; the last one is chosen but never fed back
     logits, cache = prefill(t, s, prompt)  # (B, P, vocab)
@@ -286,16 +289,25 @@ def dec_greedy_eq(t: Target, data: st.DataObject) -> None:
     needs=("decoder",),
 )
 def dec_cross_impl(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data, own_weights=True)
+    for s in subjects(t, data, own_weights=True):
+        dec_cross_impl_case(t, data, s)
+
+
+def dec_cross_impl_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     assert s.config is not None and s.weights is not None
     B, T = batch_and_length(data, s, min_T=1)
-    tokens = draw_tokens(data, s, B, T)  # (B, T)
-    out = forward(t, s, tokens)  # (B, T, vocab)
-    expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
-    baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
-    what = t.where(f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference")
-    tol = model_budget(t, s, expected, baseline)
-    assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
+    for n, label in enumerate(("token seed", "fresh token seed")):  # the same shape twice
+        tokens = draw_tokens(data, s, B, T, label)  # (B, T)
+        out = forward(t, s, tokens)  # (B, T, vocab)
+        expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
+        baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
+        what = t.where(
+            f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference (call {n + 1} of "
+            "2 with fresh tokens)"
+        )
+        tol = model_budget(t, s, expected, baseline)
+        assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
 
 
 @clause(
@@ -305,9 +317,14 @@ def dec_cross_impl(t: Target, data: st.DataObject) -> None:
     needs=("decoder|model",),
 )
 def dec_batch_indep(t: Target, data: st.DataObject) -> None:
-    s = subject(t, data)
+    for s in subjects(t, data):
+        dec_batch_indep_case(t, data, s)
+
+
+def dec_batch_indep_case(t: Target, data: st.DataObject, s: Subject) -> None:
+    """One model of the clause."""
     B, T = batch_and_length(data, s, min_B=2)
-    P = data.draw(st.integers(1, max(1, T - 1)), label="prefill length P")
+    P = prompt_length(data, T, "prefill length P")
     b = data.draw(st.integers(0, B - 1), label="batch row")
     tokens = draw_tokens(data, s, B, T)  # (B, T)
     row = tokens[b : b + 1]  # (1, T)

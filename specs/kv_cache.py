@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,49 +11,44 @@ from specs.attention import compare_with_reference
 from specs.clauses import clause
 from specs.dtypes import BYTES_PER_ELEMENT
 from specs.runner import Target
-from specs.strategies import HEAD_DIMS, AttnShape, normal, seeds
+from specs.strategies import (
+    CHUNK_QUERIES,
+    AttnShape,
+    Sequence,
+    normal,
+    seeds,
+    sequence_cases,
+    splits,
+)
 from specs.tolerance import ClauseFailure
 
 
-@dataclass(frozen=True)
-class Sequence:
-    """One cached sequence batch: q (B, Hq, T, D), k and v (B, Hkv, T, D), cache of max_len."""
+def draw_sequence(
+    t: Target, data: st.DataObject, s: Sequence, rows: list[int] | None = None, stream: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q, k, v for the whole sequence, rounded onto the working dtype.
 
-    B: int
-    Hq: int
-    Hkv: int
-    T: int
-    D: int
-    max_len: int
-
-
-@st.composite
-def sequences(draw: st.DrawFn, *, max_T: int = 32, min_T: int = 1) -> Sequence:
-    """Batch, heads (GQA/MQA), head dim, sequence length and a cache with some headroom."""
-    B = draw(st.integers(1, 3), label="B")
-    Hkv = draw(st.integers(1, 3), label="Hkv")
-    G = draw(st.integers(1, 4), label="Hq/Hkv")
-    T = draw(st.integers(min_T, max_T), label="T")
-    D = draw(st.sampled_from(HEAD_DIMS), label="D")
-    headroom = draw(st.integers(0, 4), label="max_len - T")
-    return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
-
-
-@st.composite
-def splits(draw: st.DrawFn, T: int) -> list[int]:
-    """Chunk lengths (each >= 1) summing to T, drawn as cut points."""
-    cuts = draw(st.sets(st.integers(1, T - 1), max_size=6) if T > 1 else st.just(set()))
-    edges = [0, *sorted(cuts), T]
-    return [b - a for a, b in itertools.pairwise(edges)]
-
-
-def draw_sequence(t: Target, data: st.DataObject, s: Sequence) -> tuple[np.ndarray, ...]:
-    """q, k, v for the whole sequence, rounded onto the working dtype."""
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
-    q = normal(rng, (s.B, s.Hq, s.T, s.D))  # (B, Hq, T, D)
+    With `rows`, only those positions get queries (the others stay 0): a long sequence checks a
+    few queries against its whole cache, and its query array would dwarf the cache. `stream`
+    tells two sequences of one example apart (the first example draws every seed as 0).
+    """
+    rng = np.random.default_rng((data.draw(seeds(), label="seed"), stream))
     k = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
     v = normal(rng, (s.B, s.Hkv, s.T, s.D))  # (B, Hkv, T, D)
-    return t.inputs(q, k, v)
+    k, v = t.inputs(k, v)
+    if rows is None:
+        (q,) = t.inputs(normal(rng, (s.B, s.Hq, s.T, s.D)))  # (B, Hq, T, D)
+    else:
+        q = np.zeros((s.B, s.Hq, s.T, s.D))  # (B, Hq, T, D)
+        (q[:, :, rows],) = t.inputs(normal(rng, (s.B, s.Hq, len(rows), s.D)))
+    return q, k, v
+
+
+def checked_rows(s: Sequence, stops: list[int]) -> list[int] | None:
+    """The query positions check_rows reads for chunks ending at `stops` (None: all)."""
+    if not s.long:
+        return None
+    return sorted({i for stop in stops for i in range(max(0, stop - CHUNK_QUERIES[1]), stop)})
 
 
 def new_cache(t: Target, s: Sequence) -> Any:
@@ -79,19 +72,25 @@ def len_of(t: Target, cache: Any) -> int:
 def check_rows(
     t: Target, s: Sequence, q, k, v, cache: Any, start: int, stop: int, what: str
 ) -> None:
-    """Append tokens start..stop-1, attend with their queries, compare with full attention rows."""
+    """Append tokens start..stop-1, attend with their queries, compare with full attention rows.
+
+    Over a long sequence only the chunk's last CHUNK_QUERIES[1] queries attend (decode-shaped:
+    a few queries against the whole cache), so the check stays cheap at thousands of tokens.
+    """
     keys, values, text = append(t, cache, k[:, :, start:stop], v[:, :, start:stop])
+    first = max(start, stop - CHUNK_QUERIES[1]) if s.long else start
     out = t.call_native(
         "attention",
-        t.native(q[:, :, start:stop]),
+        t.native(q[:, :, first:stop]),
         keys,
         values,
         causal=True,
-        expect_shape=(s.B, s.Hq, stop - start, s.D),
+        expect_shape=(s.B, s.Hq, stop - first, s.D),
     )
-    shape = AttnShape(s.B, s.Hq, s.Hkv, stop - start, stop, s.D, s.D)
-    qs, ks, vs = q[:, :, start:stop], k[:, :, :stop], v[:, :, :stop]
-    what = t.where(f"{what}: {text}")
+    shape = AttnShape(s.B, s.Hq, s.Hkv, stop - first, stop, s.D, s.D)
+    qs, ks, vs = q[:, :, first:stop], k[:, :, :stop], v[:, :, :stop]
+    rows = f" (queries {first}..{stop - 1})" if first > start else ""
+    what = t.where(f"{what}: {text}{rows}")
     compare_with_reference(t, shape, out, qs, ks, vs, causal=True, scale=None, what=what)
     if len_of(t, cache) != stop:
         raise ClauseFailure(f"len(cache) is {len_of(t, cache)} after {stop} tokens\n  in {text}")
@@ -104,13 +103,18 @@ def check_rows(
     needs=("kv_cache", "attention"),
 )
 def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(min_T=2), label="sequence")
-    P = data.draw(st.integers(1, s.T - 1), label="prefill length P")
-    q, k, v = draw_sequence(t, data, s)
-    cache = new_cache(t, s)
-    check_rows(t, s, q, k, v, cache, 0, P, f"prefill of {P} tokens")
-    for pos in range(P, s.T):
-        check_rows(t, s, q, k, v, cache, pos, pos + 1, f"decode step {pos - P + 1} of {s.T - P}")
+    cases = sequence_cases(min_T=2, preset=t.preset, longest=True)
+    for s in data.draw(cases, label="sequences"):
+        if s.long:  # a long prefix, then a few decode steps over it
+            P = s.T - data.draw(st.integers(1, 4), label="decode steps N")
+        else:
+            P = data.draw(st.integers(1, s.T - 1), label="prefill length P")
+        q, k, v = draw_sequence(t, data, s, checked_rows(s, list(range(P, s.T + 1))))
+        cache = new_cache(t, s)
+        check_rows(t, s, q, k, v, cache, 0, P, f"prefill of {P} tokens")
+        for pos in range(P, s.T):
+            step = f"decode step {pos - P + 1} of {s.T - P}"
+            check_rows(t, s, q, k, v, cache, pos, pos + 1, step)
 
 
 @clause(
@@ -119,14 +123,15 @@ def kv_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
     needs=("kv_cache", "attention"),
 )
 def kv_chunked_prefill(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(), label="sequence")
-    chunks = data.draw(splits(s.T), label="chunk lengths")
-    q, k, v = draw_sequence(t, data, s)
-    cache = new_cache(t, s)
-    start = 0
-    for n, size in enumerate(chunks):
-        check_rows(t, s, q, k, v, cache, start, start + size, f"chunk {n} of {chunks}")
-        start += size
+    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+        chunks = data.draw(splits(s.T), label="chunk lengths")
+        stops = [sum(chunks[: n + 1]) for n in range(len(chunks))]
+        q, k, v = draw_sequence(t, data, s, checked_rows(s, stops))
+        cache = new_cache(t, s)
+        start = 0
+        for n, size in enumerate(chunks):
+            check_rows(t, s, q, k, v, cache, start, start + size, f"chunk {n} of {chunks}")
+            start += size
 
 
 def check_contents(
@@ -148,22 +153,36 @@ def check_contents(
 @clause(
     "KV-APPEND-ONLY",
     "after every append the whole cache holds exactly the tokens appended so far, in order: "
-    "earlier entries are never touched",
+    "earlier entries are never touched, not even by appends to another cache of the same shape "
+    "used in turn with it",
     needs=("kv_cache",),
 )
 def kv_append_only(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(), label="sequence")
+    for s in data.draw(sequence_cases(preset=t.preset, longest=True), label="sequences"):
+        check_two_caches(t, data, s)
+
+
+def check_two_caches(t: Target, data: st.DataObject, s: Sequence) -> None:
+    """Two caches of one shape filled in turn, chunk by chunk; each always holds its own tokens."""
     chunks = data.draw(splits(s.T), label="chunk lengths")
-    _, k, v = draw_sequence(t, data, s)
-    cache = new_cache(t, s)
+    _, k, v = draw_sequence(t, data, s, rows=[])
+    _, k2, v2 = draw_sequence(t, data, s, rows=[], stream=1)  # a second one, in a second cache
+    caches = (new_cache(t, s), new_cache(t, s))
     start = 0
     for size in chunks:
-        keys, values, text = append(
-            t, cache, k[:, :, start : start + size], v[:, :, start : start + size]
-        )
-        start += size
-        for name, got, want in (("keys", keys, k), ("values", values, v)):
-            check_contents(t, got, want[:, :, :start], name, text, f"chunks {chunks}")
+        stop = start + size
+        returned = []
+        for n, (cache, kk, vv) in enumerate(zip(caches, (k, k2), (v, v2), strict=True)):
+            keys, values, text = append(t, cache, kk[:, :, start:stop], vv[:, :, start:stop])
+            returned.append((keys, values, text, kk, vv))
+            context = f"cache {n + 1} of 2 used in turn, chunks {chunks}"
+            for name, got, want in (("keys", keys, kk), ("values", values, vv)):
+                check_contents(t, got, want[:, :, :stop], name, text, context)
+        keys, values, text, kk, vv = returned[0]  # cache 1's result, after cache 2's append
+        context = f"cache 1's result after an append to cache 2, chunks {chunks}"
+        for name, got, want in (("keys", keys, kk), ("values", values, vv)):
+            check_contents(t, got, want[:, :, :stop], name, text, context)
+        start = stop
 
 
 def append_overflows(t: Target, cache: Any, k: np.ndarray, v: np.ndarray, text: str) -> None:
@@ -201,7 +220,12 @@ def append_overflows(t: Target, cache: Any, k: np.ndarray, v: np.ndarray, text: 
     needs=("kv_cache",),
 )
 def kv_capacity(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(max_T=12), label="sequence")
+    for s in data.draw(sequence_cases(max_T=12, preset=t.preset), label="sequences"):
+        check_overflow(t, data, s)
+
+
+def check_overflow(t: Target, data: st.DataObject, s: Sequence) -> None:
+    """Fill, overflow, check nothing moved, append one more."""
     fill = data.draw(st.integers(0, s.max_len), label="tokens appended first")
     extra = data.draw(st.integers(s.max_len - fill + 1, s.max_len - fill + 3), label="overflow")
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
@@ -239,14 +263,14 @@ def kv_capacity(t: Target, data: st.DataObject) -> None:
     needs=("kv_cache",),
 )
 def kv_bytes(t: Target, data: st.DataObject) -> None:
-    s = data.draw(sequences(), label="sequence")
-    cache = new_cache(t, s)
-    got = t.guard("cache.nbytes", getattr, cache, "nbytes")
-    want = 2 * s.B * s.Hkv * s.max_len * s.D * BYTES_PER_ELEMENT[t.dtype]
-    if got != want:
-        raise ClauseFailure(
-            f"nbytes is {got}, expected 2*{s.B}*{s.Hkv}*{s.max_len}*{s.D}*"
-            f"{BYTES_PER_ELEMENT[t.dtype]} = {want}\n  in "
-            + t.where(f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"),
-            misbehaviour="wrong nbytes",
-        )
+    for s in data.draw(sequence_cases(preset=t.preset), label="sequences"):
+        cache = new_cache(t, s)
+        got = t.guard("cache.nbytes", getattr, cache, "nbytes")
+        want = 2 * s.B * s.Hkv * s.max_len * s.D * BYTES_PER_ELEMENT[t.dtype]
+        if got != want:
+            raise ClauseFailure(
+                f"nbytes is {got}, expected 2*{s.B}*{s.Hkv}*{s.max_len}*{s.D}*"
+                f"{BYTES_PER_ELEMENT[t.dtype]} = {want}\n  in "
+                + t.where(f"kv_cache({s.B}, {s.Hkv}, {s.D}, {s.max_len}, {t.dtype!r})"),
+                misbehaviour="wrong nbytes",
+            )

@@ -9,7 +9,6 @@ do not divide (the flash-linear-attention test habit).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,80 +17,37 @@ from hypothesis import strategies as st
 from specs.clauses import clause
 from specs.reference import linear as ref
 from specs.runner import NotImplementedByImpl, Target, call_text
-from specs.strategies import HEAD_DIMS, normal, seeds
+from specs.strategies import (
+    LinShape,
+    Options,
+    chunk_sizes,
+    cut_points,
+    lin_cases,
+    normal,
+    options,
+    seeds,
+)
 from specs.tolerance import assert_close, budget
 
-AWKWARD_T = (63, 64, 65, 127, 500)  # lengths that most chunk sizes do not divide
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
 STATEFUL_FORMS = ("linear_attention_recurrent", "linear_attention_chunked")  # return (o, state)
 FORMS = ("linear_attention", *STATEFUL_FORMS)
-
-
-@dataclass(frozen=True)
-class LinShape:
-    """Shapes of one linear-attention call: q, k (B, H, T, Dk), v and the output (B, H, T, Dv)."""
-
-    B: int
-    H: int
-    T: int
-    Dk: int
-    Dv: int
-
-    @property
-    def qk(self) -> tuple[int, int, int, int]:
-        return (self.B, self.H, self.T, self.Dk)
-
-    @property
-    def v(self) -> tuple[int, int, int, int]:
-        return (self.B, self.H, self.T, self.Dv)
-
-    def o(self, T: int | None = None) -> tuple[int, int, int, int]:
-        """The output shape for `T` positions (default: all of them)."""
-        return (self.B, self.H, self.T if T is None else T, self.Dv)
-
-
-@st.composite
-def lin_shapes(draw: st.DrawFn, *, min_T: int = 1, max_T: int = 40) -> LinShape:
-    """Batch, heads, head dims and a length: short, or one of the awkward long ones."""
-    T = draw(st.one_of(st.integers(min_T, max_T), st.sampled_from(AWKWARD_T)), label="T")
-    long = T > max_T
-    B = draw(st.integers(1, 1 if long else 3), label="B")
-    H = draw(st.integers(1, 2 if long else 3), label="H")
-    Dk = draw(st.sampled_from(HEAD_DIMS), label="Dk")
-    Dv = draw(st.one_of(st.just(Dk), st.sampled_from(HEAD_DIMS)), label="Dv")
-    return LinShape(B, H, T, Dk, Dv)
-
-
-@dataclass(frozen=True)
-class Options:
-    """The keyword arguments every form takes: feature map and the normaliser's eps."""
-
-    feature_map: str
-    eps: float
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        return {"feature_map": self.feature_map, "eps": self.eps}
-
-
-def options() -> st.SearchStrategy[Options]:
-    """Feature map (ReLU or elu+1) and eps (the default 1e-6 or a larger one)."""
-    return st.builds(
-        Options,
-        feature_map=st.sampled_from(ref.FEATURE_MAPS),
-        eps=st.sampled_from([1e-6, 1e-2]),
-    )
+BASELINE_ROWS = 256  # past 512 tokens the plain baseline runs on the last rows only
+LONG_T = 4097  # the longest sequence the chunked-only clauses draw
+PARALLEL_T = 1025  # the longest sequence clauses that run the parallel (T x T) form draw
 
 
 def draw_qkv(
-    t: Target, data: st.DataObject, shape: LinShape
+    t: Target, data: st.DataObject, shape: LinShape, stream: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q, k, v for `shape`, rounded onto the working dtype."""
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
+    """q, k, v for `shape`, rounded onto the working dtype; `stream` tells repeated calls apart
+    (the first example draws every seed as 0)."""
+    rng = np.random.default_rng((data.draw(seeds(), label="seed"), stream))
     q = normal(rng, shape.qk)  # (B, H, T, Dk)
     k = normal(rng, shape.qk)  # (B, H, T, Dk)
     v = normal(rng, shape.v)  # (B, H, T, Dv)
-    return t.inputs(q, k, v)
+    q, k, v = t.inputs(q, k, v)
+    return q, k, v
 
 
 def reduction(shape: LinShape) -> int:
@@ -109,10 +65,18 @@ def ref_budget(
     *,
     causal: bool = True,
 ) -> tuple[np.ndarray, float]:
-    """The float64 reference output and the error budget for an output compared to it."""
+    """The float64 reference output and the error budget for an output compared to it.
+
+    Over a long sequence the plain same-precision baseline runs on its last BASELINE_ROWS
+    positions (the longest sums): the budget without a T x T product.
+    """
     expected = ref.linear_attention_ref(q, k, v, causal=causal, **opts.kwargs)
-    baseline = ref.linear_attention_plain(q, k, v, causal=causal, precision=t.dtype, **opts.kwargs)
-    return expected, budget(t.dtype, reduction(shape), expected, baseline)
+    rows = BASELINE_ROWS if shape.T > 2 * BASELINE_ROWS else None
+    baseline = ref.linear_attention_plain(
+        q, k, v, causal=causal, precision=t.dtype, rows=rows, **opts.kwargs
+    )
+    tail = expected[:, :, -baseline.shape[2] :]  # (B, H, rows, Dv)
+    return expected, budget(t.dtype, reduction(shape), tail, baseline)
 
 
 def parallel(
@@ -156,11 +120,6 @@ def run_form(
     return stateful(t, op, q, k, v, opts, **extra)[0]
 
 
-def chunk_sizes(T: int) -> st.SearchStrategy[int]:
-    """Chunk sizes from 1 to a little past T."""
-    return st.integers(1, T + 3)
-
-
 @clause(
     "LIN-REF",
     "the parallel form equals the float64 prefix-accumulator definition, causal or not, "
@@ -169,16 +128,19 @@ def chunk_sizes(T: int) -> st.SearchStrategy[int]:
 )
 def lin_ref(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(lin_shapes(), label="shape")
+    shapes = data.draw(lin_cases(max_long_T=PARALLEL_T), label="shapes")
     opts = data.draw(options(), label="options")
-    q, k, v = draw_qkv(t, data, shape)
-    out = parallel(t, q, k, v, opts, causal=causal)
-    expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
-    what = t.where(
-        f"linear_attention(q{shape.qk}, k{shape.qk}, v{shape.v}, causal={causal}, "
-        f"feature_map={opts.feature_map!r}, eps={opts.eps})"
-    )
-    assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
+    calls = shapes * 2  # each shape twice, interleaved, fresh inputs every call
+    for n, shape in enumerate(calls):
+        q, k, v = draw_qkv(t, data, shape, stream=n)
+        out = parallel(t, q, k, v, opts, causal=causal)
+        expected, tol = ref_budget(t, shape, q, k, v, opts, causal=causal)
+        what = t.where(
+            f"call {n + 1} of {len(calls)} (fresh inputs each): linear_attention(q{shape.qk}, "
+            f"k{shape.qk}, v{shape.v}, causal={causal}, feature_map={opts.feature_map!r}, "
+            f"eps={opts.eps})"
+        )
+        assert_close(out, expected, dtype=t.dtype, n=reduction(shape), tol=tol, what=what)
 
 
 @clause(
@@ -188,7 +150,12 @@ def lin_ref(t: Target, data: st.DataObject) -> None:
     needs=("linear_attention",),
 )
 def lin_no_future(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=PARALLEL_T), label="shapes"):
+        lin_no_future_case(t, data, shape)
+
+
+def lin_no_future_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     kept = data.draw(st.integers(1, shape.T - 1), label="positions kept")
     chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
@@ -201,7 +168,8 @@ def lin_no_future(t: Target, data: st.DataObject) -> None:
     k2[:, :, kept:] = np.abs(normal(rng, future, 10.0))
     v2[:, :, kept:] = normal(rng, v2[:, :, kept:].shape, LEAK_SCALE)
     q2, k2, v2 = t.inputs(q2, k2, v2)
-    for op in (f for f in FORMS if t.has(f)):
+    forms = [f for f in FORMS if t.has(f) and not (shape.long and f.endswith("recurrent"))]
+    for op in forms:
         before = run_form(t, op, q, k, v, opts, chunk)[:, :, :kept]  # (B, H, kept, Dv)
         after = run_form(t, op, q2, k2, v2, opts, chunk)[:, :, :kept]  # (B, H, kept, Dv)
         what = t.where(
@@ -226,19 +194,26 @@ def lin_forms_agree(t: Target, data: st.DataObject) -> None:
             f"not implemented by {t.name}: {' or '.join(STATEFUL_FORMS)} "
             "(a form to compare with the parallel one)"
         )
-    shape = data.draw(lin_shapes(), label="shape")
+    for shape in data.draw(lin_cases(max_long_T=PARALLEL_T), label="shapes"):
+        lin_forms_agree_case(t, data, shape)
+
+
+def lin_forms_agree_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
+    provided = [op for op in STATEFUL_FORMS if t.has(op)]
     opts = data.draw(options(), label="options")
     runs: list[tuple[str, dict[str, int]]] = []
-    if "linear_attention_recurrent" in provided:
+    if "linear_attention_recurrent" in provided and not shape.long:
         runs.append(("linear_attention_recurrent", {}))
     if "linear_attention_chunked" in provided:
         T = shape.T
+        low, high = (16, 128) if shape.long else (1, T + 3)  # kernel chunk sizes when long
         dividing = data.draw(
-            st.sampled_from([c for c in range(1, T + 1) if T % c == 0]),
+            st.sampled_from([c for c in range(low, min(high, T) + 1) if T % c == 0] or [T]),
             label="chunk size dividing T",
         )
         other = data.draw(
-            st.sampled_from([c for c in range(2, T + 4) if T % c]),
+            st.sampled_from([c for c in range(max(low, 2), high + 1) if T % c]),
             label="chunk size not dividing T",
         )
         runs += [("linear_attention_chunked", {"chunk_size": c}) for c in (dividing, other)]
@@ -250,15 +225,9 @@ def lin_forms_agree(t: Target, data: st.DataObject) -> None:
         what = t.where(
             f"{op}(q{shape.qk}, k{shape.qk}, v{shape.v}, feature_map={opts.feature_map!r}"
             + "".join(f", {key}={val}" for key, val in extra.items())
-            + ") vs linear_attention (the parallel form)"
+            + f", eps={opts.eps}) vs linear_attention (the parallel form)"
         )
         assert_close(got, want, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)
-
-
-@st.composite
-def cut_points(draw: st.DrawFn, T: int) -> list[int]:
-    """One to three positions 0 < s < T where the sequence is split."""
-    return sorted(draw(st.sets(st.integers(1, T - 1), min_size=1, max_size=3), label="splits"))
 
 
 @clause(
@@ -268,7 +237,12 @@ def cut_points(draw: st.DrawFn, T: int) -> list[int]:
     needs=("linear_attention_chunked",),
 )
 def lin_split_resume(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=LONG_T), label="shapes"):
+        lin_split_resume_case(t, data, shape)
+
+
+def lin_split_resume_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     chunk = data.draw(chunk_sizes(shape.T), label="chunk_size")
     cuts = data.draw(cut_points(shape.T), label="split at")
@@ -277,13 +251,14 @@ def lin_split_resume(t: Target, data: st.DataObject) -> None:
     whole, _ = stateful(t, op, q, k, v, opts, chunk_size=chunk)
     pieces, state = [], None
     for a, b in zip([0, *cuts], [*cuts, shape.T], strict=True):
-        qa, ka, va = (x[:, :, a:b] for x in (q, k, v))  # (B, H, b - a, D) each
+        qa, ka, va = q[:, :, a:b], k[:, :, a:b], v[:, :, a:b]  # (B, H, b - a, D*)
         o, state = stateful(t, op, qa, ka, va, opts, state=state, chunk_size=chunk)
         pieces.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(
         f"{op}(q{shape.qk}, k{shape.qk}, v{shape.v}, chunk_size={chunk}, "
-        f"feature_map={opts.feature_map!r}) split at {cuts} with the state carried, vs one pass"
+        f"feature_map={opts.feature_map!r}, eps={opts.eps}) split at {cuts} with the state "
+        "carried, vs one pass"
     )
     got = np.concatenate(pieces, axis=2)  # (B, H, T, Dv)
     assert_close(got, whole, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)
@@ -296,7 +271,12 @@ def lin_split_resume(t: Target, data: st.DataObject) -> None:
     needs=("linear_attention_chunked", "linear_attention_recurrent"),
 )
 def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
-    shape = data.draw(lin_shapes(min_T=2), label="shape")
+    for shape in data.draw(lin_cases(min_T=2, max_long_T=LONG_T), label="shapes"):
+        lin_decode_eq_prefill_case(t, data, shape)
+
+
+def lin_decode_eq_prefill_case(t: Target, data: st.DataObject, shape: LinShape) -> None:
+    """One shape of the clause."""
     opts = data.draw(options(), label="options")
     N = data.draw(st.integers(1, min(8, shape.T - 1)), label="decode steps N")
     P = shape.T - N
@@ -304,18 +284,17 @@ def lin_decode_eq_prefill(t: Target, data: st.DataObject) -> None:
     q, k, v = draw_qkv(t, data, shape)
     chunked, recurrent = "linear_attention_chunked", "linear_attention_recurrent"
     whole, _ = stateful(t, chunked, q, k, v, opts, chunk_size=chunk)
-    qp, kp, vp = (x[:, :, :P] for x in (q, k, v))  # (B, H, P, D) each
-    o, state = stateful(t, chunked, qp, kp, vp, opts, chunk_size=chunk)
+    o, state = stateful(t, chunked, q[:, :, :P], k[:, :, :P], v[:, :, :P], opts, chunk_size=chunk)
     steps = [o]
     for i in range(P, shape.T):
-        qi, ki, vi = (x[:, :, i : i + 1] for x in (q, k, v))  # (B, H, 1, D) each
+        qi, ki, vi = q[:, :, i : i + 1], k[:, :, i : i + 1], v[:, :, i : i + 1]  # (B, H, 1, D*)
         o, state = stateful(t, recurrent, qi, ki, vi, opts, state=state)
         steps.append(o)
     _, tol = ref_budget(t, shape, q, k, v, opts)
     what = t.where(
         f"linear_attention_chunked(chunk_size={chunk}) prefill of {P} tokens then {N} "
         f"linear_attention_recurrent steps, q{shape.qk}, v{shape.v}, "
-        f"feature_map={opts.feature_map!r}, vs all {shape.T} tokens at once"
+        f"feature_map={opts.feature_map!r}, eps={opts.eps}, vs all {shape.T} tokens at once"
     )
     got = np.concatenate(steps, axis=2)  # (B, H, T, Dv)
     assert_close(got, whole, dtype=t.dtype, n=reduction(shape), tol=2 * tol, what=what)

@@ -21,7 +21,10 @@ from hypothesis import strategies as st
 
 from specs.clauses import Clause, ClauseFailure, get
 from specs.deadline import CallTimeout, deadline
-from specs.dtypes import EXCHANGE_DTYPE, check_dtype, round_to
+from specs.dtypes import DTYPES, EXCHANGE_DTYPE, check_dtype, round_to
+from specs.presets import Preset
+from specs.presets import get as get_preset
+from specs.threads import one_blas_thread
 from specs.tolerance import floor, normwise_error
 
 DEFAULT_CALL_TIMEOUT_S = 60.0  # the default limit on one call into an implementation
@@ -29,10 +32,12 @@ DEFAULT_CALL_TIMEOUT_S = 60.0  # the default limit on one call into an implement
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How clauses run in this session: the per-call limit and a Hypothesis example to replay."""
+    """How clauses run in this session: the per-call limit, a Hypothesis example to replay, and
+    the model whose shapes to draw."""
 
     call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S  # seconds; None: no limit
     reproduce: str | None = None  # the blob of an @reproduce_failure line
+    shapes: str | None = None  # --shapes: one model's shapes (specs.presets) only
 
 
 _OPTIONS: ContextVar[RunOptions | None] = ContextVar("attnspec_run_options", default=None)
@@ -75,6 +80,7 @@ class Target:
         dtype: str = "float32",
         locator: str | None = None,
         call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S,
+        shapes: str | None = None,
     ) -> None:
         self.impl = impl
         self.dtype = check_dtype(dtype)
@@ -84,6 +90,8 @@ class Target:
         self.hung = ""  # set once a call hangs: later calls fail at once instead of hanging again
         self.log: list[Call] = []  # this example's calls, for the hidden-state and buffer checks
         self.trace = Trace()  # every guarded call of this example, for an exact replay
+        self.preset: Preset | None = get_preset(shapes) if shapes else None  # --shapes NAME
+        self.device: str | None = None  # where the inputs live (from asarray), for results
 
     def has(self, op: str) -> bool:
         """Whether the implementation provides `op`."""
@@ -169,6 +177,8 @@ class Target:
         out = self.guarded("asarray", self.impl.asarray, np.asarray(x), dtype or self.dtype)
         # A copy, for the replay: what the suite drew, even if the implementation mutates it.
         self.trace.drawn.append(Drawn(out, np.array(x), dtype or self.dtype))
+        if getattr(out, "device", None) is not None:
+            self.device = str(out.device)
         return out
 
     def raw(self, y: Any, text: str = "to_numpy") -> np.ndarray:
@@ -200,6 +210,7 @@ class Target:
     def result(self, y: Any, text: str, expect_shape: tuple[int, ...] | None = None) -> np.ndarray:
         """Check a native result's dtype and shape, and return it as a float64 numpy copy."""
         __tracebackhide__ = True
+        self.native_kind(y, text)
         raw = self.raw(y, text)
         expected_dtype = EXCHANGE_DTYPE[self.dtype]
         if raw.dtype != expected_dtype:
@@ -217,6 +228,27 @@ class Target:
                 call=self.where(text),
             )
         return raw.astype(np.float64)
+
+    def native_kind(self, y: Any, text: str) -> None:
+        """The native result's own dtype and device, before to_numpy can hide them: a bfloat16
+        call answered in float32, or a result moved to another device, fails."""
+        __tracebackhide__ = True
+        native = str(getattr(y, "dtype", "")).removeprefix("torch.")
+        if native in DTYPES and native != self.dtype:
+            raise ClauseFailure(
+                f"returned dtype {native}, expected {self.dtype} for {self.dtype} inputs\n"
+                f"  in {self.where(text)}",
+                misbehaviour="wrong dtype",
+                call=self.where(text),
+            )
+        device = getattr(y, "device", None)
+        if self.device is not None and device is not None and str(device) != self.device:
+            raise ClauseFailure(
+                f"returned a result on device {device} for inputs on {self.device}\n"
+                f"  in {self.where(text)}",
+                misbehaviour="wrong device",
+                call=self.where(text),
+            )
 
     def unchanged(self, natives: tuple[Any, ...], before: list[np.ndarray], text: str) -> None:
         """Fail if the call changed any of its input arrays."""
@@ -395,7 +427,8 @@ def run_clause(
 
     `clause` is a Clause or a registered ID (import specs.catalog to register them all);
     `locator` is what --impl takes to load `subject` again (for the replay script);
-    `options` default to those of the enclosing `run_options` block.
+    `options` default to those of the enclosing `run_options` block; with `options.shapes`
+    (a model in specs.presets) shape-drawing clauses draw only that model's shapes.
     """
     __tracebackhide__ = True
     clause = get(clause) if isinstance(clause, str) else clause
@@ -403,7 +436,7 @@ def run_clause(
     reason = missing(clause.needs, subject, dtype)
     if reason:
         raise NotImplementedByImpl(reason)
-    target = Target(subject, dtype, locator, options.call_timeout)
+    target = Target(subject, dtype, locator, options.call_timeout, options.shapes)
 
     def prop(data: st.DataObject) -> None:
         target.begin()
@@ -411,7 +444,10 @@ def run_clause(
         target.finish()
 
     # Hypothesis keys its example database by function name: one name per clause x subject.
-    prop.__name__ = prop.__qualname__ = re.sub(r"\W", "_", f"{clause.id}__{target.name}__{dtype}")
+    name = f"{clause.id}__{target.name}__{dtype}" + (
+        f"__{options.shapes}" if options.shapes else ""
+    )
+    prop.__name__ = prop.__qualname__ = re.sub(r"\W", "_", name)
     base = settings_ or settings()
     chosen = settings(base, max_examples=max(1, round(base.max_examples * clause.examples)))
     test = chosen(given(data=st.data())(prop))
@@ -419,7 +455,8 @@ def run_clause(
         blob = options.reproduce.strip().removeprefix("b").strip("'\"")
         test = reproduce_failure(hypothesis.__version__, blob.encode())(test)
     try:
-        test()
+        with one_blas_thread():
+            test()
     except Exception as exc:
         exc.add_note(f"clause {clause.id}: {clause.sentence}")
         if target.trace.steps:

@@ -16,19 +16,15 @@ from specs.attention import check_large_logits, compare_with_reference, draw_qkv
 from specs.clauses import clause
 from specs.reference import attention as ref
 from specs.runner import NotImplementedByImpl, Target, call_text
-from specs.strategies import AttnShape, attn_shapes, scales
+from specs.strategies import AttnShape, attn_cases, block_sizes, scales
 from specs.tolerance import assert_close
 
 
-def block_sizes(T: int) -> st.SearchStrategy[int]:
-    """1, a size up to T (usually not dividing it), or a size larger than T."""
-    return st.one_of(st.just(1), st.integers(1, max(T, 1)), st.integers(T + 1, 2 * T + 8))
-
-
 def draw_blocks(data: st.DataObject, shape: AttnShape) -> tuple[int, int]:
-    """block_q and block_k for `shape`."""
-    block_q = data.draw(block_sizes(shape.Tq), label="block_q")
-    block_k = data.draw(block_sizes(shape.Tk), label="block_k")
+    """block_q and block_k for `shape`: kernel tile sizes (16 ... 128) over thousands of keys."""
+    real = shape.Tk > 64
+    block_q = data.draw(block_sizes(shape.Tq, real=real), label="block_q")
+    block_k = data.draw(block_sizes(shape.Tk, real=real), label="block_k")
     return block_q, block_k
 
 
@@ -56,16 +52,21 @@ def supports_lse(t: Target) -> bool:
 )
 def flash_eq_attn(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
-    block_q, block_k = draw_blocks(data, shape)
+    shapes = data.draw(attn_cases(causal=causal, preset=t.preset), label="shapes")
+    blocks = [draw_blocks(data, shape) for shape in shapes]
     scale = data.draw(scales(), label="scale")
-    q, k, v = draw_qkv(t, data, shape)
-    out = tiled(t, shape, q, k, v, causal=causal, scale=scale, block_q=block_q, block_k=block_k)
-    what = t.where(
-        f"tiled_attention(q{shape.q}, k{shape.k}, v{shape.v}, causal={causal}, scale={scale}, "
-        f"block_q={block_q}, block_k={block_k})"
-    )
-    compare_with_reference(t, shape, out, q, k, v, causal=causal, scale=scale, what=what)
+    # Each shape twice, interleaved, with fresh inputs every call (stale results, workspaces).
+    calls = list(zip(shapes, blocks, strict=True)) * 2
+    for n, (s, (block_q, block_k)) in enumerate(calls):
+        q, k, v = draw_qkv(t, data, s, stream=n)
+        kwargs = {"causal": causal, "scale": scale, "block_q": block_q, "block_k": block_k}
+        out = tiled(t, s, q, k, v, **kwargs)
+        what = t.where(
+            f"call {n + 1} of {len(calls)} (shapes {' / '.join(str(c.q) for c, _ in calls)}, "
+            f"fresh inputs each): tiled_attention(q{s.q}, k{s.k}, v{s.v}, causal={causal}, "
+            f"scale={scale}, block_q={block_q}, block_k={block_k})"
+        )
+        compare_with_reference(t, s, out, q, k, v, causal=causal, scale=scale, what=what)
 
 
 @clause(
@@ -78,7 +79,13 @@ def flash_lse(t: Target, data: st.DataObject) -> None:
     if not supports_lse(t):
         raise NotImplementedByImpl(f"{t.name}'s tiled_attention does not support return_lse")
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal), label="shape")
+    shapes = attn_cases(causal=causal, preset=t.preset, longest=True)
+    for shape in data.draw(shapes, label="shapes"):
+        check_lse(t, data, shape, causal)
+
+
+def check_lse(t: Target, data: st.DataObject, shape: AttnShape, causal: bool) -> None:
+    """One FLASH-LSE call: the output and the log-sum-exp against their references."""
     block_q, block_k = draw_blocks(data, shape)
     scale = data.draw(scales(), label="scale")
     q, k, v = draw_qkv(t, data, shape)
@@ -114,15 +121,23 @@ def flash_lse(t: Target, data: st.DataObject) -> None:
 
 @clause(
     "FLASH-STABLE",
-    "logits in the thousands, spread over many key blocks, give finite outputs within the "
-    "visible values (the running max is subtracted), and large logits give the reference's output",
+    "logits from 1e-3 up to 1e5 in size, spread over many key blocks, give finite outputs "
+    "within the visible values (the running max is subtracted), and large logits give the reference's output",
     needs=("tiled_attention",),
 )
 def flash_stable(t: Target, data: st.DataObject) -> None:
     causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
-    block_q = data.draw(st.integers(1, max(shape.Tq // 2, 1)), label="block_q")
-    block_k = data.draw(st.integers(1, max(shape.Tk // 2, 1)), label="block_k")
+    for shape in data.draw(attn_cases(causal=causal, max_T=24, preset=t.preset), label="shapes"):
+        check_stable(t, data, shape, causal)
+
+
+def check_stable(t: Target, data: st.DataObject, shape: AttnShape, causal: bool) -> None:
+    """One FLASH-STABLE case: small blocks, or kernel tile sizes over thousands of keys."""
+    if shape.Tk > 64:
+        block_q, block_k = draw_blocks(data, shape)
+    else:
+        block_q = data.draw(st.integers(1, max(shape.Tq // 2, 1)), label="block_q")
+        block_k = data.draw(st.integers(1, max(shape.Tk // 2, 1)), label="block_k")
 
     def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
         return tiled(

@@ -48,6 +48,7 @@ from suite.plugin_options import (
     resolve_device,
     resolve_dtypes,
     resolve_known,
+    resolve_shapes,
     resolve_subjects,
     resolve_tier,
 )
@@ -110,10 +111,12 @@ class AttnspecSession:
         self.run_options = RunOptions(
             call_timeout=config.getoption(OPT_CALL_TIMEOUT) or None,
             reproduce=config.getoption(OPT_REPRODUCE),
+            shapes=resolve_shapes(config),
         )
         self.known = resolve_known(config)
         locators = discovery.requested(config.getoption(OPT_IMPL))
         self.subjects = resolve_subjects(locators, self.device)
+        self.named = bool(locators)  # --impl or $ATTNSPEC_IMPL named the implementations
         self.self_test = bool(config.getoption(OPT_SELF_TEST)) or not locators
         self.self_tests_left_out = False
         self.clause_of_test = {c.test_name: c for c in all_clauses()}

@@ -16,7 +16,7 @@ import pytest
 import suite
 from implementations import discovery
 from implementations.discovery import UnderTest
-from specs import profiles
+from specs import presets, profiles
 from specs.dtypes import DTYPES
 from specs.runner import DEFAULT_CALL_TIMEOUT_S
 from suite import known_failures
@@ -34,6 +34,7 @@ OPT_CALL_TIMEOUT = "--call-timeout"
 OPT_KNOWN = "--known-failures"
 OPT_REPRODUCE = "--reproduce"
 OPT_SELF_TEST = "--self-test"
+OPT_SHAPES = "--shapes"
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -88,6 +89,13 @@ def add_options(parser: pytest.Parser) -> None:
         "(run it with that failure's test id)",
     )
     group.addoption(
+        OPT_SHAPES,
+        default=None,
+        metavar="MODEL",
+        help="draw only one real model's attention shapes (a slice of its KV head groups): "
+        + ", ".join(p.name for p in presets.PRESETS),
+    )
+    group.addoption(
         OPT_REPORT_DIR,
         default=None,
         help=f"folder for generated reports (default: {REPORT_DIR_DEFAULT})",
@@ -117,6 +125,17 @@ def resolve_device(requested: str | None) -> str:
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError(f"{OPT_DEVICE} {device}: CUDA is not available (torch sees no GPU)")
     return device
+
+
+def resolve_shapes(config: pytest.Config) -> str | None:
+    """The preset --shapes names (its canonical name), or None; an unknown one is a usage error."""
+    name = config.getoption(OPT_SHAPES)
+    if name is None:
+        return None
+    try:
+        return presets.get(name).name
+    except ValueError as exc:
+        raise pytest.UsageError(f"{OPT_SHAPES}: {exc}") from None
 
 
 def resolve_tier(config: pytest.Config) -> str:

@@ -1,17 +1,26 @@
 """Cost clauses, one test each, plus hand-derivation checks of specs.cost itself.
 
 The clause tests without an `impl` argument check the cost model alone (the "spec" column
-of the conformance table); COST-KV-BYTES also measures each implementation's cache.
+of the conformance table); COST-KV-BYTES also measures each implementation's cache. An
+implementation that brings its own cost functions (`matmul_cost`, `decode_attention_cost`,
+`kv_cache_bytes`, `ridge`, ...) has them checked by the same clauses in its own column
+(TestPluggedInCostModel); one without them shows those clauses as skipped.
 """
 
 import numpy as np
 import pytest
 
+import implementations.numpy_impl as numpy_impl
 import specs.cost as cost
 from implementations.discovery import flop_counter
+from specs.cost import Cost
 from specs.cost_clauses import CostSubject
 from specs.decoder_weights import DecoderConfig
+from specs.profiles import KILL
+from specs.runner import run_clause
+from specs.tolerance import ClauseFailure
 from suite.harness import verify
+from suite.meta.mutants import derive
 
 MODEL = CostSubject(cost)
 
@@ -32,8 +41,10 @@ def test_cost_decode_attn():
 
 
 def test_cost_kv_bytes(impl, dtype):
-    """kv_cache_bytes is 2·layers·Hkv·D·T·B·E and equals the implementation's cache nbytes."""
-    verify("COST-KV-BYTES", CostSubject(cost, impl), dtype)
+    """kv_cache_bytes is 2·layers·Hkv·D·T·B·E and equals the implementation's cache nbytes
+    (the implementation's own kv_cache_bytes when it has one, else the suite's)."""
+    own = callable(getattr(impl, "kv_cache_bytes", None))
+    verify("COST-KV-BYTES", CostSubject(impl if own else cost, impl), dtype)
 
 
 def test_cost_counted(dtype):
@@ -47,6 +58,41 @@ def test_cost_counted(dtype):
 def test_cost_ridge():
     """Memory-bound iff intensity < peak/bandwidth; H100 SXM ridge 295.2 splits B=256 from 512."""
     verify("COST-RIDGE", MODEL)
+
+
+class TestPluggedInCostModel:
+    """The cost clauses on an implementation's own cost functions, in its own column."""
+
+    def test_cost_matmul(self, impl):
+        """The implementation's matmul_cost gives 2BDF FLOPs, E(BD+DF+BF) bytes, the textbook."""
+        verify("COST-MATMUL", CostSubject(impl))
+
+    def test_cost_matmul_limits(self, impl):
+        """The implementation's matmul intensity rises with B toward its limit."""
+        verify("COST-MATMUL-LIMITS", CostSubject(impl))
+
+    def test_cost_decode_attn(self, impl):
+        """The implementation's decode_attention_cost reads the cache once per step."""
+        verify("COST-DECODE-ATTN", CostSubject(impl))
+
+    def test_cost_ridge(self, impl):
+        """The implementation's ridge and is_memory_bound split B=256 from B=512 on H100 SXM."""
+        verify("COST-RIDGE", CostSubject(impl))
+
+
+def macs_as_flops(B, D, F, E):
+    """A plugged-in matmul_cost that counts multiply-adds as FLOPs (half the FLOPs)."""
+    return Cost(B * D * F, E * (B * D + D * F + B * F))
+
+
+def test_plugged_in_cost_model_is_the_subject():
+    """An implementation whose own matmul_cost is wrong fails COST-MATMUL through the plug-in
+    path, while the same implementation with the suite's matmul_cost passes it."""
+    good = derive(numpy_impl, "plugged-good", matmul_cost=cost.matmul_cost)
+    bad = derive(numpy_impl, "mutant-plugged-macs", matmul_cost=macs_as_flops)
+    run_clause("COST-MATMUL", CostSubject(good), settings_=KILL)
+    with pytest.raises(ClauseFailure, match="matmul_cost"):
+        run_clause("COST-MATMUL", CostSubject(bad), settings_=KILL)
 
 
 def test_textbook_numbers_verbatim():

@@ -25,12 +25,95 @@ def expand_kv(x: np.ndarray, Hq: int) -> np.ndarray:
     return np.repeat(x, Hq // Hkv, axis=1)  # (B, Hq, Tk, D)
 
 
+def grouped(x: np.ndarray, Hkv: int) -> np.ndarray:
+    """Query heads (B, Hq, T, D) as (B, Hkv, G, T, D): head h is group h // G of kv head h // G.
+
+    Broadcasting against (B, Hkv, 1, Tk, D) reads each kv head once, without repeating it.
+    """
+    B, Hq, T, D = x.shape
+    return x.reshape(B, Hkv, Hq // Hkv, T, D)
+
+
 def logits(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Unscaled scores q k^T per query head (B, Hq, Tq, Tk), in float64."""
-    return np.einsum("bhqd,bhkd->bhqk", q, expand_kv(np.asarray(k, np.float64), q.shape[1]))
+    B, Hq, Tq, _ = q.shape
+    kk = np.asarray(k, np.float64)[:, :, None]  # (B, Hkv, 1, Tk, D)
+    s = grouped(np.asarray(q, np.float64), k.shape[1]) @ kk.swapaxes(-1, -2)  # (B, Hkv, G, Tq, Tk)
+    return s.reshape(B, Hq, Tq, k.shape[2])
 
 
-@np.errstate(over="ignore", invalid="ignore")  # a half-precision baseline may overflow: by design
+def visible_mask(Tq: int, Tk: int, *, causal: bool, window: int | None = None) -> np.ndarray:
+    """(Tq, Tk) keys each query sees: bottom-right causal, and the left window (p - w, ...]."""
+    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
+    if window is not None:
+        p = np.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, 1) absolute query positions
+        visible &= np.arange(Tk)[None, :] > p - window  # (Tq, Tk)
+    return visible
+
+
+def scores(
+    q: np.ndarray,
+    k: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    precision: str = "float64",
+    window: int | None = None,
+    softcap: float | None = None,
+) -> np.ndarray:
+    """Scaled, capped and masked logits per kv head group (B, Hkv, G, Tq, Tk); -inf where
+    masked. In a working `precision`, every stored value is rounded."""
+    work = WORK[precision]
+    rnd = stored(precision)
+    Tq, D = q.shape[2], q.shape[3]
+    Tk = k.shape[2]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
+    qq = grouped(np.asarray(q, work), k.shape[1])  # (B, Hkv, G, Tq, D)
+    kk: np.ndarray = np.asarray(k, work)[:, :, None]  # (B, Hkv, 1, Tk, D)
+    # A float16 baseline may overflow (a NaN baseline error leaves the budget to its floor).
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hkv, G, Tq, Tk)
+        if softcap is not None:
+            s = rnd(work(softcap) * np.tanh(s / work(softcap)))
+    if causal or window is not None:
+        s = np.where(visible_mask(Tq, Tk, causal=causal, window=window), s, -np.inf)
+    return s
+
+
+def weights(
+    q: np.ndarray,
+    k: np.ndarray,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    precision: str = "float64",
+    window: int | None = None,
+    softcap: float | None = None,
+) -> np.ndarray:
+    """softmax of `scores` per kv head group (B, Hkv, G, Tq, Tk); rows that see no key are 0.
+    Max-subtracted; in a working `precision`, every stored value rounded."""
+    work = WORK[precision]
+    rnd = stored(precision)
+    s = scores(
+        q, k, causal=causal, scale=scale, precision=precision, window=window, softcap=softcap
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
+        m = np.where(np.isfinite(m), m, 0).astype(work)
+        p = rnd(np.exp(s - m))  # (B, Hkv, G, Tq, Tk)
+        denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hkv, G, Tq, 1)
+        return rnd(p / np.where(denom > 0, denom, 1).astype(work))
+
+
+def weighted(p: np.ndarray, v: np.ndarray, precision: str = "float64") -> np.ndarray:
+    """The weights p (B, Hkv, G, Tq, Tk) applied to values v (B, Hkv, Tk, Dv): (B, Hq, Tq, Dv)."""
+    B, Hkv, G, Tq, _ = p.shape
+    vv: np.ndarray = np.asarray(v, WORK[precision])[:, :, None]  # (B, Hkv, 1, Tk, Dv)
+    with np.errstate(over="ignore", invalid="ignore"):  # as in weights: a float16 baseline
+        o = stored(precision)(p @ vv)  # (B, Hkv, G, Tq, Dv)
+    return o.reshape(B, Hkv * G, Tq, v.shape[-1]).astype(np.float64)
+
+
 def attention(
     q: np.ndarray,
     k: np.ndarray,
@@ -48,27 +131,18 @@ def attention(
     (specs.reference.serving): `softcap` c caps the scaled logits to c*tanh(s/c) before the
     mask (Gemma 2); `window` w lets the query at absolute position p see keys in (p-w, p].
     """
-    work = WORK[precision]
+    p = weights(
+        q, k, causal=causal, scale=scale, precision=precision, window=window, softcap=softcap
+    )
+    return weighted(p, v, precision)  # (B, Hq, Tq, Dv)
 
-    rnd = stored(precision)
 
-    _, Hq, Tq, D = q.shape
-    Tk = k.shape[2]
-    scale = 1.0 / np.sqrt(D) if scale is None else scale
-    qq: np.ndarray = np.asarray(q, work)  # (B, Hq, Tq, D)
-    kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
-    vv = expand_kv(np.asarray(v, work), Hq)  # (B, Hq, Tk, Dv)
-    s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
-    if softcap is not None:
-        s = rnd(work(softcap) * np.tanh(s / work(softcap)))
-    visible = visible_mask(Tq, Tk, causal=causal, window=window)  # (Tq, Tk)
-    s = np.where(visible, s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True)  # (B, Hq, Tq, 1)
-    m = np.where(np.isfinite(m), m, 0).astype(work)
-    p = rnd(np.exp(s - m))  # (B, Hq, Tq, Tk)
-    denom = rnd(p.sum(axis=-1, keepdims=True))  # (B, Hq, Tq, 1)
-    p = rnd(p / np.where(denom > 0, denom, 1).astype(work))
-    return rnd(p @ vv).astype(np.float64)  # (B, Hq, Tq, Dv)
+def attention_and_magnitude(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, scale: float | None = None
+) -> tuple[np.ndarray, float]:
+    """The float64 output and magnitude() from one computation of the weights."""
+    p = weights(q, k, causal=causal, scale=scale)
+    return weighted(p, v), float(np.linalg.norm(weighted(p, np.abs(v))))
 
 
 def magnitude(
@@ -82,17 +156,8 @@ def magnitude(
     softcap: float | None = None,
 ) -> float:
     """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
-    out = attention(q, k, np.abs(v), causal=causal, scale=scale, window=window, softcap=softcap)
-    return float(np.linalg.norm(out))
-
-
-def visible_mask(Tq: int, Tk: int, *, causal: bool, window: int | None = None) -> np.ndarray:
-    """(Tq, Tk) keys each query sees: bottom-right causal, and the left window (p - w, ...]."""
-    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
-    if window is not None:
-        p = np.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, 1) absolute query positions
-        visible &= np.arange(Tk)[None, :] > p - window  # (Tq, Tk)
-    return visible
+    p = weights(q, k, causal=causal, scale=scale, window=window, softcap=softcap)
+    return float(np.linalg.norm(weighted(p, np.abs(v))))
 
 
 def log_sum_exp(
@@ -108,19 +173,13 @@ def log_sum_exp(
     In a working `precision` this is the plain max-subtracted computation (the baseline).
     """
     work = WORK[precision]
-
     rnd = stored(precision)
-
-    _, Hq, Tq, D = q.shape
-    Tk = k.shape[2]
-    scale = 1.0 / np.sqrt(D) if scale is None else scale
-    kk = expand_kv(np.asarray(k, work), Hq)  # (B, Hq, Tk, D)
-    s = rnd(rnd(np.asarray(q, work) @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hq, Tq, Tk)
-    visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
-    s = np.where(visible, s, -np.inf)
-    m = np.max(s, axis=-1)  # (B, Hq, Tq)
-    m_safe: np.ndarray = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hq, Tq)
-    total = rnd(np.exp(s - m_safe[..., None]).sum(axis=-1))  # (B, Hq, Tq)
+    B, Hq, Tq, _ = q.shape
+    s = scores(q, k, causal=causal, scale=scale, precision=precision)  # (B, Hkv, G, Tq, Tk)
+    m = np.max(s, axis=-1)  # (B, Hkv, G, Tq)
+    m_safe: np.ndarray = np.where(np.isfinite(m), m, 0).astype(work)  # (B, Hkv, G, Tq)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = rnd(np.exp(s - m_safe[..., None]).sum(axis=-1))  # (B, Hkv, G, Tq)
     with np.errstate(divide="ignore"):
-        lse = rnd(m_safe + np.log(total))  # (B, Hq, Tq)
-    return lse.astype(np.float64)
+        lse = rnd(m_safe + np.log(total))  # (B, Hkv, G, Tq)
+    return lse.reshape(B, Hq, Tq).astype(np.float64)

@@ -24,6 +24,23 @@ class RopeRestarts(NumpyDecoder):
         return np.arange(t)  # (T,)
 
 
+class DecodePositionsWrap(NumpyDecoder):
+    """Decode steps read RoPE angles from a table of 256 positions, indexed modulo its size:
+    right until the sequence passes 256 tokens."""
+
+    def _positions(self, start: int, t: int) -> np.ndarray:
+        positions = super()._positions(start, t)  # (T,)
+        return positions % 256 if start > 0 else positions
+
+
+class PositionsWrap(NumpyDecoder):
+    """Every call reads RoPE angles from a 256-entry table modulo its size: self-consistent (the
+    cached and full paths agree) but another model past 256 tokens."""
+
+    def _positions(self, start: int, t: int) -> np.ndarray:
+        return super()._positions(start, t) % 256  # (T,)
+
+
 class CacheAfterAttention(NumpyDecoder):
     """Decode attends over the cache as it was, then writes: a new token never sees itself."""
 
@@ -138,6 +155,18 @@ MUTANTS = [
         "decode reads batch row 0's cache for every row",
         ("DEC-BATCH-INDEP",),
         FirstRowCache,
+    ),
+    decoder_mutant(
+        "decode-positions-wrap-256",
+        "decode steps take RoPE positions modulo 256 (a power-of-two position table)",
+        ("DEC-CACHED-EQ-FULL",),
+        DecodePositionsWrap,
+    ),
+    decoder_mutant(
+        "positions-wrap-256",
+        "every position is taken modulo 256: the cached and full paths agree, the model is wrong",
+        ("DEC-CROSS-IMPL",),
+        PositionsWrap,
     ),
     decoder_mutant(
         "interleaved-rope",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -96,6 +96,34 @@ class CountsFilledLength(NumpyKVCache):
         return int(2 * self.k[:, :, : max(self.length, 1)].nbytes)
 
 
+class PowerOfTwoRing(NumpyKVCache):
+    """Writes position p at slot p % 1024 (a ring sized to a power of two): right up to 1024
+    tokens, then the newest overwrite the oldest and the cache hands back the wrong keys."""
+
+    RING = 1024
+
+    def store(self, buffer: np.ndarray, start: int, values: np.ndarray) -> None:
+        slots = (start + np.arange(values.shape[2])) % self.RING  # (t,)
+        buffer[:, :, slots] = values
+
+
+class SharedByShape(NumpyKVCache):
+    """Caches of the same shape share one buffer pair (storage pooled by shape, never by owner)."""
+
+    pool: ClassVar[dict[tuple[object, ...], np.ndarray]] = {}
+
+    def allocate(self, shape: tuple[int, int, int, int], dtype: str | np.dtype) -> np.ndarray:
+        key = (shape, str(dtype), "v" if (shape, str(dtype), "k") in self.claimed else "k")
+        self.claimed.add(key)
+        if key not in self.pool:
+            self.pool[key] = super().allocate(shape, dtype)
+        return self.pool[key]
+
+    def __init__(self, *args: Any) -> None:
+        self.claimed: set[tuple[object, ...]] = set()
+        super().__init__(*args)
+
+
 def cache_mutant(name: str, bug: str, cls: type, kills: tuple[str, ...]) -> Mutant:
     """A mutant whose kv_cache builds `cls`; its attention is the healthy numpy one."""
     impl = derive(base, f"mutant-{name}", kv_cache=cls, attention=base.attention)
@@ -137,6 +165,18 @@ MUTANTS = [
         ("KV-CAPACITY",),
     ),
     cache_mutant("bytes-k-only", "nbytes counts K but not V", CountsOnlyKeys, ("KV-BYTES",)),
+    cache_mutant(
+        "pow2-ring-1024",
+        "past 1024 tokens the cache writes position p at slot p % 1024, over the oldest tokens",
+        PowerOfTwoRing,
+        ("KV-APPEND-ONLY", "KV-DECODE-EQ-RECOMPUTE"),
+    ),
+    cache_mutant(
+        "shared-by-shape",
+        "two caches of the same shape share one buffer, so filling one overwrites the other",
+        SharedByShape,
+        ("KV-APPEND-ONLY",),
+    ),
     cache_mutant(
         "bytes-filled",
         "nbytes counts the filled tokens instead of the allocation",

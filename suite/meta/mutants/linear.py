@@ -55,6 +55,7 @@ def broken_chunked(
     state: State | None = None,
     forget_state: bool = False,
     no_intra_mask: bool = False,
+    reset_every: int = 0,
 ) -> tuple[np.ndarray, State]:
     """The chunked form that forgets earlier chunks, or does not mask inside a chunk."""
     fq, fk = phi(q, feature_map), phi(k, feature_map)  # (B, H, T, Dk)
@@ -64,6 +65,8 @@ def broken_chunked(
     s, z = s0, z0
     o = np.empty(v.shape)  # (B, H, T, Dv)
     for start in range(0, T, chunk_size):
+        if reset_every and start and start % reset_every < chunk_size:  # a new segment: restart
+            s, z = np.zeros_like(s), np.zeros_like(z)
         part = slice(start, start + chunk_size)
         qc, kc, vc = fq[:, :, part], fk[:, :, part], v[:, :, part]
         a = qc @ kc.swapaxes(-1, -2)  # (B, H, C, C)
@@ -186,6 +189,13 @@ MUTANTS = [
         "the chunked form does not mask the intra-chunk product, so a chunk sees its own future",
         ("LIN-NO-FUTURE", "LIN-FORMS-AGREE"),
         linear_attention_chunked=partial(broken_chunked, no_intra_mask=True),
+    ),
+    linear_mutant(
+        "chunk-state-resets-1024",
+        "the chunked form restarts its state every 1024 tokens (a state kept per segment): right "
+        "for short sequences, wrong past 1024 tokens",
+        ("LIN-FORMS-AGREE",),
+        linear_attention_chunked=partial(broken_chunked, reset_every=1024),
     ),
     linear_mutant(
         "recurrent-reads-before-write",

@@ -8,6 +8,7 @@ import numpy as np
 
 import implementations.numpy_impl as base
 from suite.meta.mutants import Mutant, derive
+from suite.meta.mutants.attention import split_kv
 
 
 def broken_tiled_attention(
@@ -26,6 +27,7 @@ def broken_tiled_attention(
     drop_partial_block: bool = False,
     lse_without_max: bool = False,
     no_max_subtraction: bool = False,
+    drop_partial_after: int = 0,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """numpy tiled attention (one query row block at a time) with one switchable bug per keyword."""
     B, Hq, Tq, D = q.shape
@@ -44,7 +46,7 @@ def broken_tiled_attention(
         end = min(Tk, q1 + Tk - Tq) if causal else Tk
         if stop_one_block_early and causal:
             end = max(0, -(-end // block_k) - 1) * block_k
-        if drop_partial_block:
+        if drop_partial_block or (drop_partial_after and -(-Tk // block_k) > drop_partial_after):
             end = min(end, Tk // block_k * block_k)
         for k0 in range(0, end, block_k):
             k1 = min(k0 + block_k, Tk)
@@ -69,7 +71,7 @@ def broken_tiled_attention(
     return o.astype(q.dtype)
 
 
-def tiled_mutant(name: str, bug: str, kills: tuple[str, ...], **switch: bool) -> Mutant:
+def tiled_mutant(name: str, bug: str, kills: tuple[str, ...], **switch: bool | int) -> Mutant:
     """A mutant whose only op is tiled_attention with the given bug switched on."""
     impl = derive(base, f"mutant-{name}", tiled_attention=partial(broken_tiled_attention, **switch))
     return Mutant(name, bug, impl, kills)
@@ -99,6 +101,19 @@ MUTANTS = [
         "the last key block is dropped when block_k does not divide Tk",
         ("FLASH-EQ-ATTN",),
         drop_partial_block=True,
+    ),
+    tiled_mutant(
+        "drop-partial-block-long",
+        "with more than 32 key blocks (a long cache), the last, partial key block is dropped",
+        ("FLASH-EQ-ATTN",),
+        drop_partial_after=32,
+    ),
+    Mutant(
+        "tiled-split-kv-long",
+        "over 1024 keys, a decode query's two key halves are combined without their "
+        "log-sum-exp weights",
+        derive(base, "mutant-tiled-split-kv-long", tiled_attention=split_kv(base.tiled_attention)),
+        ("FLASH-EQ-ATTN",),
     ),
     tiled_mutant(
         "lse-without-max",

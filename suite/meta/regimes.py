@@ -1,0 +1,288 @@
+"""Which regimes a clause run actually reaches: the shapes and magnitudes its calls received.
+
+    python -m suite.meta.regimes [CLAUSE ...]
+
+`Recorder` wraps an implementation and notes, for every call the clauses make, the key or
+cache length, the head group, the head dim, the batch and the largest |logit|; `reached`
+names the regimes (REGIMES) those calls fall in. The wrapper keeps the implementation's name,
+so Hypothesis draws exactly the examples of that implementation's conformance run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import settings
+
+from specs import profiles
+from specs.catalog import all_clauses, get
+from specs.runner import NotImplementedByImpl, run_clause
+from specs.strategies import BOUNDARY_LENGTHS
+
+SPLIT_KV = 1024  # flash-decoding / split-KV kernels switch paths past about this many keys
+
+
+@dataclass
+class Seen:
+    """Everything one clause run handed the implementation."""
+
+    keys: list[int] = field(default_factory=list)  # Tk of attention calls, cache lengths
+    groups: list[tuple[int, int]] = field(default_factory=list)  # (Hkv, G)
+    head_dims: list[int] = field(default_factory=list)
+    batches: list[tuple[int, int]] = field(default_factory=list)  # (B, Tk)
+    logits: list[float] = field(default_factory=list)  # largest |scaled logit| per call
+    heads: list[int] = field(default_factory=list)  # Hq
+    positions: list[int] = field(default_factory=list)  # decoder: last position + 1
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (chunk_size, T)
+
+
+def is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+REGIMES: dict[str, Callable[[Seen], bool]] = {
+    "keys > 1024 (split-KV)": lambda s: any(t > SPLIT_KV for t in s.keys),
+    "keys >= 4095": lambda s: any(t >= 4095 for t in s.keys),
+    "keys at 2^k +- 1 (tiles)": lambda s: any(
+        t in BOUNDARY_LENGTHS and not is_pow2(t) for t in s.keys
+    ),
+    "group 3/5/6/7, Hkv >= 2": lambda s: any(g in (3, 5, 6, 7) and h >= 2 for h, g in s.groups),
+    "group >= 8": lambda s: any(g >= 8 for _, g in s.groups),
+    "group 3/5/6/7 or >= 8": lambda s: any(g in (3, 5, 6, 7) or g >= 8 for _, g in s.groups),
+    "head dim 80-256, not 128": lambda s: any(80 <= d <= 256 and d != 128 for d in s.head_dims),
+    "MQA (Hkv = 1)": lambda s: any(h == 1 and g > 1 for h, g in s.groups),
+    "Hq >= 32": lambda s: any(h >= 32 for h in s.heads),
+    "head dim 80/96/112": lambda s: any(d in (80, 96, 112) for d in s.head_dims),
+    "head dim >= 192": lambda s: any(d >= 192 for d in s.head_dims),
+    "batch >= 5, keys >= 256": lambda s: any(b >= 5 and t >= 256 for b, t in s.batches),
+    "|logit| >= 1e5": lambda s: any(x >= 1e5 for x in s.logits),
+    "|logit| <= 1e-2": lambda s: any(x <= 1e-2 for x in s.logits),
+    "hostile mask (|logit| >= 1e9)": lambda s: any(x >= 1e9 for x in s.logits),
+    "positions > 512": lambda s: any(p > 512 for p in s.positions),
+    "linear T > 1024": lambda s: any(t > SPLIT_KV for _, t in s.chunks),
+    "linear T >= 4095": lambda s: any(t >= 4095 for _, t in s.chunks),
+    "chunk 16-128 with a remainder": lambda s: any(
+        16 <= c <= 128 and t % c and t > c for c, t in s.chunks
+    ),
+}
+
+# What each clause must reach at the default tier, and what each family of clauses must reach
+# in at least one of its clauses (the regime meta-test fails otherwise).
+ATTENTION = ["keys > 1024 (split-KV)", "group 3/5/6/7 or >= 8", "head dim 80-256, not 128"]
+ATTENTION_FAMILY = [
+    "keys >= 4095",
+    "keys at 2^k +- 1 (tiles)",
+    "group 3/5/6/7, Hkv >= 2",
+    "group >= 8",
+    "MQA (Hkv = 1)",
+    "head dim 80/96/112",
+    "head dim >= 192",
+    "batch >= 5, keys >= 256",
+]
+LINEAR = ["linear T > 1024", "chunk 16-128 with a remainder"]
+REQUIRED: dict[str, list[str]] = {
+    "ATTN-REF": ATTENTION,
+    "ATTN-CAUSAL-NO-FUTURE": [*ATTENTION, "hostile mask (|logit| >= 1e9)"],
+    "ATTN-STABLE": [*ATTENTION, "|logit| >= 1e5", "|logit| <= 1e-2"],
+    "ATTN-CONVEX": [*ATTENTION, "keys >= 4095", "group >= 8", "MQA (Hkv = 1)"],
+    "ATTN-PERMUTE": [*ATTENTION, "keys >= 4095", "group >= 8", "MQA (Hkv = 1)"],
+    "ATTN-BATCH-INDEP": ATTENTION,
+    "KV-DECODE-EQ-RECOMPUTE": [*ATTENTION, "keys >= 4095", "group >= 8", "MQA (Hkv = 1)"],
+    "KV-CHUNKED-PREFILL": ATTENTION,
+    "KV-APPEND-ONLY": ["keys > 1024 (split-KV)", "keys >= 4095"],
+    "KV-CAPACITY": ["keys > 1024 (split-KV)"],
+    "KV-BYTES": [],
+    "FLASH-EQ-ATTN": ATTENTION,
+    "FLASH-LSE": [*ATTENTION, "keys >= 4095", "group >= 8", "MQA (Hkv = 1)"],
+    "FLASH-STABLE": [*ATTENTION, "|logit| >= 1e5"],
+    "LIN-REF": LINEAR[:1],
+    "LIN-NO-FUTURE": LINEAR,
+    "LIN-FORMS-AGREE": LINEAR,
+    "LIN-SPLIT-RESUME": [*LINEAR, "linear T >= 4095"],
+    "LIN-DECODE-EQ-PREFILL": [*LINEAR, "linear T >= 4095"],
+    "DEC-CACHED-EQ-FULL": ["positions > 512"],
+    "DEC-CHUNKED-PREFILL": ["positions > 512"],
+    "DEC-GREEDY-EQ": ["positions > 512"],
+    "DEC-CROSS-IMPL": ["positions > 512"],
+    "DEC-BATCH-INDEP": ["positions > 512"],
+}
+FAMILIES: dict[str, tuple[list[str], list[str]]] = {  # name: (clauses, regimes one must reach)
+    "attention": (
+        [c for c in REQUIRED if c.startswith(("ATTN", "FLASH", "KV-DECODE", "KV-CHUNKED"))],
+        ATTENTION_FAMILY,
+    ),
+    "kv-cache": ([c for c in REQUIRED if c.startswith("KV")], ["keys >= 4095"]),
+    "linear": ([c for c in REQUIRED if c.startswith("LIN")], ["linear T >= 4095"]),
+    "decoder": ([c for c in REQUIRED if c.startswith("DEC")], ["group >= 8"]),
+}
+
+
+class Recorder:
+    """`impl` seen through a recording wrapper: same name, ops and results."""
+
+    def __init__(self, impl: Any) -> None:
+        self.impl = impl
+        self.seen = Seen()
+        self.name = impl.name
+        self.dtypes = getattr(impl, "dtypes", None)
+        self.asarray = impl.asarray
+        self.to_numpy = impl.to_numpy
+        for op in ("attention", "tiled_attention", "kv_cache", "decoder"):
+            if callable(getattr(impl, op, None)):
+                setattr(self, op, getattr(self, f"_{op}"))
+        for op in ("linear_attention", "linear_attention_chunked", "linear_attention_recurrent"):
+            if callable(getattr(impl, op, None)):
+                setattr(self, op, self._linear(op))
+
+    def numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(self.impl.to_numpy(x), np.float64)
+
+    def note_attention(self, q: Any, k: Any, scale: float | None) -> None:
+        B, Hq, Tq, D = (int(n) for n in q.shape)
+        Hkv, Tk = int(k.shape[1]), int(k.shape[2])
+        s = self.seen
+        s.keys.append(Tk)
+        s.groups.append((Hkv, Hq // Hkv))
+        s.heads.append(Hq)
+        s.head_dims.append(D)
+        s.batches.append((B, Tk))
+        qq = self.numpy(q).reshape(B, Hkv, Hq // Hkv * Tq, D)  # (B, Hkv, G*Tq, D)
+        raw = np.abs(qq @ self.numpy(k).swapaxes(-1, -2)).max()  # largest |q . k|
+        s.logits.append(float(raw) * (1 / np.sqrt(D) if scale is None else scale))
+
+    def _attention(self, q: Any, k: Any, v: Any, **kw: Any) -> Any:
+        self.note_attention(q, k, kw.get("scale"))
+        return self.impl.attention(q, k, v, **kw)
+
+    def _tiled_attention(self, q: Any, k: Any, v: Any, **kw: Any) -> Any:
+        self.note_attention(q, k, kw.get("scale"))
+        return self.impl.tiled_attention(q, k, v, **kw)
+
+    def _kv_cache(self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: Any) -> Any:
+        self.seen.keys.append(max_len)
+        return RecordedCache(
+            self.impl.kv_cache(batch, kv_heads, head_dim, max_len, dtype), self.seen
+        )
+
+    def _linear(self, op: str) -> Callable[..., Any]:
+        def run(q: Any, k: Any, v: Any, **kw: Any) -> Any:
+            self.seen.chunks.append((int(kw.get("chunk_size", 0)), int(q.shape[2])))
+            return getattr(self.impl, op)(q, k, v, **kw)
+
+        return run
+
+    def _decoder(self, config: Any, weights: Any) -> Any:
+        self.seen.groups.append((config.n_kv_heads, config.n_heads // config.n_kv_heads))
+        return RecordedModel(self.impl.decoder(config, weights), self.seen)
+
+
+class RecordedCache:
+    """A KV cache that notes its length after every append."""
+
+    def __init__(self, cache: Any, seen: Seen) -> None:
+        self.cache, self.seen = cache, seen
+
+    def append(self, k: Any, v: Any) -> Any:
+        out = self.cache.append(k, v)
+        self.seen.keys.append(len(self.cache))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    @property
+    def nbytes(self) -> Any:
+        return self.cache.nbytes
+
+
+class RecordedModel:
+    """A decoder model that notes the last position each call reaches."""
+
+    def __init__(self, model: Any, seen: Seen) -> None:
+        self.model, self.seen = model, seen
+
+    def forward(self, tokens: Any) -> Any:
+        self.seen.positions.append(int(tokens.shape[1]))
+        return self.model.forward(tokens)
+
+    def prefill(self, tokens: Any) -> Any:
+        self.seen.positions.append(int(tokens.shape[1]))
+        return self.model.prefill(tokens)
+
+    def decode(self, tokens: Any, cache: Any) -> Any:
+        self.seen.positions.append(len(cache) + int(tokens.shape[1]))
+        return self.model.decode(tokens, cache)
+
+
+def record(clause_id: str, impl: Any, tier: str = "default", dtype: str = "float32") -> Seen:
+    """Run `clause_id` on `impl` under the tier's settings; what its calls received."""
+    profiles.register()
+    recorder = Recorder(impl)
+    try:
+        run_clause(
+            clause_id, recorder, dtype=dtype, settings_=settings.get_profile(f"attnspec-{tier}")
+        )
+    except NotImplementedByImpl:
+        pass
+    return recorder.seen
+
+
+def reached(seen: Seen) -> list[str]:
+    """The regimes of REGIMES that `seen` falls in."""
+    return [name for name, test in REGIMES.items() if test(seen)]
+
+
+def largest(seen: Seen) -> dict[str, Any]:
+    """The largest key length, group, head dim and |logit| a run drew (for the closing note)."""
+    return {
+        "T": max([*seen.keys, *(t for _, t in seen.chunks), *seen.positions], default=0),
+        "group": max((g for _, g in seen.groups), default=0),
+        "D": max(seen.head_dims, default=0),
+        "|logit|": max(seen.logits, default=0.0),
+    }
+
+
+def missing_by_clause(seen: dict[str, Seen]) -> dict[str, list[str]]:
+    """For each clause with requirements, the required regimes it never reached."""
+    return {cid: [r for r in REQUIRED[cid] if r not in reached(s)] for cid, s in seen.items()}
+
+
+def missing_by_family(seen: dict[str, Seen]) -> dict[str, list[str]]:
+    """For each family, the regimes none of its clauses reached."""
+    out = {}
+    for family, (clauses, regimes) in FAMILIES.items():
+        got = {r for c in clauses if c in seen for r in reached(seen[c])}
+        out[family] = [r for r in regimes if r not in got]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import implementations.numpy_impl as numpy_impl
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("clauses", nargs="*", help="clause IDs (default: all with regimes)")
+    parser.add_argument("--tier", default="default")
+    args = parser.parse_args(argv)
+    ids = args.clauses or [c.id for c in all_clauses() if c.id in REQUIRED]
+    seen = {get(cid).id: record(cid, numpy_impl, args.tier) for cid in ids}
+    lacking = missing_by_clause(seen)
+    for cid, s in seen.items():
+        big = largest(s)
+        print(
+            f"{cid:24} T {big['T']:5}  group {big['group']:3}  D {big['D']:4}  "
+            f"|logit| {big['|logit|']:9.3g}" + (f"  MISSING {lacking[cid]}" if lacking[cid] else "")
+        )
+    families = missing_by_family(seen) if not args.clauses else {}
+    for family, lacks in families.items():
+        if lacks:
+            print(f"family {family}: MISSING {lacks}")
+    return 1 if any(lacking.values()) or any(families.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
