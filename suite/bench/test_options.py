@@ -5,7 +5,7 @@ import types
 import pytest
 
 from reports import bench_plugin
-from suite.meta.subprocess_run import run_pytest
+from suite.meta import background
 
 BAD = [
     (bench_plugin.size_option, bench_plugin.OPT_BENCH_SIZE, "huge"),
@@ -56,9 +56,15 @@ def test_good_values_parse():
     assert got == 989e12
 
 
+THREADS_ZERO = background.register(
+    "bench-threads-zero",
+    lambda folder: ["--benchmark-only", "--bench-threads", "0", "--collect-only", "-q"],
+)
+
+
 def test_bench_threads_zero_is_reported_by_pytest():
     """`pytest --benchmark-only --bench-threads 0` exits with a usage error, not an INTERNALERROR."""
-    done = run_pytest("--benchmark-only", "--bench-threads", "0", "--collect-only", "-q")
+    done = background.result(THREADS_ZERO)
     out = done.stdout + done.stderr
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, out[-2000:]
     assert "INTERNALERROR" not in out and "Traceback" not in out

@@ -8,21 +8,38 @@ checks from suite/bench/test_bench_sizes.py.
 import json
 from pathlib import Path
 
+from suite.meta import background
 from suite.meta.subprocess_run import ROOT, SHIPPED, impl_args
 from suite.meta.subprocess_run import run_pytest as run_subprocess
 
 
-def run_pytest(*args, tmp_path, locators=SHIPPED):
-    """Run pytest on `locators` in a subprocess; return (exit code, output)."""
-    done = run_subprocess(
+def bench_args(*args, folder, locators=SHIPPED) -> list[str]:
+    """pytest arguments running suite/bench's benchmarks (not these tests) on `locators`."""
+    return [
         "-q",
         *impl_args(*locators),
         *args,
-        f"--report-dir={tmp_path}",
+        f"--report-dir={folder}",
         f"--ignore={Path(__file__).relative_to(ROOT)}",
         "--ignore=suite/bench/test_bench_sizes.py",
-    )
+    ]
+
+
+def run_pytest(*args, tmp_path, locators=SHIPPED):
+    """Run pytest on `locators` in a subprocess; return (exit code, output)."""
+    done = run_subprocess(*bench_args(*args, folder=tmp_path, locators=locators))
     return done.returncode, done.stdout + done.stderr
+
+
+UNTIMED = background.register(
+    "bench-untimed",
+    lambda folder: bench_args(
+        "suite/bench", "--benchmark-disable", "--bench-size", "small", folder=folder
+    ),
+)
+PLAIN = background.register(
+    "bench-plain", lambda folder: bench_args("suite/bench", "-k", "matmul", "-rs", folder=folder)
+)
 
 
 def check_report(tmp_path, locators):
@@ -39,22 +56,22 @@ def check_report(tmp_path, locators):
     assert report["baseline"]["ridge"] > 295
 
 
-def test_benchmarks_run_untimed_and_report(tmp_path):
+def test_benchmarks_run_untimed_and_report():
     """`pytest suite/bench --benchmark-disable --bench-size small` runs and checks every
     benchmark once and writes the roofline Markdown, JSON and PNG."""
-    code, out = run_pytest(
-        "suite/bench", "--benchmark-disable", "--bench-size", "small", tmp_path=tmp_path
-    )
-    assert code == 0, out[-4000:]
+    done = background.result(UNTIMED)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
     assert "attnspec roofline" in out
     for name in ("roofline.md", "roofline.json", "roofline.png"):
-        assert f"roofline report: {tmp_path / name}" in out
-    check_report(tmp_path, SHIPPED)
+        assert f"roofline report: {done.folder / name}" in out
+    check_report(done.folder, SHIPPED)
 
 
-def test_plain_run_skips_benchmarks(tmp_path):
+def test_plain_run_skips_benchmarks():
     """Without a benchmark option the benchmarks are skipped with a reason that says how to run them."""
-    code, out = run_pytest("suite/bench", "-k", "matmul", "-rs", tmp_path=tmp_path)
-    assert code == 0, out[-4000:]
+    done = background.result(PLAIN)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
     assert "run with `pytest --benchmark-only`" in out
     assert "attnspec roofline" not in out

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
-from suite.meta import gallery
+from suite.meta import background, gallery
 from suite.meta.gallery import EXPECTED
-from suite.meta.subprocess_run import ROOT, impl_args, run_pytest
+from suite.meta.subprocess_run import ROOT, impl_args
 
 GALLERY = ROOT / "suite" / "meta" / "gallery.py"
 
 
-@pytest.fixture(scope="module")
-def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
-    # Its own report folder: under xdist each worker that gets a gallery test runs this again.
+def gallery_args(folder: Path) -> list[str]:
+    """Every gallery member on one single-call and one two-call clause (they show every
+    misbehaviour), smoke tier, 1 s per call, with a JUnit report (its own report folder)."""
     impls = impl_args(*(f"{GALLERY}:{attr}" for attr in EXPECTED if hasattr(gallery, attr)))
-    report_dir = tmp_path_factory.mktemp("gallery")
-    result = run_pytest(
+    return [
         "suite/test_attention.py",
-        "-k",  # one single-call and one two-call clause show every misbehaviour
+        "-k",
         "attn_ref or attn_causal_no_future",
         "--tier",
         "smoke",
@@ -32,13 +30,19 @@ def gallery_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Complete
         "-p",
         "no:xdist",
         "--report-dir",
-        str(report_dir),
-        "--junitxml",  # suite/meta/test_replay.py reads it
-        str(report_dir / "junit.xml"),
+        str(folder),
+        "--junitxml",
+        str(folder / "junit.xml"),
         *impls,
-    )
-    result.report_dir = report_dir  # type: ignore[attr-defined]
-    return result
+    ]
+
+
+GALLERY_RUN = background.register("gallery", gallery_args)
+
+
+@pytest.fixture(scope="module")
+def gallery_run() -> background.Finished:
+    return background.result(GALLERY_RUN)
 
 
 @pytest.mark.parametrize("attr", list(EXPECTED))
@@ -61,21 +65,33 @@ def test_run_completes(gallery_run):
     assert re.search(r"\d+ failed.* in [\d.]+s", gallery_run.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--impl", "nope"], "ERROR: --impl: unknown implementation 'nope'; available: numpy"),
-        (["--impl", "nosuchpkg.attn:impl"], "No module named 'nosuchpkg'"),
-        (["--impl", f"{GALLERY}:EXPECTED"], "lacks name, asarray, to_numpy"),
-        (["--dtype", "float8"], "ERROR: --dtype float8: unknown dtype"),
-        (["--tier", "ultra"], "ERROR: --tier ultra: unknown tier"),
-        (["--device", "nodevice"], "ERROR: --device nodevice"),
-    ],
-)
-def test_bad_invocation_is_one_line(args, message):
-    """A bad option stops the run with a one-line usage error, not a traceback."""
+BAD_INVOCATIONS = [
+    (["--impl", "nope"], "ERROR: --impl: unknown implementation 'nope'; available: numpy"),
+    (["--impl", "nosuchpkg.attn:impl"], "No module named 'nosuchpkg'"),
+    (["--impl", f"{GALLERY}:EXPECTED"], "lacks name, asarray, to_numpy"),
+    (["--dtype", "float8"], "ERROR: --dtype float8: unknown dtype"),
+    (["--tier", "ultra"], "ERROR: --tier ultra: unknown tier"),
+    (["--device", "nodevice"], "ERROR: --device nodevice"),
+]
+
+
+def bad_args(args: list[str]) -> background.Build:
     impls = [] if "--impl" in args else impl_args("numpy")
-    result = run_pytest("suite/test_attention.py", *impls, *args, timeout=60)
+    return lambda folder: ["suite/test_attention.py", *impls, *args]
+
+
+BAD_RUNS = [
+    background.register(f"bad-invocation-{i}", bad_args(args), timeout=60)
+    for i, (args, _) in enumerate(BAD_INVOCATIONS)
+]
+
+
+@pytest.mark.parametrize(
+    ("run", "message"), zip(BAD_RUNS, [m for _, m in BAD_INVOCATIONS], strict=True)
+)
+def test_bad_invocation_is_one_line(run, message):
+    """A bad option stops the run with a one-line usage error, not a traceback."""
+    result = background.result(run)
     out = (result.stdout + result.stderr).strip()
     assert result.returncode == 4 and message in out, out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) <= 2, out[-2000:]
@@ -101,7 +117,7 @@ def test_summary_ends_with_one_line_per_failure(gallery_run):
 def test_junit_report_names_the_clauses(gallery_run):
     """--junitxml still works: each clause test is a testcase named test_<clause>[impl-dtype]
     with a `clause` property holding the clause ID."""
-    cases = ElementTree.parse(gallery_run.report_dir / "junit.xml").getroot().iter("testcase")
+    cases = ElementTree.parse(gallery_run.folder / "junit.xml").getroot().iter("testcase")
     found = {
         (case.get("name"), prop.get("value"))
         for case in cases

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
-from suite.meta.subprocess_run import ROOT, run_pytest
+from suite.meta import background
+from suite.meta.subprocess_run import ROOT
 
 EXAMPLE = ROOT / "implementations" / "examples" / "naive_attention.py"
-
-
-def test_attention_only_implementation_runs(tmp_path):
-    """The README's worked example passes the attention clauses; KV clauses skip, naming it."""
-    pytest.importorskip("torch", reason="torch is not installed: the worked example is in torch")
-    result = run_pytest(
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+EXAMPLE_RUN = background.register(
+    "worked-example",
+    lambda folder: [
         "suite/test_attention.py",
         "suite/test_kv_cache.py",
         "--impl",
@@ -22,10 +22,18 @@ def test_attention_only_implementation_runs(tmp_path):
         "--tier",
         "smoke",
         "--report-dir",
-        str(tmp_path),
-    )
+        str(folder),
+    ],
+    enabled=HAS_TORCH,
+)
+
+
+def test_attention_only_implementation_runs():
+    """The README's worked example passes the attention clauses; KV clauses skip, naming it."""
+    pytest.importorskip("torch", reason="torch is not installed: the worked example is in torch")
+    result = background.result(EXAMPLE_RUN)
     assert result.returncode == 0, result.stdout[-3000:]
-    report = json.loads((tmp_path / "conformance.json").read_text())
+    report = json.loads((result.folder / "conformance.json").read_text())
     outcome = {r["clause"]: r for r in report["results"]}
     assert outcome["ATTN-REF"]["outcome"] == "passed"
     assert outcome["KV-DECODE-EQ-RECOMPUTE"]["outcome"] == "skipped"

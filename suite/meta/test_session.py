@@ -5,23 +5,30 @@ from __future__ import annotations
 
 from implementations.discovery import UnderTest, under_test
 from reports.conformance import failure_message
-from suite.meta.subprocess_run import run_pytest
+from suite.meta import background
 
 GROUP = "attnspec conformance and benchmarks:"
+HELP_RUNS = [
+    background.register(f"help{i}", lambda folder, e=extra: ["--help", *e], timeout=60)
+    for i, extra in enumerate(([], ["-p", "no:attnspec"]))
+]
+COLLECT_RUN = background.register(
+    "impl-collect", lambda folder: ["suite", "--impl", "numpy", "--collect-only", "-q"], timeout=120
+)
 
 
 def test_help_shows_the_group_once_with_or_without_the_entry_point():
     """`pytest --help` shows the attnspec options once, whether the installed entry point or
     the checkout's conftest.py registers the plugin (it is never registered twice)."""
-    for extra in ([], ["-p", "no:attnspec"]):
-        result = run_pytest("--help", *extra, timeout=60)
+    for run in HELP_RUNS:
+        result = background.result(run)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert result.stdout.count(GROUP) == 1 and "--self-test" in result.stdout, extra
+        assert result.stdout.count(GROUP) == 1 and "--self-test" in result.stdout, run
 
 
 def test_impl_leaves_self_tests_out_with_one_line():
     """With --impl the suite's own tests are not collected, and one line says how to add them."""
-    result = run_pytest("suite", "--impl", "numpy", "--collect-only", "-q", timeout=120)
+    result = background.result(COLLECT_RUN)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "suite/meta/" not in result.stdout and "suite/test_tiled.py" in result.stdout
     assert "add --self-test to run them too" in result.stdout
