@@ -87,7 +87,7 @@ BAD_RUNS = [
 
 
 @pytest.mark.parametrize(
-    ("run", "message"), zip(BAD_RUNS, [m for _, m in BAD_INVOCATIONS], strict=True)
+    ("run", "message"), list(zip(BAD_RUNS, [m for _, m in BAD_INVOCATIONS], strict=True))
 )
 def test_bad_invocation_is_one_line(run, message):
     """A bad option stops the run with a one-line usage error, not a traceback."""
