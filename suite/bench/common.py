@@ -40,6 +40,10 @@ class Inputs:
         """A fresh native array of standard-normal values."""
         return self.impl.asarray(self.rng.standard_normal(shape, dtype=np.float32), self.dtype)
 
+    def minimal(self, n: int) -> Callable[[], tuple[Any, ...]]:
+        """A maker of n one-element (1, 1, 1, 1) arrays: the input of a per-call floor."""
+        return lambda: tuple(self.normal(1, 1, 1, 1) for _ in range(n))
+
     def numpy(self, x: Any) -> np.ndarray:
         """The exact values of a native array, as float64."""
         return np.asarray(self.impl.to_numpy(x), dtype=np.float64)
@@ -112,12 +116,17 @@ def measure(
     check: Callable[[Timed], None],
     extras: dict[str, Any] | None = None,
     max_rounds: int | None = None,
+    floor_args: Callable[[], tuple[Any, ...]] | None = None,
 ) -> Timed:
-    """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong."""
+    """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong.
+
+    `floor_args` makes a minimal input for fn: its time is the row's per-call floor.
+    """
     device = timing.device_of(impl)
     kwargs = {} if max_rounds is None else {"max_rounds": max_rounds}
     timed = bench.run(fn, make_args, device=device, **kwargs)
     verdict = bench.verify(clause, lambda: check(timed))
+    floor = None if floor_args is None else bench.floor(fn, floor_args, device=device)
     record = bench.record(
         timed,
         impl=impl.name,
@@ -131,6 +140,7 @@ def measure(
         clause=clause,
         check=verdict,
         extras=extras,
+        floor=floor,
     )
     bench.fail_if(record)
     return timed

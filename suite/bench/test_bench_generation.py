@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from reports import timing
-from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost
+from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost, decoder_prefill_traffic
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.dtypes import BYTES_PER_ELEMENT, round_to
 from specs.reference.decoder import decoder_forward
@@ -140,7 +140,7 @@ def test_generation(bench, impl, dtype, case):
     bench.record(
         timed,
         variant="TTFT (prefill)",
-        cost=lambda E: decoder_prefill_cost(s.config, s.B, s.P, E),
+        cost=lambda E: decoder_prefill_traffic(s.config, s.B, s.P, E),
         seconds=extras.get("ttft_s"),
         spread=iqr(ttft) if ttft else None,
         extras=extras,

@@ -31,4 +31,5 @@ def test_matmul(bench, impl, dtype, case):
         cost=lambda E: matmul_cost(B, D, F, E),
         clause="",
         check=check,
+        floor_args=lambda: (inputs.normal(1, 1), inputs.normal(1, 1)),
     )
