@@ -117,16 +117,18 @@ def measure(
     extras: dict[str, Any] | None = None,
     max_rounds: int | None = None,
     floor_args: Callable[[], tuple[Any, ...]] | None = None,
+    floor_fn: Callable[..., Any] | None = None,
 ) -> Timed:
     """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong.
 
-    `floor_args` makes a minimal input for fn: its time is the row's per-call floor.
+    `floor_args` makes a minimal input for fn (or for `floor_fn`, the same call on a minimal
+    object, when fn's own state can't take one): its time is the row's per-call floor.
     """
     device = timing.device_of(impl)
     kwargs = {} if max_rounds is None else {"max_rounds": max_rounds}
     timed = bench.run(fn, make_args, device=device, **kwargs)
     verdict = bench.verify(clause, lambda: check(timed))
-    floor = None if floor_args is None else bench.floor(fn, floor_args, device=device)
+    floor = None if floor_args is None else bench.floor(floor_fn or fn, floor_args, device=device)
     record = bench.record(
         timed,
         impl=impl.name,
