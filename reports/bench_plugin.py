@@ -155,6 +155,7 @@ class BenchState:
         self.load_at_start = load_average()
         self._roofs: dict[tuple[str, str], DeviceRoof] = {}
         self._flushers: dict[str, Callable[[], None]] = {}
+        self.probes: dict[str, float] = {}  # single-op probe seconds, by description
         self._analysis: tuple[int, list[Row], dict[str, DeviceRoof]] | None = None
 
     @property

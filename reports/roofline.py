@@ -207,6 +207,11 @@ def analyse(record: Record, roof: Roof, baseline: Roof) -> Row:
         device=figures(record.traffic(), roof, record.seconds, record.floor_seconds),
         baseline=figures(record.traffic(baseline=True), baseline, None),
     )
+    probe = record.extras.get("probe")
+    if probe and probe.get("seconds"):
+        bound = bound_seconds(Traffic(probe["flops"], probe["bytes"]), roof)
+        if bound is not None:
+            probe["fraction"] = bound / probe["seconds"]
     row.notes.extend(judge_notes(row))
     return row
 
@@ -224,8 +229,15 @@ def judge_notes(row: Row) -> list[str]:
     if r.seconds is not None and r.seconds >= SLOW_ROW_S and d.fraction < TARGET_FRACTION:
         if r.floor_seconds and r.floor_seconds >= 0.2 * r.seconds:
             return [f"per-call overhead: {floor} of {r.seconds * 1e6:.3g} µs"]
-        reason = r.extras.get("why_below_target")
-        return [f"below {TARGET_FRACTION:.0%} of roof: {reason}"] if reason else []
+        probe = r.extras.get("probe") or {}
+        if "fraction" not in probe:
+            why = r.extras.get("why")
+            return [f"below {TARGET_FRACTION:.0%} of roof" + (f": {why}" if why else "")]
+        limit = "the BLAS limit" if probe["fraction"] < TARGET_FRACTION else "not the BLAS"
+        return [
+            f"below {TARGET_FRACTION:.0%} of roof, {limit}: {probe['what']} alone reaches "
+            f"{min(probe['fraction'], 1.0):.0%} (single-op probe)"
+        ]
     return []
 
 

@@ -33,6 +33,7 @@ MIN_FLUSH_BYTES = 64 * MiB
 ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
+PROBE_REPEATS = 3  # timings of a single-op probe (best of)
 
 
 def device_of(impl: Any) -> str:
@@ -251,6 +252,16 @@ class Bench:
             return None
         args = make_args()
         return median_seconds(device, lambda: fn(*args), FLOOR_REPEATS)
+
+    def probe(self, what: str, fn: Callable[[], object], *, device: str) -> float | None:
+        """Best seconds of one plain library op (`what` names it), timed once per session; None
+        when benchmarks run untimed."""
+        if not self.timed:
+            return None
+        probes: dict[str, float] = self.state.probes
+        if what not in probes:
+            probes[what] = best_seconds(device, fn, PROBE_REPEATS)
+        return probes[what]
 
     def record(
         self,

@@ -3,7 +3,7 @@
 import pytest
 
 from specs.cost import attention_traffic
-from suite.bench.common import Inputs, check_attention, measure, need
+from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
 
 pytestmark = pytest.mark.bench
 
@@ -34,6 +34,7 @@ def decode(bench, impl, dtype, case, group):
         clause="ATTN-REF",
         check=check,
         floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * Hkv, T, D, Hq // Hkv, "K@qᵀ"),
     )
 
 
@@ -75,4 +76,5 @@ def test_prefill_attention(bench, impl, dtype, case):
         clause="ATTN-REF",
         check=check,
         floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * Hq, T, D, T, "Q@Kᵀ"),
     )

@@ -10,7 +10,7 @@ from specs.cost import (
 )
 from specs.reference.linear import linear_attention_ref, linear_state_ref
 from specs.tolerance import assert_close, floor
-from suite.bench.common import Inputs, measure, need, output
+from suite.bench.common import Inputs, matmul_probe, measure, need, output
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="linear attention")]
 
@@ -35,7 +35,7 @@ def check_linear(inputs, y, q, k, v, *, state=None, what):
     assert_close(out, expected, dtype=inputs.dtype, n=n, tol=floor(inputs.dtype, n), what=what)
 
 
-def run_form(bench, impl, dtype, case, op, fn, variant, cost):
+def run_form(bench, impl, dtype, case, op, fn, variant, cost, probe=None, extras=None):
     need(impl, dtype, op)
     B, H, T, D = (case[k] for k in ("B", "H", "T", "D"))
     inputs = Inputs(impl, dtype)
@@ -59,6 +59,8 @@ def run_form(bench, impl, dtype, case, op, fn, variant, cost):
         clause="LIN-REF",
         check=check,
         floor_args=inputs.minimal(3),
+        probe=probe,
+        extras=extras,
     )
 
 
@@ -75,6 +77,7 @@ def test_linear_recurrent(bench, impl, dtype, case):
         lambda q, k, v: getattr(impl, op)(q, k, v),
         "recurrent",
         lambda E: linear_attention_recurrent_traffic(B, H, T, D, D, E, state_bytes(dtype)),
+        extras={"why": "one Python step per token: the recurrent form is the lesson"},
     )
 
 
@@ -91,6 +94,7 @@ def test_linear_chunked(bench, impl, dtype, case):
         lambda q, k, v: getattr(impl, op)(q, k, v, chunk_size=C),
         f"chunked C={C}",
         lambda E: linear_attention_chunked_traffic(B, H, T, D, D, C, E, state_bytes(dtype)),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * H * -(-T // C), C, D, C, "φ(Q)φ(K)ᵀ"),
     )
 
 

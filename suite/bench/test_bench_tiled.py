@@ -4,7 +4,7 @@ import pytest
 
 from reports.bench_plugin import root_state
 from specs.cost import attention_traffic, tiled_attention_traffic
-from suite.bench.common import Inputs, check_attention, measure, need
+from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
 
@@ -38,6 +38,9 @@ def test_tiled_attention(bench, impl, dtype, case):
         clause="FLASH-EQ-ATTN",
         check=check,
         floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(
+            bench, impl, dtype, B * Hkv, T * Hq // Hkv, D, blk, "Q@Kᵀ block"
+        ),
     )
 
 
@@ -76,4 +79,5 @@ def test_sdpa_baseline(bench, request, dtype, case):
         clause="ATTN-REF",
         check=check,
         floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, sdpa, dtype, B * Hq, T, D, T, "Q@Kᵀ"),
     )
