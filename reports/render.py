@@ -371,7 +371,8 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
         _roof_curve(ax, roof, grid, style, f"{device}: {roof.name}, main memory")
         _roof_curve(ax, roof, grid, style, f"{device}: {roof.cache_name} (cache)", cache=True)
     style = {"color": "tab:red", "linewidth": 1.5, "alpha": 0.7}
-    _roof_curve(ax, baseline, grid, style, "H100 SXM bf16, HBM (baseline)")
+    unpublished = "" if baseline.cache_bandwidth else "; L2 bandwidth unpublished, no L2 roof"
+    _roof_curve(ax, baseline, grid, style, f"H100 SXM bf16, HBM (baseline{unpublished})")
     _roof_curve(ax, baseline, grid, style, "H100 SXM bf16, L2 (baseline)", cache=True)
     impls = sorted({r.record.impl for r in points})
     palette = ["tab:orange", "tab:cyan", "tab:olive", "tab:pink", "tab:gray", "black"]
