@@ -14,6 +14,8 @@ from typing import Any
 from tabulate import tabulate
 
 from reports.roofline import Roof, Row
+from specs.cost import attainable_flops
+from specs.cost import ridge as cost_ridge
 
 GROUP_ORDER = (
     "matmul",
@@ -324,9 +326,9 @@ def _roof_curve(
     bandwidth = roof.cache_bandwidth if cache else roof.bandwidth
     if roof.peak_flops is None or bandwidth is None:
         return
-    ys = [min(roof.peak_flops, x * bandwidth) for x in xs]
+    ys = [attainable_flops(x, roof.peak_flops, bandwidth) for x in xs]
     ax.plot(xs, ys, label=label, **(style | ({"linestyle": "--"} if cache else {})))
-    ridge = roof.peak_flops / bandwidth
+    ridge = cost_ridge(roof.peak_flops, bandwidth)
     ax.axvline(ridge, color=style.get("color", "k"), linestyle=":", linewidth=0.8)
     ax.annotate(
         f"{roof.cache_name + ' ' if cache else ''}ridge {ridge:.3g}",
@@ -356,7 +358,7 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
         if r.device.flop_rate is not None and r.device.flop_rate > 0 and r.device.intensity > 0
     ]
     ridges = [
-        r.peak_flops / bw
+        cost_ridge(r.peak_flops, bw)
         for r in (*roofs.values(), baseline)
         for bw in (r.bandwidth, r.cache_bandwidth)
         if r.peak_flops and bw

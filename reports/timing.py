@@ -33,7 +33,7 @@ MIN_FLUSH_BYTES = 64 * MiB
 ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
-PROBE_REPEATS = 3  # timings of a single-op probe (best of)
+PROBE_REPEATS = 2  # timings of a single-op probe after its warm-up call (best of)
 
 
 def device_of(impl: Any) -> str:
