@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from reports import timing
+from reports.timing import FLOOR_REPEATS
 from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost, decoder_prefill_traffic
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.dtypes import BYTES_PER_ELEMENT, round_to
 from specs.reference.decoder import decoder_forward
 from specs.tolerance import assert_close
-from reports.timing import FLOOR_REPEATS
 from suite.bench.common import need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="generation")]
