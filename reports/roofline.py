@@ -232,7 +232,7 @@ def judge_notes(row: Row) -> list[str]:
         probe = r.extras.get("probe") or {}
         if "fraction" not in probe:
             why = r.extras.get("why")
-            return [f"below {TARGET_FRACTION:.0%} of roof" + (f": {why}" if why else "")]
+            return [f"below {TARGET_FRACTION:.0%} of roof: {why}"] if why else []
         limit = "the BLAS limit" if probe["fraction"] < TARGET_FRACTION else "not the BLAS"
         return [
             f"below {TARGET_FRACTION:.0%} of roof, {limit}: {probe['what']} alone reaches "
