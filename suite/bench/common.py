@@ -105,7 +105,10 @@ def matmul_probe(
 ) -> dict[str, Any] | None:
     """Time the op's main product alone with the torch implementation's GEMM (``bmm_nt``),
     (batch, M, K) @ (batch, K, N) in `dtype` on the implementation's device: the BLAS limit
-    for that shape (a single-op probe). None when untimed or torch is missing."""
+    for that shape (a single-op probe). None when untimed, torch is missing, or the row is not
+    the torch implementation's (the baseline held to the 60% target)."""
+    if not str(impl.name).startswith("torch"):
+        return None
     try:
         import torch
 
