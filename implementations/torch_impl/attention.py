@@ -13,7 +13,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from implementations.torch_impl.matmul import bmm_nt
 from implementations.validate import check_attention_shapes
 
 GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
@@ -34,8 +33,7 @@ def attention_grouped(
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     # K @ q^T rather than q @ K^T: the long cache is the row-major left operand, which CPU BLAS
-    # streams about twice as fast for a handful of query columns. P @ V goes through bmm_nt
-    # (oneDNN on a CPU: 33 vs 21 GB/s single-threaded at T=4096, H=8, D=128).
+    # streams about twice as fast for a handful of query columns.
     if q.dtype in (torch.float16, torch.bfloat16):  # scale in float32: q * scale may overflow
         qg = q.reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
         s = torch.matmul(k, qg.transpose(-1, -2)).float().mul_(scale)  # (B, Hkv, Tk, G*Tq)
@@ -48,7 +46,7 @@ def attention_grouped(
         s = s.masked_fill(~visible, float("-inf"))
     s = s.to(torch.promote_types(s.dtype, torch.float32))  # softmax in at least float32
     p = torch.softmax(s, dim=-1)  # (B, Hkv, G*Tq, Tk), contiguous
-    o = bmm_nt(p.to(v.dtype), v.transpose(-1, -2))  # (B, Hkv, G*Tq, Dv)
+    o = torch.matmul(p.to(v.dtype), v)  # (B, Hkv, G*Tq, Dv)
     return o.reshape(B, Hq, Tq, Dv)  # (B, Hq, Tq, Dv)
 
 

@@ -8,8 +8,7 @@ aligned (query i sees key j iff j <= i + Tk - Tq); query blocks entirely before 
 block (the key block is in their future) are skipped. Rows that see no key (only when
 Tk < Tq) output 0 and have lse = -inf. GQA: the G query heads of a kv head are laid out
 as extra rows of one matmul, so K/V are never repeated. Half-precision inputs are
-computed in float32. The two products per key block go through ``bmm_nt`` (oneDNN's GEMM
-for float32 on a CPU, one per (batch, kv head)).
+computed in float32.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import math
 
 import torch
 
-from implementations.torch_impl.matmul import bmm_nt
 from implementations.validate import check_attention_shapes, check_positive
 
 
@@ -59,7 +57,9 @@ def tiled_attention(
                 break
             q0 = (first_row // block_q) * block_q
         n = tq - q0
-        s = bmm_nt(qr[:, :, q0:].reshape(b, hkv, n * g, d), kk[:, :, k0:k1])  # (B, Hkv, n*G, bk)
+        s = qr[:, :, q0:].reshape(b, hkv, n * g, d) @ kk[:, :, k0:k1].transpose(
+            -1, -2
+        )  # (B, Hkv, n*G, bk)
         s = s.view(b, hkv, n, g, k1 - k0)  # (B, Hkv, n, G, bk)
         if causal and k1 - 1 > q0 + off:
             cols = torch.arange(k0, k1, device=q.device)  # (bk,)
@@ -70,9 +70,7 @@ def tiled_attention(
         m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)  # (B, Hkv, n, G)
         p = s.sub_(m_safe[..., None]).exp_()  # (B, Hkv, n, G, bk)
         alpha = (m_old - m_safe).exp_()  # (B, Hkv, n, G)
-        pv = bmm_nt(
-            p.view(b, hkv, n * g, k1 - k0), vv[:, :, k0:k1].transpose(-1, -2)
-        )  # (B, Hkv, n*G, Dv)
+        pv = p.view(b, hkv, n * g, k1 - k0) @ vv[:, :, k0:k1]  # (B, Hkv, n*G, Dv)
         l[:, :, q0:].mul_(alpha).add_(p.sum(dim=-1))
         acc[:, :, q0:].mul_(alpha[..., None]).add_(pv.view(b, hkv, n, g, dv))
         m[:, :, q0:] = m_new
