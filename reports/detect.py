@@ -190,7 +190,10 @@ def _cache_roof(
         )
     if spec is not None and spec.l2_bandwidth is not None:
         return name, size, spec.l2_bandwidth, f"{size_src}; bandwidth from spec table ({spec.key})"
-    if measured is not None:
+    if measured is not None and measured.cache_bandwidth is not None:
         where = f"copy inside the {name}, {measured.device_key}, {measured.measured_at}"
         return name, size, measured.cache_bandwidth, f"{size_src}; bandwidth measured ({where})"
+    if measured is not None:
+        why = measured.rejected.get("cache", "not measured")
+        return name, size, None, f"{size_src}; measured bandwidth rejected ({why})"
     return name, size, None, f"{size_src}; bandwidth unknown"

@@ -197,7 +197,8 @@ def test_measure_reports_positive_rates():
     trusted = {k: v for k, v in m.streams.items() if k not in m.rejected}
     assert m.bandwidth == max(trusted.values()) and m.streams[m.bandwidth_method] == m.bandwidth
     assert set(m.gemms) == {"torch n=64", "numpy n=64"} and m.gemm_flops == max(m.gemms.values())
-    assert m.cache_bandwidth > 0 and m.cache_bytes == timing.cpu_cache_bytes()
+    assert m.cache_bytes == timing.cpu_cache_bytes()
+    assert m.cache_bandwidth is None if "cache" in m.rejected else m.cache_bandwidth > m.bandwidth
     assert (m.threads, m.gemm_dtype, m.buffer_bytes, m.cache_level) == (
         1,
         "float32",
@@ -229,6 +230,15 @@ def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
     found, rejected = calibrate._streams("cpu", 1024, 1, 1)
     assert calls.count("copy") == 1 + calibrate.REMEASURE and list(rejected) == ["copy"]
     assert found["copy"] == 20 * found["read"] and "not a memory rate" in rejected["copy"]
+
+
+def test_cache_copy_slower_than_memory_is_rejected(monkeypatch):
+    """A cache copy no faster than main memory (a descheduled thread) is measured again, then
+    left out: no cache roof rather than a wrong one."""
+    calls = []
+    monkeypatch.setattr(timing, "copy_bandwidth", lambda *a, **k: calls.append(1) or 2e9)
+    bandwidth, why = calibrate._cache_bandwidth("cpu", 32 << 20, 30e9)
+    assert len(calls) == 1 + calibrate.REMEASURE and "not a cache rate" in why
 
 
 def test_calibration_is_cached_per_device(tmp_path, monkeypatch):
