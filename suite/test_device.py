@@ -237,7 +237,7 @@ def test_cache_copy_slower_than_memory_is_rejected(monkeypatch):
     left out: no cache roof rather than a wrong one."""
     calls = []
     monkeypatch.setattr(timing, "copy_bandwidth", lambda *a, **k: calls.append(1) or 2e9)
-    bandwidth, why = calibrate._cache_bandwidth("cpu", 32 << 20, 30e9)
+    _, why = calibrate._cache_bandwidth("cpu", 32 << 20, 30e9)
     assert len(calls) == 1 + calibrate.REMEASURE and "not a cache rate" in why
 
 
