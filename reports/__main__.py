@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
+from reports import render
 from reports.calibrate import cache_path
 from reports.detect import resolve_device
 from reports.hardware import DeviceRoof, h100_baseline, parse_rate
@@ -22,13 +23,8 @@ PROG = "python -m reports"
 
 
 def si(value: float | None, unit: str) -> str:
-    """989e12, "FLOP/s" -> "989 TFLOP/s"."""
-    if value is None:
-        return "unknown"
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+    """render.si with "unknown" for a missing figure."""
+    return render.si(value, unit, missing="unknown")
 
 
 def describe(roof: DeviceRoof, title: str) -> list[str]:
@@ -47,17 +43,25 @@ def describe(roof: DeviceRoof, title: str) -> list[str]:
         lines.append("  spec           none (no published roof for this device)")
     m = roof.measured
     if m is not None:
+        streams = ", ".join(f"{k} {si(v, 'B/s')}" for k, v in m.streams.items())
         lines.append(
-            f"  measured       copy {si(m.copy_bandwidth, 'B/s')}, triad "
-            f"{si(m.triad_bandwidth, 'B/s')} (read + write, {m.buffer_bytes >> 20} MiB buffers); "
-            f"GEMM {m.gemm_dtype} n={m.gemm_n}: {si(m.gemm_flops, 'FLOP/s')}"
+            f"  measured       {streams} (read + write, {m.buffer_bytes >> 20} MiB buffers); "
+            f"{m.cache_level} copy {si(m.cache_bandwidth, 'B/s')}"
         )
+        lines.extend(f"  not trusted    {k}: {why}" for k, why in m.rejected.items())
+        gemms = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in m.gemms.items())
+        lines.append(f"                 GEMM {m.gemm_dtype}: {gemms}")
         threads = f", {m.threads} threads" if m.threads is not None else ""
-        lines.append(f"                 median of {m.repeats}{threads}, at {m.measured_at}")
+        lines.append(f"                 best of {m.repeats}{threads}, at {m.measured_at}")
     lines.append(f"  peak used      {si(roof.peak_flops, 'FLOP/s')}  <- {roof.peak_source}")
     lines.append(f"  bandwidth used {si(roof.bandwidth, 'B/s')}  <- {roof.bandwidth_source}")
     ridge = "unknown" if roof.ridge is None else f"{roof.ridge:.1f} FLOP/byte"
     lines.append(f"  ridge          {ridge}")
+    if roof.cache_bytes:
+        lines.append(
+            f"  {roof.cache_name:<14} {roof.cache_bytes / (1 << 20):.3g} MiB, "
+            f"{si(roof.cache_bandwidth, 'B/s')}  <- {roof.cache_source}"
+        )
     lines.extend(f"  note           {note}" for note in roof.notes)
     return lines
 

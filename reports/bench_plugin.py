@@ -20,7 +20,16 @@ import pytest
 
 from reports import render, timing
 from reports.hardware import DeviceRoof, OverrideError, cpu_name, h100_baseline, parse_rate
-from reports.roofline import Record, Row, analyse, annotate, cache_comparisons, summarise
+from reports.roofline import (
+    Record,
+    Row,
+    analyse,
+    annotate,
+    cache_comparisons,
+    repeatability,
+    section_spread,
+    summarise,
+)
 from reports.timing import Bench
 from suite.plugin import session_of  # the attnspec session: implementations, device, report dir
 
@@ -29,6 +38,7 @@ OPT_PEAK_FLOPS = "--peak-flops"
 OPT_BANDWIDTH = "--bandwidth"
 OPT_RECALIBRATE = "--recalibrate"
 OPT_THREADS = "--bench-threads"
+OPT_REPEAT = "--repeat-report"
 BENCH_SIZES = ("small", "default", "large")
 SKIP_REASON = "benchmark: run with `pytest --benchmark-only` (a plain run checks conformance only)"
 
@@ -55,6 +65,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         OPT_THREADS, default=None, metavar="N", help="CPU threads for torch during benchmarks"
+    )
+    group.addoption(
+        OPT_REPEAT,
+        default=None,
+        metavar="N",
+        help="run every benchmark N times (pass after pass) and report, per row, the spread "
+        "of the %% of roof and whether the verdict changed",
     )
 
 
@@ -101,6 +118,22 @@ def threads_option(config: pytest.Config) -> int | None:
     return threads
 
 
+def repeat_option(config: pytest.Config) -> int:
+    """The --repeat-report value as a whole number >= 1 (1 when not given)."""
+    value = config.getoption(OPT_REPEAT)
+    if value is None:
+        return 1
+    try:
+        runs = int(value)
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise pytest.UsageError(
+            f"{OPT_REPEAT} {value!r}: the pass count must be a whole number >= 1"
+        )
+    return runs
+
+
 class BenchState:
     """Per-session benchmark state: size, roofs, cache flushers and the records collected."""
 
@@ -111,10 +144,12 @@ class BenchState:
         self.bandwidth = rate_option(config, OPT_BANDWIDTH, "bandwidth (bytes/s)")
         self.recalibrate = bool(config.getoption(OPT_RECALIBRATE))
         self.threads = timing.fix_threads(threads_option(config))
+        self.repeat = repeat_option(config)
         self.records: list[Record] = []
         self.load_at_start = load_average()
         self._roofs: dict[tuple[str, str], DeviceRoof] = {}
         self._flushers: dict[str, Callable[[], None]] = {}
+        self.probes: dict[str, float] = {}  # single-op probe seconds, by description
         self._analysis: tuple[int, list[Row], dict[str, DeviceRoof]] | None = None
 
     @property
@@ -188,7 +223,8 @@ class BenchState:
                 roof = self.roof(record.device, record.dtype)
                 roofs[f"{record.device} {roof.dtype}"] = roof
                 rows.append(analyse(record, roof, baseline))
-            annotate(rows)
+            for run in sorted({r.record.run for r in rows}):
+                annotate([r for r in rows if r.record.run == run])
             self._analysis = (len(self.records), rows, roofs)
         return self._analysis[1], self._analysis[2]
 
@@ -196,6 +232,8 @@ class BenchState:
         """The JSON block: roofs, baseline, ridge points, rows, comparisons, verdicts."""
         rows, roofs = self.analysed()
         baseline = h100_baseline()
+        spread = repeatability(rows)
+        first = [r for r in rows if r.record.run == 1]
         return {
             "bench_size": self.size,
             "threads": self.threads,
@@ -208,10 +246,11 @@ class BenchState:
                 "h100-sxm bf16": baseline.ridge,
             },
             "rows": [row.to_dict() for row in rows],
+            "repeat": {"runs": self.repeat, "rows": spread, "sections": section_spread(spread)},
             "cached_vs_recompute": cache_comparisons(
-                rows, lambda r: self.roof(r.device, r.dtype), baseline
+                first, lambda r: self.roof(r.device, r.dtype), baseline
             ),
-            "verdicts": summarise(rows),
+            "verdicts": summarise(first),
         }
 
 
@@ -246,6 +285,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def is_bench(item: pytest.Item) -> bool:
         return "benchmark" in getattr(item, "fixturenames", ())
 
+    if config.stash[BENCH].repeat > 1:  # pass after pass: every benchmark once, then again
+        items.sort(key=run_of)
     if config.getoption("benchmark_only", False):
         keep = [i for i in items if is_bench(i)]
         dropped = [i for i in items if not is_bench(i)]
@@ -274,10 +315,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.roof(device, dtype)
 
 
+def run_of(item: pytest.Item) -> int:
+    """The --repeat-report pass an item belongs to (1 without the option)."""
+    callspec = getattr(item, "callspec", None)
+    return int(callspec.params.get("bench_run", 1)) if callspec is not None else 1
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    runs = metafunc.config.stash[BENCH].repeat
+    if runs > 1 and "bench_run" in metafunc.fixturenames:
+        ids = [f"run{i}" for i in range(1, runs + 1)]
+        metafunc.parametrize("bench_run", range(1, runs + 1), ids=ids, indirect=True)
+
+
 @pytest.fixture
-def bench(request: pytest.FixtureRequest, benchmark: Any) -> Bench:
+def bench_run(request: pytest.FixtureRequest) -> int:
+    """Which pass of --repeat-report this is (1 without the option)."""
+    return int(getattr(request, "param", 1))
+
+
+@pytest.fixture
+def bench(request: pytest.FixtureRequest, benchmark: Any, bench_run: int) -> Bench:
     """Time, check and record one benchmark (see reports.timing.Bench)."""
-    return Bench(request.config.stash[BENCH], benchmark, request.node.nodeid)
+    return Bench(request.config.stash[BENCH], benchmark, request.node.nodeid, bench_run)
 
 
 def pytest_benchmark_update_machine_info(
@@ -310,13 +370,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     tr = terminalreporter
     payload = state.payload()
-    rows, roofs = state.analysed()
+    every, roofs = state.analysed()
+    rows = [r for r in every if r.record.run == 1]
     baseline = h100_baseline()
     comparisons = payload["cached_vs_recompute"]
     timed = any(r.seconds is not None for r in state.records)
     heading = f"bench size {state.size}; torch threads {state.threads}" + (
         "" if timed else "; benchmarks ran once, untimed (--benchmark-disable)"
     )
+    if state.repeat > 1:
+        heading += f"; {state.repeat} passes (tables show pass 1, then the spread over passes)"
     load = payload["load_average"]
     if load["start"] is not None:
         heading += (
@@ -329,6 +392,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     text = render.report_text(
         rows, roofs, baseline, comparisons, payload["verdicts"], heading=heading
     )
+    repeat = payload["repeat"]
+    if repeat["rows"]:
+        text += "\n\n" + render.repeat_text(repeat["rows"], repeat["sections"])
     tr.write_line(text)
     out = state.report_dir
     md = render.report_text(
@@ -340,6 +406,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         fmt="github",
         heading=f"# attnspec roofline report\n\n{heading}\n",
     )
+    if repeat["rows"]:
+        md += "\n\n" + render.repeat_text(repeat["rows"], repeat["sections"], fmt="github")
     paths = [
         render.write_text(out / "roofline.md", md),
         render.write_json(out / "roofline.json", payload),

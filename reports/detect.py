@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
+from reports import timing
 from reports.calibrate import Measured, calibrate
 from reports.hardware import SPECS, DeviceRoof, DeviceSpec, cpu_name, parse_rate
 
@@ -85,9 +86,9 @@ def _settle(
         return published, f"spec table ({spec.key})"
     if measured is not None:
         how = (
-            f"{measured.gemm_dtype} GEMM n={measured.gemm_n}"
+            f"{measured.gemm_dtype} GEMM, best of {len(measured.gemms)}: {measured.gemm_method}"
             if figure == "gemm_flops"
-            else "best of copy/triad"
+            else f"best of {len(measured.streams)} streams: {measured.bandwidth_method}"
         )
         where = f"{how}, {measured.device_key}, {measured.measured_at}"
         return float(getattr(measured, figure)), f"measured ({where})"
@@ -148,6 +149,7 @@ def resolve_device(
     bw, bw_src = _settle(bw_o, spec, spec.bandwidth if spec else None, measured, "bandwidth")
     if peak is None or bw is None:
         notes.append("roof incomplete: verdicts on this device read 'unknown roof'")
+    cache_name, cache_size, cache_bw, cache_src = _cache_roof(dev, props, spec, measured)
     return DeviceRoof(
         name=name,
         kind=dev.type,
@@ -161,4 +163,37 @@ def resolve_device(
         bandwidth_source=bw_src,
         properties=props,
         notes=tuple(notes),
+        cache_name=cache_name,
+        cache_bytes=cache_size,
+        cache_bandwidth=cache_bw,
+        cache_source=cache_src,
     )
+
+
+def _cache_roof(
+    dev: torch.device,
+    props: Mapping[str, object],
+    spec: DeviceSpec | None,
+    measured: Measured | None,
+) -> tuple[str, int | None, float | None, str]:
+    """(level name, size, bandwidth, source) of the last cache level: the size from the OS
+    (CPU) or the driver / spec table (GPU), the bandwidth published where it is, else measured."""
+    size: int | None
+    if dev.type == "cpu":
+        name, size, size_src = "LLC", timing.cpu_cache_bytes(), "size from sysfs"
+    else:
+        l2 = props.get("L2_cache_size")
+        size = spec.l2_bytes if spec and spec.l2_bytes else (int(str(l2)) if l2 else None)
+        name, size_src = (
+            "L2",
+            "size from spec table" if spec and spec.l2_bytes else "size from driver",
+        )
+    if spec is not None and spec.l2_bandwidth is not None:
+        return name, size, spec.l2_bandwidth, f"{size_src}; bandwidth from spec table ({spec.key})"
+    if measured is not None and measured.cache_bandwidth is not None:
+        where = f"copy inside the {name}, {measured.device_key}, {measured.measured_at}"
+        return name, size, measured.cache_bandwidth, f"{size_src}; bandwidth measured ({where})"
+    if measured is not None:
+        why = measured.rejected.get("cache", "not measured")
+        return name, size, None, f"{size_src}; measured bandwidth rejected ({why})"
+    return name, size, None, f"{size_src}; bandwidth unknown"

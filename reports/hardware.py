@@ -39,6 +39,7 @@ class DeviceSpec:
     bandwidth: float
     l2_bytes: int | None
     source: str
+    l2_bandwidth: float | None = None  # only where a datasheet or whitepaper publishes it
 
     def peak_flops(self, dtype: str) -> float | None:
         """The peak that applies to matmuls in ``dtype`` (None when not published)."""
@@ -224,6 +225,10 @@ class DeviceRoof:
     bandwidth_source: str
     properties: dict[str, object] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    cache_name: str = "L2"
+    cache_bytes: int | None = None
+    cache_bandwidth: float | None = None
+    cache_source: str = "unknown"
 
     @property
     def known(self) -> bool:
@@ -238,16 +243,24 @@ class DeviceRoof:
         return ridge(self.peak_flops, self.bandwidth)
 
     def verdict(self, intensity: float) -> str:
-        """ "memory-bound", "compute-bound", or "unknown roof" on this device."""
+        """ "memory-bound", "compute-bound", or "unknown roof" at main memory on this device."""
         if self.peak_flops is None or self.bandwidth is None:
             return "unknown roof"
         bound = is_memory_bound(intensity, self.peak_flops, self.bandwidth)
         return "memory-bound" if bound else "compute-bound"
 
+    @property
+    def cache_ridge(self) -> float | None:
+        """peak / cache bandwidth in FLOP per cache-level byte, None when either is unknown."""
+        if self.peak_flops is None or self.cache_bandwidth is None:
+            return None
+        return ridge(self.peak_flops, self.cache_bandwidth)
+
     def to_dict(self) -> dict[str, object]:
         """Plain numbers and strings, for the JSON report."""
         out = asdict(self)
         out["ridge"] = self.ridge
+        out["cache_ridge"] = self.cache_ridge
         out["known"] = self.known
         return out
 
@@ -267,6 +280,10 @@ def h100_baseline(dtype: str = "bfloat16") -> DeviceRoof:
         bandwidth=H100_SXM.bandwidth,
         peak_source=source,
         bandwidth_source=source,
+        cache_name="L2",
+        cache_bytes=H100_SXM.l2_bytes,
+        cache_bandwidth=H100_SXM.l2_bandwidth,
+        cache_source=f"L2 size: {source}; L2 bandwidth: not published, no cache roof drawn",
     )
 
 

@@ -11,14 +11,26 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Measured:
-    """One device's measured roof (all rates per second, bytes = read + written)."""
+    """One device's measured roof: every method's figure and the ones the roof uses.
+
+    Rates are per second; bytes are read + written. ``streams`` holds copy, triad and read
+    bandwidths, ``rejected`` why a stream was not trusted, ``gemms`` every GEMM tried
+    ("torch n=2048": FLOP/s). ``bandwidth`` and ``gemm_flops`` are the roof; ``cache_bandwidth``
+    is None when the cache copy was rejected (``rejected["cache"]`` says why).
+    """
 
     device_key: str
-    copy_bandwidth: float
-    triad_bandwidth: float
+    bandwidth: float
+    bandwidth_method: str
+    streams: dict[str, float]
+    rejected: dict[str, str]
+    cache_level: str
+    cache_bytes: int
+    cache_bandwidth: float | None
     gemm_flops: float
+    gemm_method: str
+    gemms: dict[str, float]
     gemm_dtype: str
-    gemm_n: int
     buffer_bytes: int
     threads: int | None
     repeats: int
@@ -26,6 +38,13 @@ class Measured:
     measured_at: str
 
     @property
-    def bandwidth(self) -> float:
-        """The better of copy and triad: the bandwidth roof."""
-        return max(self.copy_bandwidth, self.triad_bandwidth)
+    def copy_bandwidth(self) -> float:
+        return self.streams["copy"]
+
+    @property
+    def triad_bandwidth(self) -> float:
+        return self.streams["triad"]
+
+    @property
+    def read_bandwidth(self) -> float:
+        return self.streams["read"]

@@ -14,6 +14,8 @@ from typing import Any
 from tabulate import tabulate
 
 from reports.roofline import Roof, Row
+from specs.cost import attainable_flops
+from specs.cost import ridge as cost_ridge
 
 GROUP_ORDER = (
     "matmul",
@@ -26,18 +28,17 @@ GROUP_ORDER = (
     "generation",
     "cached vs recompute",
 )
-SHORT_VERDICT = {
-    "memory-bound": "memory",
-    "compute-bound": "compute",
-    "launch-bound": "launch",
-    "unknown roof": "unknown",
-}
 
 
-def si(value: float | None, unit: str, digits: int = 3) -> str:
-    """1.23e10, "FLOP/s" -> "12.3 GFLOP/s"; None -> "-"."""
+def short_verdict(verdict: str) -> str:
+    """ "memory-bound (DRAM)" -> "memory (DRAM)", "overhead-bound" -> "overhead"."""
+    return verdict.replace("-bound", "").replace("unknown roof", "unknown")
+
+
+def si(value: float | None, unit: str, digits: int = 3, missing: str = "-") -> str:
+    """1.23e10, "FLOP/s" -> "12.3 GFLOP/s"; None -> `missing`. The one SI formatter."""
     if value is None or not math.isfinite(value):
-        return "-"
+        return missing
     if value == 0:
         return f"0 {unit}"
     for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -57,7 +58,10 @@ def seconds(value: float | None) -> str:
 
 
 def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+    """0.61 -> "61%"; above 1 never a bare figure: the row's note says to recalibrate."""
+    if value is None:
+        return "-"
+    return "above roof" if value > 1 else f"{100 * value:.0f}%"
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -109,9 +113,9 @@ def roofline_table(rows: list[Row], *, fmt: str = "simple") -> str:
                 si(d.byte_rate, "B/s"),
                 number(d.intensity),
                 percent(d.fraction),
-                SHORT_VERDICT.get(d.verdict, d.verdict) if short else d.verdict,
+                short_verdict(d.verdict) if short else d.verdict,
                 number(b.intensity),
-                SHORT_VERDICT.get(b.verdict, b.verdict) if short else b.verdict,
+                short_verdict(b.verdict) if short else b.verdict,
                 "FAIL" if r.failed else r.check,
                 "; ".join(row.notes),
             ]
@@ -173,13 +177,77 @@ def cache_table(comparisons: list[dict[str, Any]], *, fmt: str = "simple") -> st
 
 
 def roof_line(label: str, roof: Any) -> str:
-    """'label: name — peak P (source), bandwidth W (source), ridge R FLOP/B'."""
+    """'label: name — peak P (source), bandwidth W (source), ridge R; cache level, measured'."""
     ridge = getattr(roof, "ridge", None)
     ridge_text = "unknown" if ridge is None else f"{ridge:.1f} FLOP/B"
-    return (
+    line = (
         f"{label}: {roof.name} [{roof.dtype}] peak {si(roof.peak_flops, 'FLOP/s')} "
         f"({roof.peak_source}), bandwidth {si(roof.bandwidth, 'B/s')} "
         f"({roof.bandwidth_source}), ridge {ridge_text}"
+    )
+    size = getattr(roof, "cache_bytes", None)
+    if size:
+        line += (
+            f"; {roof.cache_name} {size / (1 << 20):.3g} MiB at "
+            f"{si(roof.cache_bandwidth, 'B/s', missing='unknown bandwidth')} ({roof.cache_source})"
+        )
+    m = getattr(roof, "measured", None)
+    if m is not None:
+        streams = ", ".join(f"{k} {si(v, 'B/s')}" for k, v in m.streams.items())
+        gemms = ", ".join(f"{k} {si(v, 'FLOP/s')}" for k, v in m.gemms.items())
+        line += (
+            f"\n  calibration (best of {m.repeats}, {m.buffer_bytes >> 20} MiB buffers, "
+            f"{m.measured_at}): streams {streams} -> roof {m.bandwidth_method}; "
+            f"{m.cache_level} copy {si(m.cache_bandwidth, 'B/s')}; {m.gemm_dtype} GEMM {gemms} "
+            f"-> peak {m.gemm_method}"
+        )
+        for name, why in m.rejected.items():
+            line += f"\n  not trusted: {name} stream, {why}"
+    return line
+
+
+def repeat_text(
+    entries: list[dict[str, Any]], sections: list[dict[str, Any]], *, fmt: str = "simple"
+) -> str:
+    """Per row: % of roof in each pass, spread and verdict stability; then per section."""
+    md = fmt == "github"
+    headers = ["op", "impl", "variant", "case", "% of roof per pass", "spread", "verdict"]
+    body = [
+        [
+            e["group"],
+            e["impl"],
+            e["variant"],
+            e["case"],
+            " / ".join(percent(f) for f in e["fractions"]),
+            "-" if e["spread"] is None else f"{100 * e['spread']:.0f} pp",
+            ("CHANGED: " + " / ".join(e["verdicts"])) if e["verdict_changed"] else e["verdicts"][0],
+        ]
+        for e in entries
+    ]
+    per_section = [
+        [
+            s["group"],
+            s["rows"],
+            "-" if s["max_spread"] is None else f"{100 * s['max_spread']:.0f} pp",
+            "-" if s["median_spread"] is None else f"{100 * s['median_spread']:.0f} pp",
+            s["verdict_changes"],
+        ]
+        for s in sections
+    ]
+    title = "## " if md else "-- "
+    return "\n".join(
+        [
+            f"{title}repeatability over {len(entries[0]['fractions'])} passes",
+            tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True),
+            "",
+            f"{title}spread per section (percentage points of roof)",
+            tabulate(
+                per_section,
+                headers=["section", "rows", "max spread", "median spread", "verdict changes"],
+                tablefmt=fmt,
+                disable_numparse=True,
+            ),
+        ]
     )
 
 
@@ -201,8 +269,11 @@ def report_text(
     roof_lines.append(roof_line("baseline", baseline))
     out += [f"- {x}" for x in roof_lines] + [""] if md else roof_lines
     out.append(
-        "bound here: verdict on the device that ran it (measured time under 10 µs: launch); "
-        "FLOP/B bf16 and bound H100: the same op with 2-byte elements on the H100 SXM roof."
+        "FLOP/B: FLOPs per main-memory byte (re-reads whose working set fits the cache level "
+        "are cache traffic); roof: the time the slowest roof allows over the measured time; "
+        "bound here: the level that sets it on the device that ran it (overhead: most of the "
+        "time is the same call's per-call floor); FLOP/B bf16 and bound H100: the same op "
+        "with 2-byte elements on the H100 SXM roof."
     )
     for group, members in ordered_groups(rows):
         out += ["", f"{h3}{group}", roofline_table(members, fmt=fmt)]
@@ -247,25 +318,31 @@ MARKERS = {
 }
 
 
-def _roof_curve(ax: Any, roof: Roof, xs: list[float], style: dict[str, Any], label: str) -> None:
-    if roof.peak_flops is None or roof.bandwidth is None:
+def _roof_curve(
+    ax: Any, roof: Roof, xs: list[float], style: dict[str, Any], label: str, *, cache: bool = False
+) -> None:
+    """One roof, min(peak, intensity x bandwidth), with its ridge; `cache`: the cache level's
+    roof (its bandwidth), drawn dashed."""
+    bandwidth = roof.cache_bandwidth if cache else roof.bandwidth
+    if roof.peak_flops is None or bandwidth is None:
         return
-    ys = [min(roof.peak_flops, x * roof.bandwidth) for x in xs]
-    ax.plot(xs, ys, label=label, **style)
-    ridge = roof.peak_flops / roof.bandwidth
+    ys = [attainable_flops(x, roof.peak_flops, bandwidth) for x in xs]
+    ax.plot(xs, ys, label=label, **(style | ({"linestyle": "--"} if cache else {})))
+    ridge = cost_ridge(roof.peak_flops, bandwidth)
     ax.axvline(ridge, color=style.get("color", "k"), linestyle=":", linewidth=0.8)
     ax.annotate(
-        f"ridge {ridge:.3g}",
+        f"{roof.cache_name + ' ' if cache else ''}ridge {ridge:.3g}",
         (ridge, roof.peak_flops),
         textcoords="offset points",
-        xytext=(4, 4),
+        xytext=(4, -10 if cache else 4),
         fontsize=7,
         color=style.get("color", "k"),
     )
 
 
 def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> Path | None:
-    """Log-log roofline PNG: each device roof and the H100 roof, each timed benchmark a point.
+    """Log-log hierarchical roofline PNG: each device's main-memory roof (solid) and cache roof
+    (dashed), the H100's, and each timed benchmark a point at its main-memory intensity.
 
     Ops with no FLOPs (KV-cache append) have intensity 0 and can't sit on a log axis; they
     appear in the tables only.
@@ -281,9 +358,10 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
         if r.device.flop_rate is not None and r.device.flop_rate > 0 and r.device.intensity > 0
     ]
     ridges = [
-        r.peak_flops / r.bandwidth
+        cost_ridge(r.peak_flops, bw)
         for r in (*roofs.values(), baseline)
-        if r.peak_flops and r.bandwidth
+        for bw in (r.bandwidth, r.cache_bandwidth)
+        if r.peak_flops and bw
     ]
     xs = [r.device.intensity for r in points] + ridges + [0.1]
     lo, hi = min(xs) / 4, max(xs) * 8
@@ -291,20 +369,13 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
     fig, ax = plt.subplots(figsize=(12, 6.5), dpi=120)
     colors = ["tab:blue", "tab:green", "tab:purple", "tab:brown"]
     for i, (device, roof) in enumerate(roofs.items()):
-        _roof_curve(
-            ax,
-            roof,
-            grid,
-            {"color": colors[i % len(colors)], "linewidth": 2},
-            f"{device}: {roof.name} roof",
-        )
-    _roof_curve(
-        ax,
-        baseline,
-        grid,
-        {"color": "tab:red", "linewidth": 2, "linestyle": "--"},
-        "H100 SXM bf16 roof (baseline)",
-    )
+        style = {"color": colors[i % len(colors)], "linewidth": 2}
+        _roof_curve(ax, roof, grid, style, f"{device}: {roof.name}, main memory")
+        _roof_curve(ax, roof, grid, style, f"{device}: {roof.cache_name} (cache)", cache=True)
+    style = {"color": "tab:red", "linewidth": 1.5, "alpha": 0.7}
+    unpublished = "" if baseline.cache_bandwidth else "; L2 bandwidth unpublished, no L2 roof"
+    _roof_curve(ax, baseline, grid, style, f"H100 SXM bf16, HBM (baseline{unpublished})")
+    _roof_curve(ax, baseline, grid, style, "H100 SXM bf16, L2 (baseline)", cache=True)
     impls = sorted({r.record.impl for r in points})
     palette = ["tab:orange", "tab:cyan", "tab:olive", "tab:pink", "tab:gray", "black"]
     impl_color = {name: palette[i % len(palette)] for i, name in enumerate(impls)}
@@ -366,9 +437,12 @@ def plot(path: Path, rows: list[Row], roofs: dict[str, Any], baseline: Roof) -> 
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
-    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_xlabel("arithmetic intensity (FLOP per main-memory byte)")
     ax.set_ylabel("achieved FLOP/s")
-    ax.set_title("attnspec roofline: benchmarks on the detected device, H100 SXM for reference")
+    ax.set_title(
+        "attnspec hierarchical roofline: main-memory roof solid, cache roof dashed; "
+        "H100 SXM for reference"
+    )
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

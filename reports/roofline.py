@@ -1,11 +1,13 @@
 """Roofline figures for each benchmark: achieved rates, intensity, fraction of the roof, verdict.
 
-The roofline (Williams, Waterman and Patterson, CACM 2009): an op doing F FLOPs while moving
-M bytes can't finish faster than max(F / peak, M / bandwidth). The fraction of the roof a
-run attains is that bound divided by its measured time, which equals achieved FLOP/s over
-min(peak, intensity x bandwidth) (and achieved bytes/s over bandwidth for an op with no
-FLOPs). The verdict compares intensity F / M with the ridge peak / bandwidth; a run faster
-than LAUNCH_BOUND_S is launch-bound: fixed per-call overhead, not the roof, sets its time.
+The roof and the verdict come from specs.cost (the functions COST-RIDGE and COST-HIERARCHY
+test): an op doing F FLOPs whose bytes split into main-memory and cache-level traffic
+(``level_bytes``) can't finish faster than the slowest of F / peak, main / bandwidth and
+cache / cache bandwidth (``level_seconds``; Williams, Waterman and Patterson, CACM 2009, and
+its hierarchical form). The fraction of the roof a run attains is that bound divided by its
+measured time; its intensity is FLOPs per main-memory byte; the verdict names the slowest
+level. A run whose time is mostly fixed per-call cost (at least OVERHEAD_SHARE of it is the
+same call on a minimal input, or it is under LAUNCH_BOUND_S) is "overhead-bound" instead.
 
 A benchmark reports a `Record` (plain numbers, stored in pytest-benchmark's extra_info);
 `analyse` turns it into a `Row` on the detected device and on the H100 baseline, where the
@@ -19,8 +21,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from specs.cost import Cost, Traffic, hierarchical_verdict, level_bytes, level_seconds
+
 LAUNCH_BOUND_S = 10e-6  # DESIGN.md: results under ~10 µs are launch-bound and say so
+OVERHEAD_SHARE = 0.5  # a floor this share of the time makes a row overhead-bound
 BASELINE_ELEMENT_BYTES = 2  # the H100 baseline is judged in bf16
+TARGET_FRACTION = 0.6  # a baseline implementation worth comparing to reaches this (issue 14)
+SLOW_ROW_S = 50e-6  # rows at least this long are held to TARGET_FRACTION
 
 
 class Roof(Protocol):
@@ -32,16 +39,29 @@ class Roof(Protocol):
     def peak_flops(self) -> float | None: ...
     @property
     def bandwidth(self) -> float | None: ...
+    @property
+    def cache_name(self) -> str: ...
+    @property
+    def cache_bytes(self) -> int | None: ...
+    @property
+    def cache_bandwidth(self) -> float | None: ...
+
+
+def as_traffic(cost: Cost | Traffic) -> Traffic:
+    """A Traffic; a flat Cost counts all its bytes as compulsory (nothing re-read)."""
+    return cost if isinstance(cost, Traffic) else Traffic(cost.flops, cost.bytes)
 
 
 @dataclass
 class Record:
-    """One benchmark's measurement and analytic cost, as plain numbers.
+    """One benchmark's measurement and analytic traffic, as plain numbers.
 
-    `flops`/`bytes` are the cost at the run's dtype; `baseline_flops`/`baseline_bytes` the
-    same op at 2-byte elements. `seconds` is the median time per call (None when benchmarks
-    ran untimed); `spread` its interquartile range. `check` is "ok", or "FAIL <clause>: ..."
-    when the output of the benchmarked call did not match the float64 reference.
+    `flops`, `bytes` (compulsory), `rereads` and `working_set` are the traffic at the run's
+    dtype; the `baseline_` ones the same op at 2-byte elements. `seconds` is the median time
+    per call (None when benchmarks ran untimed); `spread` its interquartile range;
+    `floor_seconds` the same call on a minimal input (the per-call floor). `check` is "ok",
+    or "FAIL <clause>: ..." when the benchmarked output did not match the float64 reference.
+    `run` numbers the pass of a --repeat-report session.
     """
 
     group: str
@@ -62,10 +82,26 @@ class Record:
     check: str = "ok"
     extras: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
+    rereads: float = 0.0
+    working_set: float = 0.0
+    baseline_rereads: float = 0.0
+    baseline_working_set: float = 0.0
+    floor_seconds: float | None = None
+    run: int = 1
 
     @property
     def failed(self) -> bool:
         return self.check.startswith("FAIL")
+
+    def traffic(self, baseline: bool = False) -> Traffic:
+        if baseline:
+            return Traffic(
+                self.baseline_flops,
+                self.baseline_bytes,
+                self.baseline_rereads,
+                self.baseline_working_set,
+            )
+        return Traffic(self.flops, self.bytes, self.rereads, self.working_set)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,13 +109,15 @@ class Record:
 
 @dataclass
 class Figures:
-    """A record judged against one roof."""
+    """A record judged against one roof (bytes at main memory and at the cache level)."""
 
     roof: str
-    intensity: float
+    intensity: float  # FLOPs per main-memory byte
+    dram_bytes: float
+    cache_level_bytes: float
     flop_rate: float | None
-    byte_rate: float | None
-    bound_seconds: float | None  # max(F / peak, M / bandwidth): the roofline's time
+    byte_rate: float | None  # main-memory bytes per second
+    bound_seconds: float | None  # the slowest roof's time
     fraction: float | None
     verdict: str
 
@@ -102,52 +140,105 @@ class Row:
         }
 
 
-def intensity(flops: float, nbytes: float) -> float:
-    """FLOP per byte moved."""
-    if nbytes <= 0:
-        raise ValueError(f"bytes must be > 0, got {nbytes!r}")
-    return flops / nbytes
+def has_roof(roof: Roof) -> bool:
+    return roof.peak_flops is not None and roof.bandwidth is not None
 
 
-def bound_seconds(flops: float, nbytes: float, roof: Roof) -> float | None:
-    """The roofline's lower bound on time, max(F / peak, M / bandwidth); None without a roof."""
+def bound_seconds(traffic: Traffic, roof: Roof) -> float | None:
+    """The roofline's lower bound on time: the slowest of compute, main memory and the cache
+    level (specs.cost.level_seconds); None without a roof."""
     if roof.peak_flops is None or roof.bandwidth is None:
         return None
-    return max(flops / roof.peak_flops, nbytes / roof.bandwidth)
+    times = level_seconds(
+        traffic, roof.peak_flops, roof.bandwidth, roof.cache_bandwidth, roof.cache_bytes
+    )
+    return max(times.values())
 
 
-def verdict(flops: float, nbytes: float, roof: Roof, seconds: float | None = None) -> str:
-    """memory-bound / compute-bound by intensity vs ridge; launch-bound when the run is tiny."""
-    if seconds is not None and seconds < LAUNCH_BOUND_S:
-        return "launch-bound"
+def overhead_bound(seconds: float | None, floor: float | None) -> bool:
+    """Fixed per-call cost, not the roof, sets the time."""
+    if seconds is None:
+        return False
+    return seconds < LAUNCH_BOUND_S or (floor is not None and floor >= OVERHEAD_SHARE * seconds)
+
+
+def verdict(
+    traffic: Traffic, roof: Roof, seconds: float | None = None, floor: float | None = None
+) -> str:
+    """overhead-bound, else specs.cost.hierarchical_verdict on the roof's levels."""
+    if overhead_bound(seconds, floor):
+        return "overhead-bound"
     if roof.peak_flops is None or roof.bandwidth is None:
         return "unknown roof"
-    ridge = roof.peak_flops / roof.bandwidth
-    return "memory-bound" if intensity(flops, nbytes) < ridge else "compute-bound"
+    return hierarchical_verdict(
+        traffic,
+        roof.peak_flops,
+        roof.bandwidth,
+        roof.cache_bandwidth,
+        roof.cache_bytes,
+        roof.cache_name,
+    )
 
 
-def figures(flops: float, nbytes: float, roof: Roof, seconds: float | None) -> Figures:
+def figures(
+    traffic: Traffic, roof: Roof, seconds: float | None, floor: float | None = None
+) -> Figures:
     """Achieved rates and the fraction of the roof attained by a run of `seconds`."""
-    bound = bound_seconds(flops, nbytes, roof)
-    timed = seconds if seconds is not None and seconds > 0 else None
+    dram, cached = level_bytes(traffic, roof.cache_bytes)
+    bound = bound_seconds(traffic, roof)
+    t = seconds if seconds is not None and seconds > 0 else None
     return Figures(
         roof=roof.name,
-        intensity=intensity(flops, nbytes),
-        flop_rate=flops / timed if timed else None,
-        byte_rate=nbytes / timed if timed else None,
+        intensity=traffic.flops / dram,
+        dram_bytes=dram,
+        cache_level_bytes=cached,
+        flop_rate=None if t is None else traffic.flops / t,
+        byte_rate=None if t is None else dram / t,
         bound_seconds=bound,
-        fraction=bound / timed if timed and bound is not None else None,
-        verdict=verdict(flops, nbytes, roof, seconds),
+        fraction=None if t is None or bound is None else bound / t,
+        verdict=verdict(traffic, roof, seconds, floor),
     )
 
 
 def analyse(record: Record, roof: Roof, baseline: Roof) -> Row:
     """Judge `record` on its device's roof (measured time) and on the baseline (intensity only)."""
-    return Row(
+    row = Row(
         record=record,
-        device=figures(record.flops, record.bytes, roof, record.seconds),
-        baseline=figures(record.baseline_flops, record.baseline_bytes, baseline, None),
+        device=figures(record.traffic(), roof, record.seconds, record.floor_seconds),
+        baseline=figures(record.traffic(baseline=True), baseline, None),
     )
+    probe = record.extras.get("probe")
+    if probe and probe.get("seconds"):
+        bound = bound_seconds(Traffic(probe["flops"], probe["bytes"]), roof)
+        if bound is not None:
+            probe["fraction"] = bound / probe["seconds"]
+    row.notes.extend(judge_notes(row))
+    return row
+
+
+def judge_notes(row: Row) -> list[str]:
+    """Above the roof, overhead-bound, or short of TARGET_FRACTION: say so in one line."""
+    r, d = row.record, row.device
+    floor = f"per-call floor {r.floor_seconds * 1e6:.3g} µs" if r.floor_seconds else ""
+    if d.verdict == "overhead-bound":
+        return [floor or "under 10 µs: launch overhead"]
+    if d.fraction is None:
+        return []
+    if d.fraction > 1:
+        return [f"above calibrated roof ({d.fraction:.2f}x): recalibrate"]
+    if r.seconds is not None and r.seconds >= SLOW_ROW_S and d.fraction < TARGET_FRACTION:
+        if r.floor_seconds and r.floor_seconds >= 0.2 * r.seconds:
+            return [f"per-call overhead: {floor} of {r.seconds * 1e6:.3g} µs"]
+        probe = r.extras.get("probe") or {}
+        if "fraction" not in probe:
+            why = r.extras.get("why")
+            return [f"below {TARGET_FRACTION:.0%} of roof: {why}"] if why else []
+        limit = "the BLAS limit" if probe["fraction"] < TARGET_FRACTION else "not the BLAS"
+        return [
+            f"below {TARGET_FRACTION:.0%} of roof, {limit}: {probe['what']} alone reaches "
+            f"{min(probe['fraction'], 1.0):.0%} (single-op probe)"
+        ]
+    return []
 
 
 def _pairs(rows: list[Row], left: str, right: str, *, same_impl: bool) -> list[tuple[Row, Row]]:
@@ -166,13 +257,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def annotate(rows: list[Row]) -> None:
-    """Add cross-row comparisons to the rows' notes: copy bandwidth, chunked vs recurrent,
-    tiled vs SDPA, cached generation vs recompute (measured and predicted)."""
-    for row in rows:
-        ex = row.record.extras
-        if "copy_bandwidth" in ex and row.device.byte_rate is not None:
-            ex["copy_ratio"] = row.device.byte_rate / ex["copy_bandwidth"]
-            row.notes.append(f"{ex['copy_ratio']:.2f}x copy BW")
+    """Add cross-row comparisons to the rows' notes: chunked vs recurrent, tiled vs SDPA,
+    cached generation vs recompute (measured)."""
     for rec, chunk in _pairs(rows, "recurrent", "chunked", same_impl=True):
         speedup = ratio(rec.record.seconds, chunk.record.seconds)
         if speedup is not None:
@@ -200,7 +286,7 @@ def predicted_seconds(steps: list[list[float]], roof: Roof) -> float | None:
     """Sum of the roofline's time over a sequence of (FLOPs, bytes) steps."""
     total = 0.0
     for flops, nbytes in steps:
-        bound = bound_seconds(flops, nbytes, roof)
+        bound = bound_seconds(Traffic(flops, nbytes), roof)
         if bound is None:
             return None
         total += bound
@@ -244,7 +330,7 @@ def cache_comparisons(
 
 
 def summarise(rows: list[Row]) -> list[str]:
-    """One line per op group and roof: which cases are memory-, compute- or launch-bound."""
+    """One line per op group and roof: which cases are bound by which level, or by overhead."""
     lines = []
     groups: dict[tuple[str, str], list[tuple[str, Figures]]] = defaultdict(list)
     for row in rows:
@@ -261,3 +347,57 @@ def summarise(rows: list[Row]) -> list[str]:
             parts = [f"{v}: {', '.join(dict.fromkeys(n))}" for v, n in by_verdict.items()]
         lines.append(f"{group} on {roof}: " + "; ".join(parts))
     return lines
+
+
+def repeat_key(r: Record) -> tuple[str, ...]:
+    """What identifies one benchmark row across the passes of --repeat-report."""
+    return (r.group, r.impl, r.variant, r.case, r.dtype, r.device)
+
+
+def repeatability(rows: list[Row]) -> list[dict[str, Any]]:
+    """Per benchmark row seen in more than one pass: % of roof per pass, spread, verdicts."""
+    found: dict[tuple[str, ...], list[Row]] = defaultdict(list)
+    for row in rows:
+        found[repeat_key(row.record)].append(row)
+    out = []
+    for (group, impl, variant, case, dtype, _), members in found.items():
+        if len(members) < 2:
+            continue
+        fractions = [m.device.fraction for m in members]
+        known = [f for f in fractions if f is not None]
+        verdicts = [m.device.verdict for m in members]
+        out.append(
+            {
+                "group": group,
+                "impl": impl,
+                "variant": variant,
+                "case": case,
+                "dtype": dtype,
+                "runs": [m.record.run for m in members],
+                "fractions": fractions,
+                "spread": max(known) - min(known) if known else None,
+                "verdicts": verdicts,
+                "verdict_changed": len(set(verdicts)) > 1,
+            }
+        )
+    return out
+
+
+def section_spread(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per op group: the largest and median spread of % of roof, and verdict changes."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        groups[e["group"]].append(e)
+    out = []
+    for group, members in groups.items():
+        spreads = sorted(e["spread"] for e in members if e["spread"] is not None)
+        out.append(
+            {
+                "group": group,
+                "rows": len(members),
+                "max_spread": spreads[-1] if spreads else None,
+                "median_spread": spreads[len(spreads) // 2] if spreads else None,
+                "verdict_changes": sum(e["verdict_changed"] for e in members),
+            }
+        )
+    return out

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reports.roofline import BASELINE_ELEMENT_BYTES, Record
+from reports.roofline import BASELINE_ELEMENT_BYTES, Record, as_traffic
 
 MiB = 1 << 20
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -32,6 +32,8 @@ MIN_FLUSH_BYTES = 64 * MiB
 # Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
 ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
+FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
+PROBE_REPEATS = 2  # timings of a single-op probe after its warm-up call (best of)
 
 
 def device_of(impl: Any) -> str:
@@ -125,8 +127,8 @@ def fix_threads(threads: int | None) -> int | None:
     return torch.get_num_threads()
 
 
-def median_seconds(device: str, fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
-    """Median seconds per call of `fn`: one warm-up call, then `repeats` timings of `inner`
+def _timings(device: str, fn: Callable[[], object], repeats: int, inner: int) -> list[float]:
+    """Seconds per call of `fn`: one warm-up call, then `repeats` timings of `inner`
     back-to-back calls, each between synchronising timers."""
     fn()
     times = []
@@ -135,15 +137,27 @@ def median_seconds(device: str, fn: Callable[[], object], repeats: int, inner: i
         for _ in range(inner):
             fn()
         times.append((now(device) - t0) / inner)
-    return statistics.median(times)
+    return times
 
 
-def copy_bandwidth(device: str, nbytes: int, repeats: int = 5, inner: int = 1) -> float:
+def median_seconds(device: str, fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
+    """Median seconds per call of `fn` (a typical run)."""
+    return statistics.median(_timings(device, fn, repeats, inner))
+
+
+def best_seconds(device: str, fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
+    """Least seconds per call of `fn` (a ceiling: noise only ever slows a run down)."""
+    return min(_timings(device, fn, repeats, inner))
+
+
+def copy_bandwidth(
+    device: str, nbytes: int, repeats: int = 5, inner: int = 1, *, best: bool = False
+) -> float:
     """Bytes/s of copying one `nbytes` buffer into another, counting read + write (STREAM copy).
 
-    Measures exactly `nbytes` (rounded down to float32 elements); pass
-    `streaming_bytes(device, n)` for a buffer that can't sit in cache. Uses torch (its CPU
-    copy is multi-threaded like the ops it is compared with) when it is installed, else numpy.
+    Measures exactly `nbytes` (rounded down to float32 elements): the median of `repeats`
+    timings, or the best with `best=True`. Uses torch (its CPU copy is multi-threaded like the
+    ops it is compared with) when it is installed, else numpy.
     """
     n = int(nbytes) // 4
     if n < 1:
@@ -151,19 +165,20 @@ def copy_bandwidth(device: str, nbytes: int, repeats: int = 5, inner: int = 1) -
     try:
         import torch
 
-        src = torch.ones(n, dtype=torch.float32, device=device)  # (n,)
+        src = torch.rand(n, dtype=torch.float32, device=device)  # (n,)
         dst = torch.empty_like(src)  # (n,)
 
         def copy() -> None:
             dst.copy_(src)
     except ImportError:
-        src_np = np.ones(n, dtype=np.float32)  # (n,)
+        src_np = np.random.default_rng(0).random(n, dtype=np.float32)  # (n,)
         dst_np = np.empty_like(src_np)  # (n,)
 
         def copy() -> None:
             np.copyto(dst_np, src_np)
 
-    return 2 * 4 * n / median_seconds(device, copy, repeats, inner)
+    timer = best_seconds if best else median_seconds
+    return 2 * 4 * n / timer(device, copy, repeats, inner)
 
 
 class Timed:
@@ -180,11 +195,12 @@ class Timed:
 class Bench:
     """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
 
-    def __init__(self, state: Any, benchmark: Any, nodeid: str) -> None:
+    def __init__(self, state: Any, benchmark: Any, nodeid: str, run: int = 1) -> None:
         self.state = state  # reports.bench_plugin.BenchState: size, flusher(), records
         self.benchmark = benchmark
         self.nodeid = nodeid
         self.size = state.size
+        self.run_index = run  # the pass of a --repeat-report session
 
     @property
     def timed(self) -> bool:
@@ -227,6 +243,26 @@ class Bench:
         result = self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup)
         return Timed(result, last[0], self.benchmark.stats)
 
+    def floor(
+        self, fn: Callable[..., Any], make_args: Callable[[], tuple[Any, ...]], *, device: str
+    ) -> float | None:
+        """The per-call floor: median seconds of `fn` on the minimal input `make_args()` gives
+        (the same call with (almost) nothing to do); None when benchmarks run untimed."""
+        if not self.timed:
+            return None
+        args = make_args()
+        return median_seconds(device, lambda: fn(*args), FLOOR_REPEATS)
+
+    def probe(self, what: str, fn: Callable[[], object], *, device: str) -> float | None:
+        """Best seconds of one plain library op (`what` names it), timed once per session; None
+        when benchmarks run untimed."""
+        if not self.timed:
+            return None
+        probes: dict[str, float] = self.state.probes
+        if what not in probes:
+            probes[what] = best_seconds(device, fn, PROBE_REPEATS)
+        return probes[what]
+
     def record(
         self,
         timed: Timed,
@@ -244,12 +280,16 @@ class Bench:
         clause: str = "",
         check: str = "ok",
         extras: dict[str, Any] | None = None,
+        floor: float | None = None,
     ) -> Record:
-        """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info)."""
+        """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info).
+
+        `cost(E)` gives the op's specs.cost Traffic (or a flat Cost) at E bytes per element.
+        """
         from specs.dtypes import BYTES_PER_ELEMENT
 
-        run_cost = cost(BYTES_PER_ELEMENT[dtype])
-        base_cost = cost(BASELINE_ELEMENT_BYTES)
+        run_cost = as_traffic(cost(BYTES_PER_ELEMENT[dtype]))
+        base_cost = as_traffic(cost(BASELINE_ELEMENT_BYTES))
         rec = Record(
             group=group,
             variant=variant,
@@ -259,9 +299,15 @@ class Bench:
             dtype=dtype,
             shape=shape,
             flops=float(run_cost.flops),
-            bytes=float(run_cost.bytes),
+            bytes=float(run_cost.compulsory),
+            rereads=float(run_cost.rereads),
+            working_set=float(run_cost.working_set),
             baseline_flops=float(base_cost.flops),
-            baseline_bytes=float(base_cost.bytes),
+            baseline_bytes=float(base_cost.compulsory),
+            baseline_rereads=float(base_cost.rereads),
+            baseline_working_set=float(base_cost.working_set),
+            floor_seconds=floor,
+            run=self.run_index,
             clause=clause,
             seconds=timed.seconds if seconds is None else seconds,
             spread=timed.spread if seconds is None else spread,
@@ -273,7 +319,7 @@ class Bench:
         self.state.records.append(rec)
         info = self.benchmark.extra_info
         info.setdefault("attnspec", []).append(rec.to_dict())
-        info.update(flops=rec.flops, bytes=rec.bytes, intensity=rec.flops / rec.bytes)
+        info.update(flops=rec.flops, bytes=rec.bytes + rec.rereads)
         info.update(check=rec.check, group=group)
         return rec
 

@@ -344,6 +344,232 @@ def decoder_decode_step_cost(shape: DecoderShape, B: int, T: int, E: int | float
     )
 
 
+# --- The hierarchical roofline: where each byte is served from -----------------------------
+#
+# A flat Cost charges every byte to main memory. The hierarchical roofline (Williams et al.
+# 2009, sec. 5; Nsight Compute's "hierarchical roofline") adds a roof per cache level: an op
+# is bound by the slowest of compute, main-memory traffic and cache-level traffic. Every
+# algorithm below reports the same three terms, so tiled attention, SDPA, decode, linear
+# attention and the decoder are judged by one rule (``level_bytes``, ``hierarchical_verdict``).
+
+FLASH_BLOCK = 128
+"""The query and key block of FlashAttention-2's forward kernel for head dims up to 128
+(Dao, "FlashAttention-2", 2023, sec. 3.3: 128×128 blocks on A100/H100), the schedule
+SDPA's fused backends run; torch's CPU flash kernel splits queries into 32-256 rows."""
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """FLOPs and bytes of one call, split by how often the algorithm moves each byte.
+
+    ``compulsory``: every input read once and every output written once, the least any
+    schedule moves to and from main memory (Hong and Kung, 1981: the I/O lower bound's
+    leading term). ``rereads``: bytes the algorithm moves again (K/V once more per query
+    block, chunk states written and read back, a recurrent state per token). ``working_set``:
+    the bytes one (batch, kv-head) tile re-reads; if they fit in a cache level the re-reads
+    are served there (0 when nothing is re-read).
+    """
+
+    flops: int | float
+    compulsory: int | float
+    rereads: int | float = 0
+    working_set: int | float = 0
+
+    def __post_init__(self) -> None:
+        Cost(self.flops, self.compulsory)  # validates flops >= 0, compulsory > 0
+        for name in ("rereads", "working_set"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"Traffic.{name} must be finite and >= 0, got {value!r}")
+
+    @property
+    def total(self) -> int | float:
+        """Every byte the cores request: compulsory + re-reads (the cache level's traffic)."""
+        return self.compulsory + self.rereads
+
+    def flat(self) -> Cost:
+        """The single-level cost: every byte charged to main memory."""
+        return Cost(self.flops, self.total)
+
+    def times(self, n: int) -> Traffic:
+        """``n`` independent calls (e.g. one per layer): the working set stays one tile's."""
+        n = _positive_int("n", n)
+        return Traffic(self.flops * n, self.compulsory * n, self.rereads * n, self.working_set)
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(
+            self.flops + other.flops,
+            self.compulsory + other.compulsory,
+            self.rereads + other.rereads,
+            max(self.working_set, other.working_set),
+        )
+
+
+def reread_traffic(compulsory: Cost, rereads: int | float, working_set: int | float) -> Traffic:
+    """A Traffic from an op's compulsory Cost plus the re-reads its schedule adds.
+
+    The entry point for new algorithms (paged attention: the compulsory cost of the pages
+    it reads, re-reads of pages shared between sequences, a working set of one block table's
+    pages).
+    """
+    return Traffic(compulsory.flops, compulsory.bytes, rereads, working_set)
+
+
+def fits_in_cache(working_set: int | float, cache_bytes: int | float) -> bool:
+    """The working-set rule: a re-read set is served by a cache level iff it fits in it."""
+    if not (cache_bytes > 0 and math.isfinite(cache_bytes)):
+        raise ValueError(f"cache_bytes must be finite and > 0, got {cache_bytes!r}")
+    return working_set <= cache_bytes
+
+
+def level_bytes(traffic: Traffic, cache_bytes: int | float | None) -> tuple[float, float]:
+    """(main-memory bytes, cache-level bytes) of ``traffic`` with a cache of ``cache_bytes``.
+
+    Every requested byte passes the cache level (``total``). Main memory sees the compulsory
+    bytes, plus the re-reads when their working set does not fit (or the cache is unknown):
+    compulsory <= main memory <= compulsory + re-reads.
+    """
+    fits = cache_bytes is not None and fits_in_cache(traffic.working_set, cache_bytes)
+    dram = traffic.compulsory if fits or not traffic.rereads else traffic.total
+    return float(dram), float(traffic.total)
+
+
+def level_seconds(
+    traffic: Traffic,
+    peak_flops: float,
+    bandwidth: float,
+    cache_bandwidth: float | None = None,
+    cache_bytes: int | float | None = None,
+) -> dict[str, float]:
+    """The time each roof allows: {"compute": F/peak, "dram": main/bandwidth, "cache": ...}.
+
+    "cache" (cache-level bytes / cache bandwidth) is present only when both the cache's size
+    and bandwidth are known; the op can't finish faster than the largest entry.
+    """
+    peak, bw = _roof(peak_flops, bandwidth)
+    dram, cached = level_bytes(traffic, cache_bytes)
+    out = {"compute": traffic.flops / peak, "dram": dram / bw}
+    if cache_bandwidth is not None and cache_bytes is not None:
+        out["cache"] = cached / _roof(peak, cache_bandwidth)[1]
+    return out
+
+
+def hierarchical_verdict(
+    traffic: Traffic,
+    peak_flops: float,
+    bandwidth: float,
+    cache_bandwidth: float | None = None,
+    cache_bytes: int | float | None = None,
+    cache_name: str = "L2",
+) -> str:
+    """ "compute-bound", "memory-bound (DRAM)" or "memory-bound (<cache_name>)": the slowest roof.
+
+    Memory-bound at a level iff its time exceeds the compute time (at main memory this is
+    ``is_memory_bound`` on the main-memory intensity); the cache level wins only when it is
+    slower than main memory too.
+    """
+    t = level_seconds(traffic, peak_flops, bandwidth, cache_bandwidth, cache_bytes)
+    if t.get("cache", 0.0) > max(t["compute"], t["dram"]):
+        return f"memory-bound ({cache_name})"
+    return "memory-bound (DRAM)" if t["dram"] > t["compute"] else "compute-bound"
+
+
+def tiled_attention_traffic(
+    B: int,
+    Hq: int,
+    Hkv: int,
+    Tq: int,
+    Tk: int,
+    D: int,
+    Dv: int,
+    E: int | float,
+    causal: bool,
+    block_q: int,
+    block_k: int,
+) -> Traffic:
+    """Tiled attention: ``attention_cost``'s bytes are compulsory, the rest of
+    ``tiled_attention_cost``'s (K/V once more per extra query block, FlashAttention Thm. 2)
+    are re-reads of one (batch, kv-head) K/V slice, E·Tk·(D + Dv) bytes.
+    """
+    plain = attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal)
+    tiled = tiled_attention_cost(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal, block_q, block_k)
+    rereads = tiled.bytes - plain.bytes
+    return reread_traffic(plain, rereads, E * Tk * (D + Dv) if rereads else 0)
+
+
+def attention_traffic(
+    B: int,
+    Hq: int,
+    Hkv: int,
+    Tq: int,
+    Tk: int,
+    D: int,
+    Dv: int,
+    E: int | float,
+    causal: bool,
+    block_q: int = FLASH_BLOCK,
+    block_k: int = FLASH_BLOCK,
+) -> Traffic:
+    """Fused attention (SDPA, a decode kernel): tiled attention with the library's blocks.
+
+    SDPA's flash backends are FlashAttention with FLASH_BLOCK blocks, so SDPA and a tiled
+    kernel of the same shape get the same compulsory bytes and the same re-read working set.
+    Decode (Tq ≤ block_q) is one query block: compulsory bytes only.
+    """
+    return tiled_attention_traffic(B, Hq, Hkv, Tq, Tk, D, Dv, E, causal, block_q, block_k)
+
+
+def linear_attention_recurrent_traffic(
+    B: int, H: int, T: int, D: int, Dv: int, E: int | float, E_state: int | float | None = None
+) -> Traffic:
+    """T recurrent steps (``linear_attention_recurrent_step_cost`` × T): q, k, v, y and the
+    state read once and written once are compulsory; the other T - 1 reads and writes of the
+    state are re-reads of one (batch, head) state, E_state·D·(Dv + 1) bytes.
+    """
+    T = _positive_int("T", T)
+    steps = linear_attention_recurrent_step_cost(B, H, D, Dv, E, E_state).times(T)
+    Es = E if E_state is None else E_state
+    state = Es * _positive_int("B", B) * _positive_int("H", H) * 2 * D * (Dv + 1)
+    rereads = state * (T - 1)
+    return Traffic(steps.flops, steps.bytes - rereads, rereads, Es * D * (Dv + 1) if rereads else 0)
+
+
+def linear_attention_chunked_traffic(
+    B: int,
+    H: int,
+    T: int,
+    D: int,
+    Dv: int,
+    chunk: int,
+    E: int | float,
+    E_state: int | float | None = None,
+    initial_state: bool = False,
+) -> Traffic:
+    """The chunked form: ``linear_attention_chunked_cost`` is compulsory; the state entering
+    each of the N = ⌈T/chunk⌉ chunks is written and read back (the "materialization" of Yang
+    et al., GLA, 2024, sec. 4.1), 2·N·E_state·D·(Dv + 1) per (batch, head), whose working
+    set is that head's N states.
+    """
+    c = linear_attention_chunked_cost(B, H, T, D, Dv, chunk, E, E_state, initial_state)
+    Es = E if E_state is None else E_state
+    states = -(-T // chunk) * Es * D * (Dv + 1)
+    return reread_traffic(c, 2 * B * H * states, states)
+
+
+def decoder_prefill_traffic(shape: DecoderShape, B: int, P: int, E: int | float) -> Traffic:
+    """``decoder_prefill_cost`` is compulsory; each layer's causal attention re-reads its K/V
+    as ``attention_traffic`` does (working set: one layer's (batch, kv-head) slice)."""
+    flat = decoder_prefill_cost(shape, B, P, E)
+    hd = shape.head_dim
+    attn = attention_traffic(B, shape.n_heads, shape.n_kv_heads, P, P, hd, hd, E, True)
+    return reread_traffic(flat, attn.rereads * shape.layers, attn.working_set)
+
+
+def decoder_decode_step_traffic(shape: DecoderShape, B: int, T: int, E: int | float) -> Traffic:
+    """One decode step: every weight and cached token is read once, nothing is re-read."""
+    return reread_traffic(decoder_decode_step_cost(shape, B, T, E), 0, 0)
+
+
 def _roof(peak_flops: float, bandwidth: float) -> tuple[float, float]:
     for name, value in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -278,3 +278,72 @@ def cost_ridge(t: Target, data: st.DataObject) -> None:
                 roof,
                 min(peak, i * bandwidth),
             )
+
+
+KIB, MIB = 1 << 10, 1 << 20
+
+
+@clause(
+    "COST-HIERARCHY",
+    "main-memory traffic lies between the compulsory bytes and compulsory + re-reads, and "
+    "re-reads stay in a cache iff the per-(batch, kv-head) working set fits: tiled 128×128 "
+    "attention at B=1 H=8 T=2048 D=64 bf16 re-reads a 512 KB K/V slice, so a 50 MB L2 serves "
+    "them (main memory sees the compulsory 8 MB; on H100 it is compute-bound, like SDPA) and "
+    "a 256 KB cache does not; one query block moves exactly the compulsory bytes",
+    needs=(
+        "tiled_attention_traffic",
+        "attention_traffic",
+        "attention_cost",
+        "tiled_attention_cost",
+        "level_bytes",
+        "hierarchical_verdict",
+    ),
+)
+def cost_hierarchy(t: Target, data: st.DataObject) -> None:
+    hand = t.impl.tiled_attention_traffic(1, 8, 8, 2048, 2048, 64, 64, 2, True, 128, 128)
+    call = "tiled_attention_traffic(1, 8, 8, 2048, 2048, 64, 64, 2, True, 128, 128)"
+    got = (hand.compulsory, hand.working_set)
+    if got != (8 * MIB, 512 * KIB):
+        raise mismatch(t.where(f"{call} (compulsory, working_set)"), got, (8 * MIB, 512 * KIB))
+    for cache, want in ((50 * MIB, hand.compulsory), (256 * KIB, hand.total)):
+        dram = t.impl.level_bytes(hand, cache)[0]
+        if dram != want:
+            raise mismatch(t.where(f"level_bytes({call}, {cache}) main memory"), dram, want)
+    sdpa = t.impl.attention_traffic(1, 8, 8, 2048, 2048, 64, 64, 2, True)
+    verdicts = [
+        t.impl.hierarchical_verdict(x, H100_PEAK, H100_BANDWIDTH, None, 50 * MIB)
+        for x in (hand, sdpa)
+    ]
+    if verdicts != ["compute-bound", "compute-bound"]:
+        raise mismatch(t.where("H100 verdicts (tiled, SDPA) at T=2048"), verdicts, "compute-bound")
+    G = data.draw(st.integers(1, 4), label="query heads per kv head")
+    Hkv = data.draw(st.integers(1, 4), label="Hkv")
+    Tq = data.draw(st.integers(1, 300), label="Tq")
+    Tk = Tq + data.draw(st.integers(0, 300), label="Tk - Tq")
+    D, Dv = (data.draw(st.integers(1, 128), label=x) for x in ("D", "Dv"))
+    bq, bk = (data.draw(st.integers(1, 256), label=x) for x in ("block_q", "block_k"))
+    E = data.draw(element_sizes, label="E")
+    causal = data.draw(st.booleans(), label="causal")
+    cache = data.draw(st.integers(1, 1 << 22), label="cache bytes")
+    args = (2, G * Hkv, Hkv, Tq, Tk, D, Dv, E, causal)
+    call = f"tiled_attention_traffic{(*args, bq, bk)}"
+    tr = t.impl.tiled_attention_traffic(*args, bq, bk)
+    plain = t.impl.attention_cost(*args).bytes
+    flat = t.impl.tiled_attention_cost(*args, bq, bk).bytes
+    if (tr.compulsory, tr.total) != (plain, flat):
+        raise mismatch(
+            t.where(f"{call} (compulsory, total)"), (tr.compulsory, tr.total), (plain, flat)
+        )
+    dram = t.impl.level_bytes(tr, cache)[0]
+    if not tr.compulsory <= dram <= tr.compulsory + tr.rereads:
+        raise mismatch(t.where(f"level_bytes({call}, {cache})"), dram, "compulsory..total")
+    want = tr.compulsory if tr.working_set <= cache else tr.total
+    if dram != want:
+        raise mismatch(t.where(f"level_bytes({call}, {cache}) working-set rule"), dram, want)
+    one = t.impl.tiled_attention_traffic(*args, Tq, bk)
+    if (one.rereads, t.impl.level_bytes(one, 1)[0]) != (0, plain):
+        raise mismatch(
+            t.where(f"tiled_attention_traffic{(*args, Tq, bk)} (one query block)"),
+            (one.rereads, t.impl.level_bytes(one, 1)[0]),
+            (0, plain),
+        )

@@ -215,3 +215,8 @@ def test_bad_arguments_name_themselves(call, name):
     """Invalid shapes, element sizes and roofs raise ValueError naming the argument."""
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_cost_hierarchy():
+    """Main memory sees compulsory bytes plus the re-reads whose working set misses the cache."""
+    verify("COST-HIERARCHY", MODEL)

@@ -32,8 +32,27 @@ DENSE = {
 }
 
 
-def fake_measured(key="cuda:fake", gemm=100e12, copy=1.0e12, triad=1.2e12):
-    return calibrate.Measured(key, copy, triad, gemm, "bfloat16", 64, 1 << 20, None, 1, 0.1, "now")
+def fake_measured(key="cuda:fake", gemm=100e12, copy=1.0e12, triad=1.2e12, read=None):
+    read = copy if read is None else read
+    return calibrate.Measured(
+        device_key=key,
+        bandwidth=max(copy, triad, read),
+        bandwidth_method="triad" if triad >= max(copy, read) else "copy/read",
+        streams={"copy": copy, "triad": triad, "read": read},
+        rejected={},
+        cache_level="L2",
+        cache_bytes=50 << 20,
+        cache_bandwidth=4 * max(copy, triad, read),
+        gemm_flops=gemm,
+        gemm_method="torch n=64",
+        gemms={"torch n=64": gemm},
+        gemm_dtype="bfloat16",
+        buffer_bytes=1 << 20,
+        threads=None,
+        repeats=1,
+        seconds=0.1,
+        measured_at="now",
+    )
 
 
 @pytest.fixture
@@ -168,15 +187,61 @@ def test_cpu_is_the_detected_device(monkeypatch):
     roof = detect.resolve_device("cpu", env={})
     assert roof.kind == "cpu" and not roof.known
     assert (roof.peak_flops, roof.bandwidth) == (50e9, 12e9)
+    assert (roof.cache_name, roof.cache_bytes) == ("LLC", timing.cpu_cache_bytes())
+    assert roof.cache_bandwidth == 48e9 and "measured" in roof.cache_source
     assert roof.ridge == pytest.approx(50 / 12)
 
 
 def test_measure_reports_positive_rates():
-    """A tiny real calibration gives finite positive copy, triad and GEMM rates."""
+    """A tiny real calibration gives finite positive rates for every method, and the roof is
+    the best trusted stream and the best GEMM."""
     m = calibrate.measure("cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1)
-    assert m.copy_bandwidth > 0 and m.triad_bandwidth > 0 and m.gemm_flops > 0
-    assert m.bandwidth == max(m.copy_bandwidth, m.triad_bandwidth)
-    assert (m.threads, m.gemm_dtype, m.buffer_bytes) == (1, "float32", 4 << 20)
+    assert set(m.streams) == {"copy", "triad", "read"} and min(m.streams.values()) > 0
+    trusted = {k: v for k, v in m.streams.items() if k not in m.rejected}
+    assert m.bandwidth == max(trusted.values()) and m.streams[m.bandwidth_method] == m.bandwidth
+    assert set(m.gemms) == {"torch n=64", "numpy n=64"} and m.gemm_flops == max(m.gemms.values())
+    assert m.cache_bytes == timing.cpu_cache_bytes()
+    assert m.cache_bandwidth is None if "cache" in m.rejected else m.cache_bandwidth > m.bandwidth
+    assert (m.threads, m.gemm_dtype, m.buffer_bytes, m.cache_level) == (
+        1,
+        "float32",
+        4 << 20,
+        "LLC",
+    )
+
+
+def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
+    """A copy that beats the read-only stream by more than READ_MARGIN is measured again and,
+    when it still does, kept in the file but left out of the roof."""
+    seconds = {"copy": 1.0, "triad": 30.0, "read": 10.0}  # per index: 2, 3 and 1 elements
+    calls = []
+
+    def best(device, fn, repeats, inner=1):
+        name = next(k for k, f in streams.items() if f is fn)
+        calls.append(name)
+        return seconds[name]
+
+    real = calibrate._stream_calls
+    streams = {}
+
+    def stream_calls(device, n):
+        streams.update(real(device, n))
+        return streams
+
+    monkeypatch.setattr(calibrate, "_stream_calls", stream_calls)
+    monkeypatch.setattr(timing, "best_seconds", best)
+    found, rejected = calibrate._streams("cpu", 1024, 1, 1)
+    assert calls.count("copy") == 1 + calibrate.REMEASURE and list(rejected) == ["copy"]
+    assert found["copy"] == 20 * found["read"] and "not a memory rate" in rejected["copy"]
+
+
+def test_cache_copy_slower_than_memory_is_rejected(monkeypatch):
+    """A cache copy no faster than main memory (a descheduled thread) is measured again, then
+    left out: no cache roof rather than a wrong one."""
+    calls = []
+    monkeypatch.setattr(timing, "copy_bandwidth", lambda *a, **k: calls.append(1) or 2e9)
+    _, why = calibrate._cache_bandwidth("cpu", 32 << 20, 30e9)
+    assert len(calls) == 1 + calibrate.REMEASURE and "not a cache rate" in why
 
 
 def test_calibration_is_cached_per_device(tmp_path, monkeypatch):
@@ -225,6 +290,7 @@ def test_cli_prints_device_roof_and_baseline(tmp_path, monkeypatch, capsys):
     assert main(["--device", "cpu", "--calibration-file", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     for text in ("Detected device", "copy 10 GB/s", "GEMM", "50 GFLOP/s", "ridge          4.2 FLOP/byte",
+                 "LLC", "48 GB/s",
                  "Baseline: NVIDIA H100 SXM5 80GB", "295.2 FLOP/byte", "437.0"):  # fmt: skip
         assert text in out, text
 
@@ -238,19 +304,6 @@ def test_last_level_cache_is_the_highest_level(tmp_path):
         (index / "size").write_text(f"{size}\n")
     assert timing.cpu_cache_bytes(tmp_path) == 32 << 20
     assert timing.cpu_cache_bytes(tmp_path / "missing") == 32 << 20
-
-
-def test_calibration_copy_is_the_benchmarks_copy(monkeypatch):
-    """The measured roof's copy bandwidth comes from timing.copy_bandwidth, as the benchmarks' does."""
-    calls = []
-
-    def copy_bandwidth(device, nbytes, repeats, inner):
-        calls.append((device, nbytes))
-        return 123e9
-
-    monkeypatch.setattr(timing, "copy_bandwidth", copy_bandwidth)
-    m = calibrate.measure("cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1)
-    assert m.copy_bandwidth == 123e9 and calls == [("cpu", 4 << 20)]
 
 
 def test_copy_bandwidth_counts_read_and_write():

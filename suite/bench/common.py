@@ -40,6 +40,10 @@ class Inputs:
         """A fresh native array of standard-normal values."""
         return self.impl.asarray(self.rng.standard_normal(shape, dtype=np.float32), self.dtype)
 
+    def minimal(self, n: int) -> Callable[[], tuple[Any, ...]]:
+        """A maker of n one-element (1, 1, 1, 1) arrays: the input of a per-call floor."""
+        return lambda: tuple(self.normal(1, 1, 1, 1) for _ in range(n))
+
     def numpy(self, x: Any) -> np.ndarray:
         """The exact values of a native array, as float64."""
         return np.asarray(self.impl.to_numpy(x), dtype=np.float64)
@@ -96,6 +100,34 @@ def check_matmul(inputs: Inputs, y: Any, x: Any, w: Any, *, what: str) -> None:
     assert_close(out, expected, dtype=inputs.dtype, n=xn.shape[1], tol=tol, what=what)
 
 
+def matmul_probe(
+    bench: Bench, impl: Any, dtype: str, batch: int, M: int, K: int, N: int, what: str
+) -> dict[str, Any] | None:
+    """Time the op's main product alone as one torch matmul, (batch, M, K) @ (batch, K, N) in
+    `dtype` on the implementation's device: the BLAS limit for that shape (a single-op probe). None when untimed, torch is missing, or the row is not
+    the torch implementation's (the baseline held to the 60% target)."""
+    if not str(impl.name).startswith("torch"):
+        return None
+    try:
+        import torch
+
+        from implementations.torch_impl.dtypes import TORCH_DTYPES
+    except ImportError:
+        return None
+    device = timing.device_of(impl)
+    label = f"{what} as one torch GEMM, {batch}x({M}x{K})@({K}x{N}),"
+    tdtype = TORCH_DTYPES[dtype]
+    a = torch.randn(batch, M, K, device=device).to(tdtype)  # (batch, M, K)
+    b = torch.randn(batch, K, N, device=device).to(tdtype)  # (batch, K, N)
+    seconds = bench.probe(label, lambda: torch.matmul(a, b), device=device)
+    if seconds is None:
+        return None
+    E = a.element_size()
+    flops = 2 * batch * M * K * N
+    return {"what": label, "flops": flops, "bytes": E * batch * (M * K + K * N + M * N),
+            "seconds": seconds}  # fmt: skip
+
+
 def measure(
     bench: Bench,
     impl: Any,
@@ -112,12 +144,24 @@ def measure(
     check: Callable[[Timed], None],
     extras: dict[str, Any] | None = None,
     max_rounds: int | None = None,
+    floor_args: Callable[[], tuple[Any, ...]] | None = None,
+    floor_fn: Callable[..., Any] | None = None,
+    probe: Callable[[], dict[str, Any] | None] | None = None,
 ) -> Timed:
-    """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong."""
+    """Time fn on fresh inputs, check its last output, record the roofline row; fail if wrong.
+
+    `floor_args` makes a minimal input for fn (or for `floor_fn`, the same call on a minimal
+    object, when fn's own state can't take one): its time is the row's per-call floor.
+    `probe` times the op's main product alone (``matmul_probe``): the row's BLAS limit.
+    """
     device = timing.device_of(impl)
     kwargs = {} if max_rounds is None else {"max_rounds": max_rounds}
     timed = bench.run(fn, make_args, device=device, **kwargs)
     verdict = bench.verify(clause, lambda: check(timed))
+    floor = None if floor_args is None else bench.floor(floor_fn or fn, floor_args, device=device)
+    found = probe() if probe is not None else None
+    if found is not None:
+        extras = {**(extras or {}), "probe": found}
     record = bench.record(
         timed,
         impl=impl.name,
@@ -131,6 +175,7 @@ def measure(
         clause=clause,
         check=verdict,
         extras=extras,
+        floor=floor,
     )
     bench.fail_if(record)
     return timed

@@ -2,33 +2,20 @@
 
 import pytest
 
-from reports import timing
-from specs.cost import attention_cost, decode_attention_cost
-from specs.dtypes import BYTES_PER_ELEMENT
-from suite.bench.common import Inputs, check_attention, measure, need
+from specs.cost import attention_traffic
+from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
 
 pytestmark = pytest.mark.bench
 
 
 def decode(bench, impl, dtype, case, group):
-    """Time one query token per sequence over a T-token cache, beside a copy-bandwidth figure.
-
-    The copy bandwidth (read + write, STREAM's convention) is measured just before, on
-    buffers the size of the KV cache (at least twice the last-level cache, so the copy
-    streams from memory), so the ratio compares like with like on a shared machine.
-    """
+    """Time one query token per sequence over a T-token cache: it reads the whole cache once,
+    so its % of roof is its fraction of the calibrated main-memory bandwidth."""
     need(impl, dtype, "attention")
     B, Hq, Hkv, D, T = (case[k] for k in ("B", "Hq", "Hkv", "D", "T"))
     inputs = Inputs(impl, dtype)
     k = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
     v = inputs.normal(B, Hkv, T, D)  # (B, Hkv, T, D)
-    device = timing.device_of(impl)
-    extras = {}
-    if bench.timed:
-        cache_bytes = 2 * B * Hkv * T * D * BYTES_PER_ELEMENT[dtype]
-        extras["copy_bandwidth"] = timing.copy_bandwidth(
-            device, timing.streaming_bytes(device, cache_bytes)
-        )
 
     def check(timed):
         check_attention(inputs, timed.result, *timed.args, causal=True, what=f"decode {case}")
@@ -43,10 +30,11 @@ def decode(bench, impl, dtype, case, group):
         variant="decode",
         case=f"B={B} H={Hq}/{Hkv} T={T}",
         shape=case,
-        cost=lambda E: decode_attention_cost(B, Hq, Hkv, T, D, E),
+        cost=lambda E: attention_traffic(B, Hq, Hkv, 1, T, D, D, E, causal=True),
         clause="ATTN-REF",
         check=check,
-        extras=extras,
+        floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * Hkv, T, D, Hq // Hkv, "K@qᵀ"),
     )
 
 
@@ -58,7 +46,7 @@ def test_decode_attention(bench, impl, dtype, case):
 
 @pytest.mark.benchmark(group="long-context decode")
 def test_decode_long_context(bench, impl, dtype, case):
-    """GQA decode (Hq=32, Hkv=8, D=128) over a 16k-token cache, as a fraction of copy bandwidth."""
+    """GQA decode (Hq=32, Hkv=8, D=128) over a 16k-token cache, as a fraction of the roof."""
     decode(bench, impl, dtype, case, "long-context decode")
 
 
@@ -84,7 +72,9 @@ def test_prefill_attention(bench, impl, dtype, case):
         variant="prefill",
         case=f"B={B} H={Hq}/{Hkv} T={T} D={D}",
         shape=case,
-        cost=lambda E: attention_cost(B, Hq, Hkv, T, T, D, D, E, causal=True),
+        cost=lambda E: attention_traffic(B, Hq, Hkv, T, T, D, D, E, causal=True),
         clause="ATTN-REF",
         check=check,
+        floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * Hq, T, D, T, "Q@Kᵀ"),
     )

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from reports import timing
-from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost
+from reports.timing import FLOOR_REPEATS
+from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost, decoder_prefill_traffic
 from specs.decoder_weights import DecoderConfig, make_weights
 from specs.dtypes import BYTES_PER_ELEMENT, round_to
 from specs.reference.decoder import decoder_forward
@@ -74,6 +75,25 @@ class Setup:
         return [[float(x.flops), float(x.bytes)] for x in costs]
 
 
+def floors(bench, s):
+    """Per-call floors (prefill of one token, one decode step) of a model as deep as the one
+    benchmarked with every width 2: the fixed cost of calling it at all. None when untimed."""
+    if not bench.timed:
+        return None, None
+    c = s.config
+    tiny = DecoderConfig(vocab=2, d_model=2, layers=c.layers, n_heads=1, n_kv_heads=1,
+                         head_dim=2, d_ff=2, tied_embeddings=False, max_len=FLOOR_REPEATS + 4)  # fmt: skip
+    drawn = make_weights(tiny, seed=0)
+    model = s.impl.decoder(
+        tiny, {n: s.impl.asarray(round_to(a, s.dtype), s.dtype) for n, a in drawn.items()}
+    )
+    token = s.impl.asarray(np.zeros((1, 1), np.int64), "int64")  # (1, 1)
+    prefill = timing.median_seconds(s.device, lambda: model.prefill(token), FLOOR_REPEATS)
+    _, cache = model.prefill(token)
+    step = timing.median_seconds(s.device, lambda: model.decode(token, cache), FLOOR_REPEATS)
+    return prefill, step
+
+
 def total(steps):
     return Cost(sum(f for f, _ in steps), sum(b for _, b in steps))
 
@@ -115,6 +135,7 @@ def test_generation(bench, impl, dtype, case):
     marks = []
     timed = bench.run(cached_generation(s, marks), s.tokens, device=s.device)
     check = bench.verify(CLAUSE, lambda: s.check(timed.result, *timed.args))
+    prefill_floor, step_floor = floors(bench, s)
     kept = marks[-timed.rounds :] if timed.rounds else []
     ttft = [a for a, _ in kept]
     tpot = [(b - a) / (s.N - 1) for a, b in kept]
@@ -140,10 +161,11 @@ def test_generation(bench, impl, dtype, case):
     bench.record(
         timed,
         variant="TTFT (prefill)",
-        cost=lambda E: decoder_prefill_cost(s.config, s.B, s.P, E),
+        cost=lambda E: decoder_prefill_traffic(s.config, s.B, s.P, E),
         seconds=extras.get("ttft_s"),
         spread=iqr(ttft) if ttft else None,
         extras=extras,
+        floor=prefill_floor,
         **common,
     )
     record = bench.record(
@@ -156,6 +178,7 @@ def test_generation(bench, impl, dtype, case):
         seconds=extras.get("tpot_s"),
         spread=iqr(tpot) if tpot else None,
         extras=extras,
+        floor=step_floor,
         **common,
     )
     bench.fail_if(record)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from reports.timing import FLOOR_REPEATS
 from specs.cost import kv_append_cost
 from suite.bench.common import Inputs, measure, need
 
@@ -26,6 +27,7 @@ def test_kv_append(bench, impl, dtype, case):
         return k, v
 
     cache.append(*fresh_prefix(inputs, written, B, Hkv, P, D))
+    tiny = impl.kv_cache(1, 1, 1, FLOOR_REPEATS + 1, dtype)  # one-element appends: the floor
 
     def check(timed):
         keys, values = timed.result
@@ -51,6 +53,8 @@ def test_kv_append(bench, impl, dtype, case):
         clause="KV-APPEND-ONLY",
         check=check,
         max_rounds=MAX_ROUNDS,
+        floor_args=inputs.minimal(2),
+        floor_fn=lambda k, v: tiny.append(k, v),
     )
 
 

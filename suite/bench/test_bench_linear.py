@@ -3,10 +3,14 @@
 import numpy as np
 import pytest
 
-from specs.cost import linear_attention_chunked_cost, linear_attention_recurrent_step_cost
+from specs.cost import (
+    linear_attention_chunked_traffic,
+    linear_attention_recurrent_step_cost,
+    linear_attention_recurrent_traffic,
+)
 from specs.reference.linear import linear_attention_ref, linear_state_ref
 from specs.tolerance import assert_close, floor
-from suite.bench.common import Inputs, measure, need, output
+from suite.bench.common import Inputs, matmul_probe, measure, need, output
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="linear attention")]
 
@@ -31,7 +35,7 @@ def check_linear(inputs, y, q, k, v, *, state=None, what):
     assert_close(out, expected, dtype=inputs.dtype, n=n, tol=floor(inputs.dtype, n), what=what)
 
 
-def run_form(bench, impl, dtype, case, op, fn, variant, cost):
+def run_form(bench, impl, dtype, case, op, fn, variant, cost, probe=None, extras=None):
     need(impl, dtype, op)
     B, H, T, D = (case[k] for k in ("B", "H", "T", "D"))
     inputs = Inputs(impl, dtype)
@@ -54,6 +58,9 @@ def run_form(bench, impl, dtype, case, op, fn, variant, cost):
         cost=cost,
         clause="LIN-REF",
         check=check,
+        floor_args=inputs.minimal(3),
+        probe=probe,
+        extras=extras,
     )
 
 
@@ -69,7 +76,8 @@ def test_linear_recurrent(bench, impl, dtype, case):
         op,
         lambda q, k, v: getattr(impl, op)(q, k, v),
         "recurrent",
-        lambda E: linear_attention_recurrent_step_cost(B, H, D, D, E, state_bytes(dtype)).times(T),
+        lambda E: linear_attention_recurrent_traffic(B, H, T, D, D, E, state_bytes(dtype)),
+        extras={"why": "one Python step per token: the recurrent form is the lesson"},
     )
 
 
@@ -85,7 +93,8 @@ def test_linear_chunked(bench, impl, dtype, case):
         op,
         lambda q, k, v: getattr(impl, op)(q, k, v, chunk_size=C),
         f"chunked C={C}",
-        lambda E: linear_attention_chunked_cost(B, H, T, D, D, C, E, state_bytes(dtype)),
+        lambda E: linear_attention_chunked_traffic(B, H, T, D, D, C, E, state_bytes(dtype)),
+        probe=lambda: matmul_probe(bench, impl, dtype, B * H * -(-T // C), C, D, C, "φ(Q)φ(K)ᵀ"),
     )
 
 
@@ -106,15 +115,21 @@ def test_linear_step(bench, impl, dtype, case):
         np.asarray(impl.to_numpy(state[1]), np.float64),
     )
 
+    tiny = (
+        impl.asarray(np.zeros((1, 1, 1, 1)), state_dtype),
+        impl.asarray(np.zeros((1, 1, 1)), state_dtype),
+    )
+
     def check(timed):
-        check_linear(inputs, timed.result[0], *timed.args, state=exact, what=f"decode step {case}")
+        q, k, v, _ = timed.args
+        check_linear(inputs, timed.result[0], q, k, v, state=exact, what=f"decode step {case}")
 
     measure(
         bench,
         impl,
         dtype,
-        lambda q, k, v: getattr(impl, op)(q, k, v, state=state),
-        lambda: tuple(inputs.normal(B, H, 1, D) for _ in range(3)),
+        lambda q, k, v, s: getattr(impl, op)(q, k, v, state=s),
+        lambda: (*(inputs.normal(B, H, 1, D) for _ in range(3)), state),
         group="linear attention",
         variant="step",
         case=f"B={B} H={H} D={D} (state of {PREFIX} tokens)",
@@ -122,4 +137,5 @@ def test_linear_step(bench, impl, dtype, case):
         cost=lambda E: linear_attention_recurrent_step_cost(B, H, D, D, E, state_bytes(dtype)),
         clause="LIN-REF",
         check=check,
+        floor_args=lambda: (*inputs.minimal(3)(), tiny),
     )

@@ -3,7 +3,7 @@
 import pytest
 
 from specs.cost import matmul_cost
-from suite.bench.common import Inputs, check_matmul, measure, need
+from suite.bench.common import Inputs, check_matmul, matmul_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="matmul")]
 
@@ -31,4 +31,6 @@ def test_matmul(bench, impl, dtype, case):
         cost=lambda E: matmul_cost(B, D, F, E),
         clause="",
         check=check,
+        floor_args=lambda: (inputs.normal(1, 1), inputs.normal(1, 1)),
+        probe=lambda: matmul_probe(bench, impl, dtype, 1, B, D, F, "X@W"),
     )

@@ -2,8 +2,8 @@
 
 import pytest
 
-from specs.cost import attention_cost, tiled_attention_cost
-from suite.bench.common import Inputs, check_attention, measure, need
+from specs.cost import attention_traffic, tiled_attention_traffic
+from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
 from suite.plugin import session_of
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
@@ -34,9 +34,13 @@ def test_tiled_attention(bench, impl, dtype, case):
         variant=f"tiled {blk}x{blk}",
         case=case_text(case),
         shape=case,
-        cost=lambda E: tiled_attention_cost(B, Hq, Hkv, T, T, D, D, E, True, blk, blk),
+        cost=lambda E: tiled_attention_traffic(B, Hq, Hkv, T, T, D, D, E, True, blk, blk),
         clause="FLASH-EQ-ATTN",
         check=check,
+        floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(
+            bench, impl, dtype, B * Hkv, T * Hq // Hkv, D, blk, "Q@Kᵀ block"
+        ),
     )
 
 
@@ -72,7 +76,9 @@ def test_sdpa_baseline(bench, request, dtype, case):
         variant="sdpa",
         case=case_text(case),
         shape=case,
-        cost=lambda E: attention_cost(B, Hq, Hkv, T, T, D, D, E, causal=True),
+        cost=lambda E: attention_traffic(B, Hq, Hkv, T, T, D, D, E, causal=True),
         clause="ATTN-REF",
         check=check,
+        floor_args=inputs.minimal(3),
+        probe=lambda: matmul_probe(bench, sdpa, dtype, B * Hq, T, D, T, "Q@Kᵀ"),
     )

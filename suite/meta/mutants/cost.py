@@ -205,3 +205,31 @@ ALL = [
 ]
 
 MUTANTS = [m for m in ALL if m.kills]  # without torch, the COST-COUNTED-only ones drop out
+
+HIERARCHY_FUNCTIONS = (
+    "tiled_attention_traffic",
+    "attention_traffic",
+    "attention_cost",
+    "tiled_attention_cost",
+    "hierarchical_verdict",
+)
+
+
+def rereads_always_dram(traffic: Any, cache_bytes: Any) -> tuple[float, float]:
+    return float(traffic.total), float(traffic.total)
+
+
+MUTANTS.append(
+    Mutant(
+        "rereads-always-dram",
+        "every re-read charged to main memory, whatever the cache holds (the flat roofline)",
+        CostSubject(
+            SimpleNamespace(
+                name="mutant-rereads-always-dram",
+                level_bytes=rereads_always_dram,
+                **{f: getattr(cost, f) for f in HIERARCHY_FUNCTIONS},
+            )
+        ),
+        ("COST-HIERARCHY",),
+    )
+)
