@@ -55,7 +55,7 @@ from suite.plugin_options import (
 
 SESSION = "attnspec-session"
 # The suite testing itself (mutants, gallery, registry, plugin runs): run by a plain
-# `pytest suite`, left out when --impl names the implementations under test.
+# `pytest suite`, left out when --impl names the implementations under test or at --tier smoke.
 SELF_TESTS = (
     Path(suite.__file__).resolve().parent / "meta",
     Path(suite.__file__).resolve().parent / "bench" / "test_plugin.py",
@@ -117,7 +117,11 @@ class AttnspecSession:
         locators = discovery.requested(config.getoption(OPT_IMPL))
         self.subjects = resolve_subjects(locators, self.device)
         self.named = bool(locators)  # --impl or $ATTNSPEC_IMPL named the implementations
-        self.self_test = bool(config.getoption(OPT_SELF_TEST)) or not locators
+        # The smoke tier is a seconds-long check of implementations: the suite's own tests
+        # (most of a default run's time) join it only when asked for.
+        self.self_test = bool(config.getoption(OPT_SELF_TEST)) or (
+            not locators and self.tier != "smoke"
+        )
         self.self_tests_left_out = False
         self.clause_of_test = {c.test_name: c for c in all_clauses()}
         self.records: list[conformance.Record] = []
@@ -248,9 +252,10 @@ class AttnspecSession:
             return
         tr = terminalreporter
         if self.self_tests_left_out:
+            why = f"{OPT_IMPL} names the implementations under test" if self.named else "smoke tier"
             tr.write_line(
-                f"attnspec: the suite's self-tests were left out ({OPT_IMPL} names the "
-                f"implementations under test); add {OPT_SELF_TEST} to run them too"
+                f"attnspec: the suite's self-tests were left out ({why}); "
+                f"add {OPT_SELF_TEST} to run them too"
             )
         if not self.records:
             return
