@@ -28,10 +28,10 @@ def reference(
     if op in ("attention", "tiled_attention") and len(inputs) == 3:
         q, k, v = inputs
         causal, scale = bool(kwargs.get("causal", False)), kwargs.get("scale")
-        options = {o: kwargs[o] for o in ("window", "softcap") if kwargs.get(o) is not None}
+        window, softcap = kwargs.get("window"), kwargs.get("softcap")
         return (
-            attn_ref.attention(q, k, v, causal=causal, scale=scale, **options),
-            attn_ref.magnitude(q, k, v, causal=causal, scale=scale, **options),
+            attn_ref.attention(q, k, v, causal=causal, scale=scale, window=window, softcap=softcap),
+            attn_ref.magnitude(q, k, v, causal=causal, scale=scale, window=window, softcap=softcap),
         )
     if op.startswith("linear_attention") and len(inputs) == 3 and kwargs.get("state") is None:
         options: dict[str, Any] = {k: kwargs[k] for k in ("feature_map", "eps") if k in kwargs}
