@@ -23,7 +23,7 @@ from torch.nn.attention.flex_attention import (
 )
 
 from implementations.library_base import TorchLibrary
-from implementations.validate import check_attention_shapes
+from implementations.validate import check_attention_shapes, check_causal_lengths
 
 EAGER_WARNING = "flex_attention called without torch.compile"  # eager is the point here
 
@@ -125,8 +125,7 @@ class FlexImplementation(TorchLibrary):
     ) -> torch.Tensor:
         """softmax(scale q k^T + bottom-right mask_mod) v."""
         _, _, Tq, _, _, Tk, _ = check_attention_shapes(q, k, v, causal=causal)
-        if causal and Tk < Tq:
-            raise ValueError(f"causal attention needs Tk >= Tq, got Tq={Tq}, Tk={Tk}")
+        check_causal_lengths(Tq, Tk, causal=causal)
         self.require(q.dtype)
         mask = causal_block_mask(Tq, Tk, str(self.device)) if causal else None
         return self.flex(q, k, v, block_mask=mask, scale=None if scale is None else float(scale))

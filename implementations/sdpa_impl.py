@@ -27,7 +27,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from implementations.library_base import TorchLibrary
-from implementations.validate import check_attention_shapes
+from implementations.validate import check_attention_shapes, check_causal_lengths
 
 BACKENDS: dict[str, SDPBackend] = {
     "math": SDPBackend.MATH,
@@ -87,8 +87,7 @@ class SdpaImplementation(TorchLibrary):
     ) -> torch.Tensor:
         """softmax(scale q k^T + bottom-right mask) v through the forced backend."""
         _, _, Tq, D, _, Tk, _ = check_attention_shapes(q, k, v, causal=causal)
-        if causal and Tk < Tq:
-            raise ValueError(f"causal attention needs Tk >= Tq, got Tq={Tq}, Tk={Tk}")
+        check_causal_lengths(Tq, Tk, causal=causal)
         self.require(q.dtype)
         mask = causal_lower_right(Tq, Tk) if causal else None
         return self.sdpa(q, k, v, mask, 1.0 / math.sqrt(D) if scale is None else float(scale))

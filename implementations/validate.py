@@ -26,6 +26,12 @@ def check_attention_shapes(
     return B, Hq, Tq, D, Hkv, Tk, Dv
 
 
+def check_causal_lengths(Tq: int, Tk: int, *, causal: bool) -> None:
+    """Causal attention (bottom-right aligned) needs at least as many keys as queries."""
+    if causal and Tk < Tq:
+        raise ValueError(f"causal attention needs Tk >= Tq, got Tq={Tq}, Tk={Tk}")
+
+
 def check_positive(**sizes: int) -> None:
     """Raise ValueError naming the first size that is not a positive int."""
     for name, value in sizes.items():

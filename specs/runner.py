@@ -67,7 +67,7 @@ def describe(x: Any) -> str:
 
 def call_text(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """`op(q(2,4,7,16), ..., causal=True)`: how a failing call reads in messages."""
-    parts = [describe(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
     return f"{op}({', '.join(parts)})"
 
 
@@ -278,15 +278,21 @@ class Target:
         op: str,
         *natives: Any,
         expect_shape: tuple[int, ...] | None = None,
+        watch: tuple[Any, ...] = (),
         **kwargs: Any,
     ) -> np.ndarray:
-        """Run `op` on native inputs; check them unchanged and the result; return it as float64."""
+        """Run `op` on native inputs; check them unchanged and the result; return it as float64.
+
+        The positional arrays and the native arrays in `watch` (index arrays passed as keywords,
+        a cache's pages) must come back unchanged; other positional objects (a cache) are passed
+        as they are."""
         __tracebackhide__ = True
         text = call_text(op, natives, kwargs)
-        before = [self.numpy(x) for x in natives]
+        inputs = tuple(x for x in natives if hasattr(x, "shape")) + watch
+        before = [self.numpy(x) for x in inputs]
         y = self.guard(text, getattr(self.impl, op), *natives, **kwargs)
-        self.unchanged(natives, before, text)
-        self.same_device(natives, y, text)
+        self.unchanged(inputs, before, text)
+        self.same_device(inputs, y, text)
         out = self.result(y, text, expect_shape)
         if not self.log:
             self.repeatable(op, natives, kwargs, out, text)

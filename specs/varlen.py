@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from specs.attention import LEAK_SCALE
 from specs.clauses import clause
 from specs.reference.serving import sequence_attention, sequence_magnitude
-from specs.runner import Call, NotImplementedByImpl, Target, describe
+from specs.runner import NotImplementedByImpl, Target
 from specs.strategies import normal, scales, seeds
 from specs.tolerance import assert_close, budget
 
@@ -126,19 +126,14 @@ def serve(
     (`arrays`, as keywords); the arrays and `watch` (e.g. the pool's pages) must come back
     unchanged, and the result has the working dtype and `expect_shape`."""
     __tracebackhide__ = True
-    kwargs = {**arrays, **plain}
-    parts = [describe(a) for a in positional] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
-    text = f"{op}({', '.join(parts)})"
-    inputs = tuple(x for x in positional if hasattr(x, "shape")) + tuple(arrays.values()) + watch
-    before = [t.numpy(x) for x in inputs]
-    y = t.guard(text, getattr(t.impl, op), *positional, **kwargs)
-    t.unchanged(inputs, before, text)
-    t.same_device(inputs, y, text)
-    out = t.result(y, text, expect_shape)
-    if not t.log:
-        t.repeatable(op, positional, kwargs, out, text)
-    t.log.append(Call(op, positional, kwargs, y, out, text))
-    return out
+    return t.call_native(
+        op,
+        *positional,
+        expect_shape=expect_shape,
+        watch=(*arrays.values(), *watch),
+        **arrays,
+        **plain,
+    )
 
 
 def index(t: Target, x: np.ndarray) -> Any:

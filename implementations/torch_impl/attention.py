@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from implementations.torch_impl.masking import attention_options
-from implementations.validate import check_attention_shapes
+from implementations.validate import check_attention_shapes, check_causal_lengths
 
 GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
 
@@ -77,7 +77,6 @@ def attention(
         return attention_options(
             q, k, v, causal=causal, scale=scale, window=window, softcap=softcap
         )
-    if causal and k.shape[2] < q.shape[2]:
-        raise ValueError(f"causal attention needs Tk >= Tq, got Tq={q.shape[2]}, Tk={k.shape[2]}")
+    check_causal_lengths(int(q.shape[2]), int(k.shape[2]), causal=causal)
     path = attention_grouped if q.shape[2] <= GROUPED_MAX_TQ else attention_sdpa
     return path(q, k, v, causal=causal, scale=scale)
