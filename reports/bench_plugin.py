@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from reports import render, timing
+from reports.ceiling import SessionCeiling
 from reports.hardware import DeviceRoof, OverrideError, cpu_name, h100_baseline, parse_rate
 from reports.roofline import (
     Record,
@@ -150,6 +151,7 @@ class BenchState:
         self._roofs: dict[tuple[str, str], DeviceRoof] = {}
         self._flushers: dict[str, Callable[[], None]] = {}
         self.probes: dict[str, float] = {}  # single-op probe seconds, by description
+        self.ceiling = SessionCeiling(self.flusher)  # samples beside the benchmarks
         self._analysis: tuple[int, list[Row], dict[str, DeviceRoof]] | None = None
 
     @property
@@ -210,6 +212,14 @@ class BenchState:
         self.recalibrate = False  # once per session is enough
         return self._roofs[key]
 
+    def sample_ceiling(self, device: str, dtype: str) -> None:
+        """Sample the device's streams and GEMM once more, beside a benchmark just timed."""
+        self.ceiling.sample(self.roof(device, dtype))
+
+    def final_roof(self, device: str, dtype: str) -> DeviceRoof:
+        """The roof the report judges by: the calibrated one raised to this session's ceiling."""
+        return self.ceiling.raised(self.roof(device, dtype))
+
     def analysed(self) -> tuple[list[Row], dict[str, DeviceRoof]]:
         """Every record judged on its device roof and on the baseline, with cross-row notes.
 
@@ -220,7 +230,7 @@ class BenchState:
             baseline = h100_baseline()
             rows, roofs = [], {}
             for record in self.records:
-                roof = self.roof(record.device, record.dtype)
+                roof = self.final_roof(record.device, record.dtype)
                 roofs[f"{record.device} {roof.dtype}"] = roof
                 rows.append(analyse(record, roof, baseline))
             for run in sorted({r.record.run for r in rows}):
@@ -248,10 +258,23 @@ class BenchState:
             "rows": [row.to_dict() for row in rows],
             "repeat": {"runs": self.repeat, "rows": spread, "sections": section_spread(spread)},
             "cached_vs_recompute": cache_comparisons(
-                first, lambda r: self.roof(r.device, r.dtype), baseline
+                first, lambda r: self.final_roof(r.device, r.dtype), baseline
             ),
             "verdicts": summarise(first),
         }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Keep this session's ceiling samples in the calibration file for the next session."""
+    state = session.config.stash.get(BENCH, None)
+    if state is None or hasattr(session.config, "workerinput"):
+        return
+    try:
+        state.ceiling.persist()
+    except (OSError, ValueError) as err:  # CalibrationError is a ValueError
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"attnspec: the ceiling samples were not saved ({err})", yellow=True)
 
 
 def mark_conformance_failures(config: pytest.Config, records: list[Record]) -> None:

@@ -1,28 +1,32 @@
 """Measured roof of the current device: a ceiling for bandwidth, cache bandwidth and GEMM FLOP/s.
 
-Main-memory bandwidth follows STREAM (McCalpin, 1995): copy ``a = b``, triad ``a = b + s·c``
-and a read-only reduction ``sum(b)``, on random-filled buffers 8× the last cache level (a
-constant fill can be deduplicated or compressed by a hypervisor), counting bytes read +
-written (2, 3 and 1 elements per index; write-allocate traffic is not counted, as in STREAM).
-Each figure is the *best* of a few repeats after a warm-up: the roof is a ceiling, and noise
-on a shared machine only ever slows a run down. A copy or triad that beats the read-only
-stream by more than READ_MARGIN is measured again and, if it still does, recorded but not
-trusted (a read-only stream is what a memory system does fastest). The roof is the best
-trusted stream.
+Main-memory bandwidth follows STREAM (McCalpin, 1995): copy ``a = b``, triad ``a = b + s·c``,
+a read-only reduction ``sum(b)`` and two read-only matrix-vector products (W @ x and x @ W,
+the patterns decode and batch-1 matmul read with), on random-filled buffers 8× the last
+cache level (a constant fill can be deduplicated or compressed by a hypervisor), counting
+bytes read + written (2, 3 and 1 elements per index; write-allocate traffic is not counted,
+as in STREAM). Each figure is the fastest rate reached twice in a few repeats after a
+warm-up, each from a flushed cache as the benchmarks run (``timing.confirmed_seconds``):
+the roof is a ceiling, noise on a shared machine only ever slows a run down, and one
+glitched timing can't set it. A copy or triad that beats the read-only streams by more than
+READ_MARGIN is measured again and, if it still does, recorded but not trusted (a read-only
+stream is what a memory system does fastest). The roof is the best trusted stream.
 
 The cache roof is a copy whose two buffers together fill a quarter of the last cache level
 (LLC on a CPU, L2 on a GPU; sizes from the OS or the driver), repeated back to back so the
 data stays resident, best of CACHE_REPEATS short timings; one that is not faster than main
-memory is measured again and then rejected (no cache roof). Peak FLOP/s is the best of square GEMMs of several sizes, with torch
-and (on CPU, for float32/float64) numpy, at 2n³ FLOPs: float32 on CPU, bf16 on GPU by
-default. Every method's figure is kept in the calibration file and printed in the report.
-Results are cached in a JSON file keyed by device (and GEMM dtype); pass
-``recalibrate=True`` to measure again.
+memory is measured again and then rejected (no cache roof). Peak FLOP/s is the best of
+square GEMMs of several sizes, with torch and (on CPU, for float32/float64) numpy, at 2n³
+FLOPs: float32 on CPU, bf16 on GPU by default. Every method's figure is kept in the
+calibration file and printed in the report. Results are cached in a JSON file keyed by
+device (and GEMM dtype); pass ``recalibrate=True`` to measure again. A benchmark session
+raises the cached figures with the samples it takes beside its benchmarks (reports.ceiling,
+``keep_ceiling``): on a shared machine the bandwidth changes from second to second, and a
+roof is the best the machine has shown.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import time
@@ -35,20 +39,24 @@ import torch
 
 from reports import timing
 from reports.hardware import cpu_name
-from reports.measured import Measured
+from reports.measured import Measured, utc_now
 
 MiB = 1 << 20
 CALIBRATION_ENV = "ATTNSPEC_CALIBRATION_FILE"
 DEFAULT_PATH = Path(__file__).resolve().parent / "out" / "calibration.json"
-FILE_VERSION = 2
+FILE_VERSION = 4
 _DTYPES = {
     "float64": torch.float64,
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-STREAM_ELEMENTS = {"copy": 2, "triad": 3, "read": 1, "gemv": 1}  # elements moved per index
-GEMV_COLUMNS = 1024  # the read-only matrix-vector stream reads an (n / 1024, 1024) matrix
+STREAM_ELEMENTS = {"copy": 2, "triad": 3, "read": 1, "gemv": 1, "gemv-t": 1}  # per index
+GEMV_COLUMNS = 1024  # "gemv" reads an (n / 1024, 1024) matrix
+GEMV_T_SHAPE = (4096, 11008)  # "gemv-t" reads the textbook's weight matrix (Llama-7B's MLP,
+# the matmul benchmark's W) as a batch-1 matmul does; on the CI VM OpenBLAS streams that
+# shape ~6% faster than a (1024, n / 1024) matrix of 256 MiB
+READ_ONLY = ("read", "gemv", "gemv-t")
 READ_MARGIN = 1.25  # a copy/triad this much faster than the read-only stream is suspect
 REMEASURE = 2  # further tries of a suspect stream before it is rejected
 GEMM_TARGET_S = {True: 0.1, False: 1e-3}  # keyed by "on CPU": stop growing n past this
@@ -76,11 +84,11 @@ def device_key(device: str, threads: int | None = None) -> str:
 
 
 def _stream_calls(device: str, n: int) -> dict[str, Callable[[], object]]:
-    """The three STREAM kernels over n random float32 elements, checked once for a right value."""
-    gen = torch.Generator(device=device).manual_seed(0)
+    """copy, triad, read and the two matrix-vector streams over n random float32 elements; the
+    triad is checked once for a right value."""
     a = torch.empty(n, dtype=torch.float32, device=device)  # (n,)
-    b = torch.rand(n, generator=gen, device=device)  # (n,)
-    c = torch.rand(n, generator=gen, device=device)  # (n,)
+    b = random_buffer(n, device, seed=0)  # (n,)
+    c = random_buffer(n, device, seed=1)  # (n,)
     total = torch.empty((), dtype=torch.float32, device=device)  # ()
     torch.add(b, c, alpha=3.0, out=a)
     if not torch.allclose(a[:64], b[:64] + 3.0 * c[:64]):
@@ -90,20 +98,55 @@ def _stream_calls(device: str, n: int) -> dict[str, Callable[[], object]]:
         "triad": lambda: torch.add(b, c, alpha=3.0, out=a),
         "read": lambda: torch.sum(b, dim=0, out=total),
     }
-    # A matrix-vector product reads its matrix once, as BLAS streams it: on a CPU often faster
+    # Matrix-vector products read their matrix once, as BLAS streams it: on a CPU often faster
     # than torch's reduction (the decode and batch-1 matmul rows read their data this way).
-    rows = n // GEMV_COLUMNS
-    if timing.is_cuda(device):
-        w = b[: rows * GEMV_COLUMNS].view(rows, GEMV_COLUMNS)  # (rows, cols)
-        x = torch.ones(GEMV_COLUMNS, device=device)  # (cols,)
-        y = torch.empty(rows, device=device)  # (rows,)
-        calls["gemv"] = lambda: torch.mv(w, x, out=y)
-    else:
-        w_np = b[: rows * GEMV_COLUMNS].numpy().reshape(rows, GEMV_COLUMNS)  # (rows, cols)
-        x_np = np.ones(GEMV_COLUMNS, dtype=np.float32)  # (cols,)
-        y_np = np.empty(rows, dtype=np.float32)  # (rows,)
-        calls["gemv"] = lambda: np.dot(w_np, x_np, out=y_np)
+    calls.update({name: call for name, (call, _) in read_streams(b, device).items()})
     return calls
+
+
+def stream_bytes(device: str) -> int:
+    """The size of a stream buffer: eight times the last cache level, at least 64 MiB on a
+    CPU and 1 GiB on a GPU."""
+    return max(8 * timing.cache_bytes(device), MiB * (1024 if timing.is_cuda(device) else 64))
+
+
+def random_buffer(n: int, device: str, *, seed: int) -> torch.Tensor:
+    """n uniform float32 values on ``device`` (random: a constant fill can be deduplicated).
+    On a CPU numpy allocates them, as it does a numpy implementation's arrays (with
+    transparent huge pages where the OS offers them, a few % faster to stream)."""
+    if timing.is_cuda(device):
+        gen = torch.Generator(device=device).manual_seed(seed)
+        return torch.rand(n, generator=gen, device=device)
+    return torch.from_numpy(np.random.default_rng(seed).random(n, dtype=np.float32))
+
+
+def read_streams(buffer: torch.Tensor, device: str) -> dict[str, tuple[Callable[[], object], int]]:
+    """The two matrix-vector streams over a float32 ``buffer``, each with the bytes it reads:
+    W @ x ("gemv", W (n/1024, 1024) row-major) and x @ W ("gemv-t", x (1, 4096), W
+    (4096, 11008) or what fits: the batch-1 matmul's pattern). numpy's BLAS on a CPU (what
+    numpy implementations get), torch on a GPU."""
+    n = buffer.numel()
+    tall = (n // GEMV_COLUMNS, GEMV_COLUMNS)
+    wide = (GEMV_T_SHAPE[0], min(GEMV_T_SHAPE[1], n // GEMV_T_SHAPE[0]))
+    return {
+        "gemv": (_matvec(buffer, device, tall, vector_first=False), 4 * tall[0] * tall[1]),
+        "gemv-t": (_matvec(buffer, device, wide, vector_first=True), 4 * wide[0] * wide[1]),
+    }
+
+
+def _matvec(
+    buffer: torch.Tensor, device: str, shape: tuple[int, int], *, vector_first: bool
+) -> Callable[[], object]:
+    """x @ W or W @ x over the start of ``buffer`` viewed as a row-major ``shape`` matrix."""
+    rows, cols = shape
+    x_shape = (1, rows) if vector_first else (cols,)  # a batch-1 row; a vector
+    if timing.is_cuda(device):
+        w = buffer[: rows * cols].view(rows, cols)  # (rows, cols)
+        x = torch.ones(x_shape, device=device)  # (1, rows) or (cols,)
+        return (lambda: x @ w) if vector_first else (lambda: w @ x)
+    wn = buffer[: rows * cols].numpy().reshape(rows, cols)  # (rows, cols)
+    xn = np.ones(x_shape, dtype=np.float32)  # (1, rows) or (cols,)
+    return (lambda: xn @ wn) if vector_first else (lambda: wn @ xn)
 
 
 def _streams(
@@ -111,16 +154,17 @@ def _streams(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Best-of-``repeats`` bandwidth of each stream, and the streams not trusted (with why)."""
     calls = _stream_calls(device, n)
+    flush = timing.flusher(device)  # each timing streams from memory, as the benchmarks do
 
     def rate(name: str) -> float:
-        seconds = timing.best_seconds(device, calls[name], repeats, inner)
+        seconds = timing.confirmed_seconds(device, calls[name], repeats, inner, flush)
         return STREAM_ELEMENTS[name] * 4 * n / seconds
 
     found = {name: rate(name) for name in calls}
     rejected = {}
     for name in ("copy", "triad"):
         tries = 0
-        read = max(found["read"], found["gemv"])  # the faster read-only stream
+        read = max(found[k] for k in READ_ONLY)  # the fastest read-only stream
         while found[name] > READ_MARGIN * read and tries < REMEASURE:
             found[name], tries = rate(name), tries + 1
         if found[name] > READ_MARGIN * read:
@@ -164,12 +208,20 @@ def _gemms(device: str, dtype: str, sizes: tuple[int, int], repeats: int) -> dic
         while True:
             product = _product(library, device, dtype, size)
             first = timing.best_seconds(device, product, 1)
-            seconds = timing.best_seconds(device, product, repeats, inner)
+            seconds = timing.confirmed_seconds(device, product, repeats, inner)
             found[f"{library} n={size}"] = 2 * size**3 / seconds
             if size >= largest or first >= GEMM_TARGET_S[on_cpu]:
                 break
             size *= 2
     return found
+
+
+def product(method: str, device: str, dtype: str) -> Callable[[], object]:
+    """The GEMM a method key names ("numpy n=1024", as in Measured.gemms), ready to call."""
+    library, _, size = method.partition(" n=")
+    if library not in ("torch", "numpy") or not size.isdigit():
+        raise CalibrationError(f"not a GEMM method: {method!r} (expected e.g. 'numpy n=1024')")
+    return _product(library, device, dtype, int(size))
 
 
 def _product(library: str, device: str, dtype: str, n: int) -> Callable[[], object]:
@@ -211,7 +263,7 @@ def measure(
     cache = timing.cache_bytes(name)
     try:
         if buffer_bytes is None:
-            buffer_bytes = max(8 * cache, 1024 * MiB if on_gpu else 64 * MiB)
+            buffer_bytes = stream_bytes(name)
         n = buffer_bytes // 4
         streams, rejected = _streams(name, n, repeats, 10 if on_gpu else 1)
         trusted = {k: v for k, v in streams.items() if k not in rejected}
@@ -241,7 +293,7 @@ def measure(
         threads=n_threads,
         repeats=repeats,
         seconds=time.perf_counter() - t_start,
-        measured_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        measured_at=utc_now(),
     )
 
 
@@ -291,11 +343,41 @@ def calibrate(
             pass
     result = measure(device, dtype)
     devices[entry_key] = asdict(result)
+    _write(file, devices)
+    return result
+
+
+def keep_ceiling(
+    device: str,
+    dtype: str,
+    samples: dict[str, list[float]],
+    count: int,
+    *,
+    path: str | os.PathLike[str] | None = None,
+) -> Measured | None:
+    """Merge a session's two best samples per method into the cached calibration of
+    ``device`` (Measured.with_samples: the two best of old and new; a figure beaten by more
+    than RAISE_MARGIN is raised), so the next session starts from the ceiling this one saw.
+    Returns the updated entry; None when nothing is cached for the device."""
+    file = cache_path(path)
+    devices = _load(file)
+    entry_key = f"{device_key(device)}|{dtype}"
+    entry = devices.get(entry_key)
+    if entry is None:
+        return None
+    old = Measured(**entry)  # type: ignore[arg-type]
+    updated = old.with_samples(samples, count, utc_now())
+    devices[entry_key] = asdict(updated)
+    _write(file, devices)
+    return updated
+
+
+def _write(file: Path, devices: dict[str, dict[str, object]]) -> None:
+    """Write the calibration file atomically (a temporary file, then a rename)."""
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"version": FILE_VERSION, "devices": devices}, indent=2) + "\n")
     os.replace(tmp, file)
-    return result
 
 
 def _load_or_empty(file: Path, recalibrate: bool) -> dict[str, dict[str, object]]:

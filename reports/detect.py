@@ -85,13 +85,7 @@ def _settle(
     if spec is not None and published is not None:
         return published, f"spec table ({spec.key})"
     if measured is not None:
-        how = (
-            f"{measured.gemm_dtype} GEMM, best of {len(measured.gemms)}: {measured.gemm_method}"
-            if figure == "gemm_flops"
-            else f"best of {len(measured.streams)} streams: {measured.bandwidth_method}"
-        )
-        where = f"{how}, {measured.device_key}, {measured.measured_at}"
-        return float(getattr(measured, figure)), f"measured ({where})"
+        return measured.source(figure)
     return None, "unknown"
 
 

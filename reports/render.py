@@ -13,7 +13,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from reports.roofline import Roof, Row
+from reports.measured import ceiling_unit, confirmed
+from reports.roofline import ROOF_PRECISION, Roof, Row
 from specs.cost import attainable_flops
 from specs.cost import ridge as cost_ridge
 
@@ -58,10 +59,13 @@ def seconds(value: float | None) -> str:
 
 
 def percent(value: float | None) -> str:
-    """0.61 -> "61%"; above 1 never a bare figure: the row's note says to recalibrate."""
+    """0.61 -> "61%"; never a figure over 100%: "100%" within ROOF_PRECISION above the roof
+    (the note says "at the roof"), "above roof" beyond it (the note says to recalibrate)."""
     if value is None:
         return "-"
-    return "above roof" if value > 1 else f"{100 * value:.0f}%"
+    if value > 1 + ROOF_PRECISION:
+        return "above roof"
+    return f"{100 * min(value, 1.0):.0f}%"
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -201,6 +205,14 @@ def roof_line(label: str, roof: Any) -> str:
             f"{m.cache_level} copy {si(m.cache_bandwidth, 'B/s')}; {m.gemm_dtype} GEMM {gemms} "
             f"-> peak {m.gemm_method}"
         )
+        if m.ceiling:
+            samples = ", ".join(
+                f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
+            )
+            line += (
+                f"\n  ceiling (best of {m.ceiling_samples} samples taken beside benchmarks, "
+                f"last raised {m.ceiling_at or 'never'}): {samples}"
+            )
         for name, why in m.rejected.items():
             line += f"\n  not trusted: {name} stream, {why}"
     return line

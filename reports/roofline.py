@@ -7,7 +7,8 @@ cache / cache bandwidth (``level_seconds``; Williams, Waterman and Patterson, CA
 its hierarchical form). The fraction of the roof a run attains is that bound divided by its
 measured time; its intensity is FLOPs per main-memory byte; the verdict names the slowest
 level. A run whose time is mostly fixed per-call cost (at least OVERHEAD_SHARE of it is the
-same call on a minimal input, or it is under LAUNCH_BOUND_S) is "overhead-bound" instead.
+same call on a minimal input, or it is under LAUNCH_BOUND_S) is "overhead-bound" instead; on a
+measured roof, an op whose compute and memory times are within RIDGE_BAND is "balanced".
 
 A benchmark reports a `Record` (plain numbers, stored in pytest-benchmark's extra_info);
 `analyse` turns it into a `Row` on the detected device and on the H100 baseline, where the
@@ -21,10 +22,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from reports.measured import RAISE_MARGIN
 from specs.cost import Cost, Traffic, hierarchical_verdict, level_bytes, level_seconds
 
 LAUNCH_BOUND_S = 10e-6  # DESIGN.md: results under ~10 µs are launch-bound and say so
-OVERHEAD_SHARE = 0.5  # a floor this share of the time makes a row overhead-bound
+OVERHEAD_SHARE = 2 / 3  # a floor this share of the time makes a row overhead-bound
+OVERHEAD_NOTE_SHARE = 0.2  # a floor this share of the time is named in a slow row's note
+# On a measured roof, compute and memory times within this factor of each other are "balanced":
+# both roofs matter there, and the measured ridge is not known closely enough to pick one.
+RIDGE_BAND = 1.25
+ROOF_PRECISION = RAISE_MARGIN  # a row this close above the roof is "at the roof", not above
+# it: a sample must beat a measured figure by this much to raise it (reports.measured)
 BASELINE_ELEMENT_BYTES = 2  # the H100 baseline is judged in bf16
 TARGET_FRACTION = 0.6  # a baseline implementation worth comparing to reaches this (issue 14)
 SLOW_ROW_S = 50e-6  # rows at least this long are held to TARGET_FRACTION
@@ -170,7 +178,7 @@ def verdict(
         return "overhead-bound"
     if roof.peak_flops is None or roof.bandwidth is None:
         return "unknown roof"
-    return hierarchical_verdict(
+    found = hierarchical_verdict(
         traffic,
         roof.peak_flops,
         roof.bandwidth,
@@ -178,6 +186,22 @@ def verdict(
         roof.cache_bytes,
         roof.cache_name,
     )
+    if is_measured(roof):
+        t = level_seconds(
+            traffic, roof.peak_flops, roof.bandwidth, roof.cache_bandwidth, roof.cache_bytes
+        )
+        memory = max(t["dram"], t.get("cache", 0.0))
+        if max(memory, t["compute"]) < RIDGE_BAND * min(memory, t["compute"]):
+            level = "DRAM" if t["dram"] >= t.get("cache", 0.0) else roof.cache_name
+            return f"balanced (compute ≈ {level})"
+    return found
+
+
+def is_measured(roof: Roof) -> bool:
+    """Whether the roof's peak or bandwidth was measured on this machine (not a spec or an
+    override): only a measured ridge moves with the machine's state."""
+    sources = (getattr(roof, "peak_source", ""), getattr(roof, "bandwidth_source", ""))
+    return any(str(s).startswith("measured") for s in sources)
 
 
 def figures(
@@ -224,16 +248,19 @@ def judge_notes(row: Row) -> list[str]:
         return [floor or "under 10 µs: launch overhead"]
     if d.fraction is None:
         return []
-    if d.fraction > 1:
+    if d.fraction > 1 + ROOF_PRECISION:
         return [f"above calibrated roof ({d.fraction:.2f}x): recalibrate"]
+    if d.fraction > 1:
+        return [f"at the roof ({d.fraction:.3f}x, within the ceiling's {ROOF_PRECISION:.0%})"]
     if r.seconds is not None and r.seconds >= SLOW_ROW_S and d.fraction < TARGET_FRACTION:
-        if r.floor_seconds and r.floor_seconds >= 0.2 * r.seconds:
+        if r.floor_seconds and r.floor_seconds >= OVERHEAD_NOTE_SHARE * r.seconds:
             return [f"per-call overhead: {floor} of {r.seconds * 1e6:.3g} µs"]
         probe = r.extras.get("probe") or {}
         if "fraction" not in probe:
             why = r.extras.get("why")
             return [f"below {TARGET_FRACTION:.0%} of roof: {why}"] if why else []
-        limit = "the BLAS limit" if probe["fraction"] < TARGET_FRACTION else "not the BLAS"
+        kind = probe.get("kind", "BLAS")  # what the probe times alone: a GEMM, or a copy
+        limit = f"the {kind} limit" if probe["fraction"] < TARGET_FRACTION else f"not the {kind}"
         return [
             f"below {TARGET_FRACTION:.0%} of roof, {limit}: {probe['what']} alone reaches "
             f"{min(probe['fraction'], 1.0):.0%} (single-op probe)"

@@ -33,7 +33,10 @@ MIN_FLUSH_BYTES = 64 * MiB
 ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
-PROBE_REPEATS = 2  # timings of a single-op probe after its warm-up call (best of)
+PROBE_REPEATS = 5  # timings of a single-op probe after its warm-up call (best of)
+PROBE_SPAN_S = 0.1  # ...and more, up to MAX_PROBE_REPEATS, until this long has passed: another
+# library's threads still spinning after its call (OpenBLAS waits ~0.1 s) can slow a few calls
+MAX_PROBE_REPEATS = 200
 
 
 def device_of(impl: Any) -> str:
@@ -127,12 +130,21 @@ def fix_threads(threads: int | None) -> int | None:
     return torch.get_num_threads()
 
 
-def _timings(device: str, fn: Callable[[], object], repeats: int, inner: int) -> list[float]:
+def _timings(
+    device: str,
+    fn: Callable[[], object],
+    repeats: int,
+    inner: int,
+    before: Callable[[], object] | None = None,
+) -> list[float]:
     """Seconds per call of `fn`: one warm-up call, then `repeats` timings of `inner`
-    back-to-back calls, each between synchronising timers."""
+    back-to-back calls, each between synchronising timers (and after `before()`, untimed:
+    a cache flush)."""
     fn()
     times = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         t0 = now(device)
         for _ in range(inner):
             fn()
@@ -148,6 +160,29 @@ def median_seconds(device: str, fn: Callable[[], object], repeats: int, inner: i
 def best_seconds(device: str, fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
     """Least seconds per call of `fn` (a ceiling: noise only ever slows a run down)."""
     return min(_timings(device, fn, repeats, inner))
+
+
+def confirmed_seconds(
+    device: str,
+    fn: Callable[[], object],
+    repeats: int,
+    inner: int = 1,
+    before: Callable[[], object] | None = None,
+) -> float:
+    """The second-least seconds per call of `fn` over `repeats` >= 2 timings (each after
+    `before()`, untimed): the fastest rate reached twice, a ceiling that one glitched timing
+    can't set."""
+    return second_best(_timings(device, fn, max(repeats, 2), inner, before), min)
+
+
+def second_best(values: list[float], best: Callable[[list[float]], float]) -> float:
+    """The value that would be best if the best one were dropped: the 2nd least (best=min)
+    or the 2nd greatest (best=max); the only value when there is one."""
+    if len(values) < 2:
+        return values[0]
+    rest = list(values)
+    rest.remove(best(rest))
+    return best(rest)
 
 
 def copy_bandwidth(
@@ -246,21 +281,30 @@ class Bench:
     def floor(
         self, fn: Callable[..., Any], make_args: Callable[[], tuple[Any, ...]], *, device: str
     ) -> float | None:
-        """The per-call floor: median seconds of `fn` on the minimal input `make_args()` gives
+        """The per-call floor: least seconds of `fn` on the minimal input `make_args()` gives
         (the same call with (almost) nothing to do); None when benchmarks run untimed."""
         if not self.timed:
             return None
         args = make_args()
-        return median_seconds(device, lambda: fn(*args), FLOOR_REPEATS)
+        return best_seconds(device, lambda: fn(*args), FLOOR_REPEATS)
 
     def probe(self, what: str, fn: Callable[[], object], *, device: str) -> float | None:
-        """Best seconds of one plain library op (`what` names it), timed once per session; None
-        when benchmarks run untimed."""
+        """Best seconds of one plain library op (`what` names it), timed once per session over
+        at least PROBE_REPEATS calls and PROBE_SPAN_S; None when benchmarks run untimed."""
         if not self.timed:
             return None
         probes: dict[str, float] = self.state.probes
         if what not in probes:
-            probes[what] = best_seconds(device, fn, PROBE_REPEATS)
+            fn()  # warm-up
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < PROBE_REPEATS or (
+                time.perf_counter() - start < PROBE_SPAN_S and len(times) < MAX_PROBE_REPEATS
+            ):
+                t0 = now(device)
+                fn()
+                times.append(now(device) - t0)
+            probes[what] = min(times)
         return probes[what]
 
     def record(
@@ -317,6 +361,8 @@ class Bench:
             nodeid=self.nodeid,
         )
         self.state.records.append(rec)
+        if self.timed:
+            self.state.sample_ceiling(device, dtype)
         info = self.benchmark.extra_info
         info.setdefault("attnspec", []).append(rec.to_dict())
         info.update(flops=rec.flops, bytes=rec.bytes + rec.rereads)

@@ -196,7 +196,10 @@ def test_measure_reports_positive_rates():
     """A tiny real calibration gives finite positive rates for every method, and the roof is
     the best trusted stream and the best GEMM."""
     m = calibrate.measure("cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1)
-    assert set(m.streams) == {"copy", "triad", "read", "gemv"} and min(m.streams.values()) > 0
+    assert (
+        set(m.streams) == {"copy", "triad", "read", "gemv", "gemv-t"}
+        and min(m.streams.values()) > 0
+    )
     trusted = {k: v for k, v in m.streams.items() if k not in m.rejected}
     assert m.bandwidth == max(trusted.values()) and m.streams[m.bandwidth_method] == m.bandwidth
     assert set(m.gemms) == {"torch n=64", "numpy n=64"} and m.gemm_flops == max(m.gemms.values())
@@ -213,10 +216,10 @@ def test_measure_reports_positive_rates():
 def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
     """A copy that beats the read-only stream by more than READ_MARGIN is measured again and,
     when it still does, kept in the file but left out of the roof."""
-    seconds = {"copy": 1.0, "triad": 30.0, "read": 10.0, "gemv": 12.0}  # 2, 3, 1, 1 elements
+    seconds = {"copy": 1.0, "triad": 30.0, "read": 10.0, "gemv": 12.0, "gemv-t": 12.0}
     calls = []
 
-    def best(device, fn, repeats, inner=1):
+    def best(device, fn, repeats, inner=1, before=None):
         name = next(k for k, f in streams.items() if f is fn)
         calls.append(name)
         return seconds[name]
@@ -229,7 +232,7 @@ def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
         return streams
 
     monkeypatch.setattr(calibrate, "_stream_calls", stream_calls)
-    monkeypatch.setattr(timing, "best_seconds", best)
+    monkeypatch.setattr(timing, "confirmed_seconds", best)
     found, rejected = calibrate._streams("cpu", 1024, 1, 1)
     assert calls.count("copy") == 1 + calibrate.REMEASURE and list(rejected) == ["copy"]
     assert found["copy"] == 20 * found["read"] and "not a memory rate" in rejected["copy"]

@@ -100,25 +100,50 @@ def check_matmul(inputs: Inputs, y: Any, x: Any, w: Any, *, what: str) -> None:
     assert_close(out, expected, dtype=inputs.dtype, n=xn.shape[1], tol=tol, what=what)
 
 
-def matmul_probe(
-    bench: Bench, impl: Any, dtype: str, batch: int, M: int, K: int, N: int, what: str
-) -> dict[str, Any] | None:
-    """Time the op's main product alone as one torch matmul, (batch, M, K) @ (batch, K, N) in
-    `dtype` on the implementation's device: the BLAS limit for that shape (a single-op probe). None when untimed, torch is missing, or the row is not
-    the torch implementation's (the baseline held to the 60% target)."""
+def probe_torch(impl: Any) -> Any:
+    """The torch module when `impl` is the torch implementation (the baseline held to the 60%
+    target, the only one probed) and torch is installed; None otherwise."""
     if not str(impl.name).startswith("torch"):
         return None
     try:
         import torch
-
-        from implementations.torch_impl.dtypes import TORCH_DTYPES
     except ImportError:
         return None
+    return torch
+
+
+def matmul_probe(
+    bench: Bench,
+    impl: Any,
+    dtype: str,
+    batch: int,
+    M: int,
+    K: int,
+    N: int,
+    what: str,
+    *,
+    right_transposed: bool = True,
+) -> dict[str, Any] | None:
+    """Time the op's main product alone as one torch matmul, (batch, M, K) @ (batch, K, N) in
+    `dtype` on the implementation's device: the BLAS limit for that shape (a single-op probe).
+    The right operand is a transposed view, as the ᵀ in Q@Kᵀ is (a BLAS picks its kernel by
+    layout: a contiguous (128, 4) operand runs 3-6x slower than the transposed view the torch
+    implementation passes), unless `right_transposed` is False (X@W). None when untimed, torch
+    is missing, or the row is not the torch implementation's (the baseline held to the 60%
+    target)."""
+    torch = probe_torch(impl)
+    if torch is None:
+        return None
+    from implementations.torch_impl.dtypes import TORCH_DTYPES
+
     device = timing.device_of(impl)
     label = f"{what} as one torch GEMM, {batch}x({M}x{K})@({K}x{N}),"
     tdtype = TORCH_DTYPES[dtype]
     a = torch.randn(batch, M, K, device=device).to(tdtype)  # (batch, M, K)
-    b = torch.randn(batch, K, N, device=device).to(tdtype)  # (batch, K, N)
+    if right_transposed:
+        b = torch.randn(batch, N, K, device=device).to(tdtype).transpose(-1, -2)  # (batch, K, N)
+    else:
+        b = torch.randn(batch, K, N, device=device).to(tdtype)  # (batch, K, N)
     seconds = bench.probe(label, lambda: torch.matmul(a, b), device=device)
     if seconds is None:
         return None
@@ -126,6 +151,26 @@ def matmul_probe(
     flops = 2 * batch * M * K * N
     return {"what": label, "flops": flops, "bytes": E * batch * (M * K + K * N + M * N),
             "seconds": seconds}  # fmt: skip
+
+
+def copy_probe(bench: Bench, impl: Any, nbytes: int, what: str) -> dict[str, Any] | None:
+    """Time one contiguous torch copy of `nbytes` (float32, at least twice the last cache
+    level, so it streams from memory) on the implementation's device: the copy limit of an
+    op that moves bytes without FLOPs (a single-op probe). None when untimed, torch is
+    missing, or the row is not the torch implementation's."""
+    torch = probe_torch(impl)
+    if torch is None:
+        return None
+    device = timing.device_of(impl)
+    nbytes = timing.streaming_bytes(device, nbytes)
+    src = torch.randn(nbytes // 4, device=device)  # (n,)
+    dst = torch.empty_like(src)  # (n,)
+    label = f"{what} as one contiguous torch copy of {nbytes / 2**20:.3g} MiB"
+    seconds = bench.probe(label, lambda: dst.copy_(src), device=device)
+    if seconds is None:
+        return None
+    moved = 2 * src.element_size() * src.numel()  # read + written
+    return {"what": label, "flops": 0, "bytes": moved, "seconds": seconds, "kind": "copy"}
 
 
 def measure(

@@ -15,7 +15,7 @@ from specs.decoder_weights import DecoderConfig, make_weights
 from specs.dtypes import BYTES_PER_ELEMENT, round_to
 from specs.reference.decoder import decoder_forward
 from specs.tolerance import assert_close
-from suite.bench.common import need
+from suite.bench.common import matmul_probe, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="generation")]
 
@@ -124,6 +124,16 @@ def full_recompute(s):
     return run
 
 
+def mlp_probe(bench, s, tokens):
+    """The decoder's largest product, h @ w13 (the fused gate/up projection) over `tokens`
+    rows, timed alone: the BLAS limit of a step that is mostly such small products."""
+    c = s.config
+    what = "h@w13 (gate/up projection)"
+    return matmul_probe(
+        bench, s.impl, s.dtype, 1, tokens, c.d_model, 2 * c.d_ff, what, right_transposed=False
+    )
+
+
 def iqr(values):
     q1, q3 = np.percentile(values, [25, 75])
     return float(q3 - q1)
@@ -164,7 +174,7 @@ def test_generation(bench, impl, dtype, case):
         cost=lambda E: decoder_prefill_traffic(s.config, s.B, s.P, E),
         seconds=extras.get("ttft_s"),
         spread=iqr(ttft) if ttft else None,
-        extras=extras,
+        extras=extras | {"probe": mlp_probe(bench, s, s.B * s.P)},
         floor=prefill_floor,
         **common,
     )
@@ -177,7 +187,7 @@ def test_generation(bench, impl, dtype, case):
         ),
         seconds=extras.get("tpot_s"),
         spread=iqr(tpot) if tpot else None,
-        extras=extras,
+        extras=extras | {"probe": mlp_probe(bench, s, s.B)},
         floor=step_floor,
         **common,
     )
@@ -202,7 +212,11 @@ def compare(bench, impl, dtype, case, *, cached):
         cost=lambda e: total(s.steps(e, cached)),
         clause=CLAUSE,
         check=check,
-        extras={"steps": s.steps(E, cached), "baseline_steps": s.steps(2, cached)},
+        extras={
+            "steps": s.steps(E, cached),
+            "baseline_steps": s.steps(2, cached),
+            "probe": mlp_probe(bench, s, s.B if cached else s.B * s.P),
+        },
     )
     bench.fail_if(record)
 

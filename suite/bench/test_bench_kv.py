@@ -5,11 +5,12 @@ import pytest
 
 from reports.timing import FLOOR_REPEATS
 from specs.cost import kv_append_cost
-from suite.bench.common import Inputs, measure, need
+from suite.bench.common import Inputs, copy_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="kv-cache append")]
 
 MAX_ROUNDS = 20  # the cache is allocated for every append the benchmark can make
+SMALL_WHY = "{kib:.0f} KiB written as B·Hkv strided pieces: per-op cost, not bandwidth"
 
 
 def test_kv_append(bench, impl, dtype, case):
@@ -28,6 +29,8 @@ def test_kv_append(bench, impl, dtype, case):
 
     cache.append(*fresh_prefix(inputs, written, B, Hkv, P, D))
     tiny = impl.kv_cache(1, 1, 1, FLOOR_REPEATS + 1, dtype)  # one-element appends: the floor
+    nbytes = 2 * B * Hkv * new * D * 4  # K and V of the new tokens, float32
+    large = nbytes >= 1 << 20  # bandwidth-sized: a copy probe is its limit
 
     def check(timed):
         keys, values = timed.result
@@ -55,6 +58,8 @@ def test_kv_append(bench, impl, dtype, case):
         max_rounds=MAX_ROUNDS,
         floor_args=inputs.minimal(2),
         floor_fn=lambda k, v: tiny.append(k, v),
+        probe=(lambda: copy_probe(bench, impl, nbytes, "the append")) if large else None,
+        extras=None if large else {"why": SMALL_WHY.format(kib=nbytes / 2**10)},
     )
 
 

@@ -15,6 +15,7 @@ from suite.bench.common import Inputs, matmul_probe, measure, need, output
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="linear attention")]
 
 PREFIX = 256  # tokens summarised by the state the decode-step benchmark starts from
+STEP_WHY = "a few small ops (state update, two products) on a {kib:.0f} KiB state: per-op cost"
 
 
 def state_bytes(dtype):
@@ -138,4 +139,5 @@ def test_linear_step(bench, impl, dtype, case):
         clause="LIN-REF",
         check=check,
         floor_args=lambda: (*inputs.minimal(3)(), tiny),
+        extras={"why": STEP_WHY.format(kib=B * H * D * D * state_bytes(dtype) / 2**10)},
     )

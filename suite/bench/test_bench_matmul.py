@@ -32,5 +32,5 @@ def test_matmul(bench, impl, dtype, case):
         clause="",
         check=check,
         floor_args=lambda: (inputs.normal(1, 1), inputs.normal(1, 1)),
-        probe=lambda: matmul_probe(bench, impl, dtype, 1, B, D, F, "X@W"),
+        probe=lambda: matmul_probe(bench, impl, dtype, 1, B, D, F, "X@W", right_transposed=False),
     )

@@ -20,7 +20,7 @@ import pytest
 from specs.cost import attention_cost, padding_waste, paged_decode_cost, varlen_attention_cost
 from specs.reference.serving import sequence_attention
 from specs.tolerance import assert_close
-from suite.bench.common import Inputs, measure, need
+from suite.bench.common import Inputs, matmul_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="ragged decode")]
 
@@ -67,6 +67,12 @@ WAYS = {
 }
 
 
+GATHER_WHY = (
+    "torch gathers every chunk of keys and values into a contiguous copy (index_select) "
+    "before the per-head matmuls: the cache is read, written and read again"
+)
+
+
 @pytest.mark.parametrize("way", list(WAYS))
 def test_ragged_decode(bench, impl, dtype, case, way):
     """Decode over long-tailed lengths: padded dense pays for the longest sequence, varlen and
@@ -82,16 +88,18 @@ def test_ragged_decode(bench, impl, dtype, case, way):
     text = f"B={B} T={min(lens)}..{T} (mean {np.mean(lens):.0f}) H={Hq}/{Hkv} D={D}"
     ones, cu = [1] * B, np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
 
-    def run(way, fn, make_args, cost, clause):
+    def run(way, fn, make_args, cost, clause, probe=None):
         def check(timed):
             q = inputs.numpy(timed.args[0]).reshape(B, Hq, D)
             check_ragged(inputs, timed.result, q, keys, values, f"{way} ragged decode {text}")
 
         extras = {"lengths": lens}
+        if way != "padded" and str(impl.name).startswith("torch"):
+            extras["why"] = GATHER_WHY
         measure(
             bench, impl, dtype, fn, make_args, group=GROUP, variant=way, case=text,
             shape={**case, "B": B}, cost=cost, clause=clause, check=check, extras=extras,
-            max_rounds=MAX_ROUNDS,
+            max_rounds=MAX_ROUNDS, probe=probe,
         )  # fmt: skip
 
     if "padded" in ways:
@@ -109,6 +117,7 @@ def test_ragged_decode(bench, impl, dtype, case, way):
             lambda: (queries(inputs, B, Hq, D).reshape(B, Hq, 1, D), kp, vp),
             lambda E: attention_cost(B, Hq, Hkv, 1, T, D, D, E, causal=True),
             "ATTN-REF",
+            probe=lambda: matmul_probe(bench, impl, dtype, B * Hkv, T, D, Hq // Hkv, "K@qᵀ"),
         )
     if "varlen" in ways:
         kv = [impl.asarray(np.concatenate(x), dtype) for x in (keys, values)]  # (total, Hkv, D)

@@ -62,6 +62,9 @@ def test_above_the_roof_says_recalibrate():
     assert row.device.fraction == pytest.approx(2.0)
     assert render.percent(row.device.fraction) == "above roof"
     assert row.notes == ["above calibrated roof (2.00x): recalibrate"]
+    at = analyse(record(1e9, 1e9, 0.0995), CPU, H100)  # 1.005x: within the ceiling's precision
+    assert render.percent(at.device.fraction) == "100%"
+    assert at.notes == ["at the roof (1.005x, within the ceiling's 5%)"]
 
 
 def test_overhead_bound_rows_name_their_floor():
@@ -69,6 +72,17 @@ def test_overhead_bound_rows_name_their_floor():
     row = analyse(record(1e3, 1e3, 40e-6, floor_seconds=30e-6), CPU, H100)
     assert row.device.verdict == "overhead-bound"
     assert row.notes == ["per-call floor 30 µs"]
+
+
+def test_measured_roofs_call_rows_near_the_ridge_balanced():
+    """On a measured roof (its ridge moves with the machine) compute and memory times within
+    RIDGE_BAND are "balanced"; a spec roof keeps the plain verdict; far from the ridge, both do."""
+    measured = SimpleNamespace(**vars(CPU), bandwidth_source="measured (best of 5 streams)")
+    near = record(1.2e9, 1e8, 0.05)  # compute 12 ms, DRAM 10 ms: within RIDGE_BAND (1.25x)
+    assert analyse(near, measured, H100).device.verdict == "balanced (compute ≈ DRAM)"
+    assert analyse(near, CPU, H100).device.verdict == "compute-bound"
+    far = record(1.5e9, 1e8, 0.05)  # compute 15 ms, DRAM 10 ms
+    assert analyse(far, measured, H100).device.verdict == "compute-bound"
 
 
 def test_slow_rows_under_target_say_why():
