@@ -51,7 +51,7 @@ _DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-STREAM_ELEMENTS = {"copy": 2, "triad": 3, "read": 1, "gemv": 1, "gemv-t": 1}  # per index
+STREAM_ELEMENTS = {"copy": 2, "triad": 3, "read": 1}  # float32 elements moved per index
 GEMV_COLUMNS = 1024  # "gemv" reads an (n / 1024, 1024) matrix
 GEMV_T_SHAPE = (4096, 11008)  # "gemv-t" reads the textbook's weight matrix (Llama-7B's MLP,
 # the matmul benchmark's W) as a batch-1 matmul does; on the CI VM OpenBLAS streams that
@@ -83,9 +83,9 @@ def device_key(device: str, threads: int | None = None) -> str:
     return f"{dev.type}:{dev}"
 
 
-def _stream_calls(device: str, n: int) -> dict[str, Callable[[], object]]:
-    """copy, triad, read and the two matrix-vector streams over n random float32 elements; the
-    triad is checked once for a right value."""
+def _stream_calls(device: str, n: int) -> dict[str, tuple[Callable[[], object], int]]:
+    """copy, triad, read and the two matrix-vector streams over n random float32 elements,
+    each with the bytes one call moves; the triad is checked once for a right value."""
     a = torch.empty(n, dtype=torch.float32, device=device)  # (n,)
     b = random_buffer(n, device, seed=0)  # (n,)
     c = random_buffer(n, device, seed=1)  # (n,)
@@ -93,15 +93,15 @@ def _stream_calls(device: str, n: int) -> dict[str, Callable[[], object]]:
     torch.add(b, c, alpha=3.0, out=a)
     if not torch.allclose(a[:64], b[:64] + 3.0 * c[:64]):
         raise CalibrationError("triad produced a wrong value; the timing can't be trusted")
-    calls: dict[str, Callable[[], object]] = {
+    stream: dict[str, Callable[[], object]] = {
         "copy": lambda: a.copy_(b),
         "triad": lambda: torch.add(b, c, alpha=3.0, out=a),
         "read": lambda: torch.sum(b, dim=0, out=total),
     }
+    calls = {name: (call, STREAM_ELEMENTS[name] * 4 * n) for name, call in stream.items()}
     # Matrix-vector products read their matrix once, as BLAS streams it: on a CPU often faster
     # than torch's reduction (the decode and batch-1 matmul rows read their data this way).
-    calls.update({name: call for name, (call, _) in read_streams(b, device).items()})
-    return calls
+    return calls | read_streams(b, device)
 
 
 def stream_bytes(device: str) -> int:
@@ -157,8 +157,8 @@ def _streams(
     flush = timing.flusher(device)  # each timing streams from memory, as the benchmarks do
 
     def rate(name: str) -> float:
-        seconds = timing.confirmed_seconds(device, calls[name], repeats, inner, flush)
-        return STREAM_ELEMENTS[name] * 4 * n / seconds
+        call, moved = calls[name]
+        return moved / timing.confirmed_seconds(device, call, repeats, inner, flush)
 
     found = {name: rate(name) for name in calls}
     rejected = {}

@@ -111,8 +111,10 @@ class SessionCeiling:
     def persist(self) -> None:
         """Merge this session's best samples into the calibration file (the next session's
         starting ceiling)."""
+        kept = {key: best for key, best in self.best.items() if best}
+        if not kept:  # nothing sampled (untimed, overridden, or no torch): nothing to import
+            return
         from reports import calibrate
 
-        for (device, dtype), best in self.best.items():
-            if best:
-                calibrate.keep_ceiling(device, dtype, best, self.count[(device, dtype)])
+        for (device, dtype), best in kept.items():
+            calibrate.keep_ceiling(device, dtype, best, self.count[(device, dtype)])

@@ -220,7 +220,7 @@ def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
     calls = []
 
     def best(device, fn, repeats, inner=1, before=None):
-        name = next(k for k, f in streams.items() if f is fn)
+        name = next(k for k, (f, _) in streams.items() if f is fn)
         calls.append(name)
         return seconds[name]
 
@@ -236,6 +236,21 @@ def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
     found, rejected = calibrate._streams("cpu", 1024, 1, 1)
     assert calls.count("copy") == 1 + calibrate.REMEASURE and list(rejected) == ["copy"]
     assert found["copy"] == 20 * found["read"] and "not a memory rate" in rejected["copy"]
+
+
+def test_each_stream_counts_the_bytes_it_moves(monkeypatch):
+    """A matrix-vector stream reads its matrix, not the whole buffer: a rate over the buffer's
+    size overstated x @ W by 1.4x (256 MiB counted, 180 MB read)."""
+    monkeypatch.setattr(timing, "confirmed_seconds", lambda *a, **k: 1.0)
+    n = 4096 * 64 + 100  # neither matrix shape covers the whole buffer
+    found, _ = calibrate._streams("cpu", n, 1, 1)
+    assert found == {
+        "copy": 8 * n,
+        "triad": 12 * n,
+        "read": 4 * n,
+        "gemv": 4 * (n // 1024) * 1024,
+        "gemv-t": 4 * 4096 * 64,
+    }
 
 
 def test_cache_copy_slower_than_memory_is_rejected(monkeypatch):
