@@ -231,7 +231,7 @@ class Bench:
     """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
 
     def __init__(self, state: Any, benchmark: Any, nodeid: str, run: int = 1) -> None:
-        self.state = state  # reports.bench_plugin.BenchState: size, flusher(), records
+        self.state = state  # reports.bench_state.BenchState: size, flusher(), records
         self.benchmark = benchmark
         self.nodeid = nodeid
         self.size = state.size

@@ -4,28 +4,28 @@ import types
 
 import pytest
 
-from reports import bench_plugin
+from reports import bench_state
 from suite.meta import background
 
 BAD = [
-    (bench_plugin.size_option, bench_plugin.OPT_BENCH_SIZE, "huge"),
-    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "0"),
-    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "-3"),
-    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "two"),
-    (bench_plugin.threads_option, bench_plugin.OPT_THREADS, "1.5"),
+    (bench_state.size_option, bench_state.OPT_BENCH_SIZE, "huge"),
+    (bench_state.threads_option, bench_state.OPT_THREADS, "0"),
+    (bench_state.threads_option, bench_state.OPT_THREADS, "-3"),
+    (bench_state.threads_option, bench_state.OPT_THREADS, "two"),
+    (bench_state.threads_option, bench_state.OPT_THREADS, "1.5"),
     (
-        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_PEAK_FLOPS, "peak FLOP/s"),
-        bench_plugin.OPT_PEAK_FLOPS,
+        lambda c: bench_state.rate_option(c, bench_state.OPT_PEAK_FLOPS, "peak FLOP/s"),
+        bench_state.OPT_PEAK_FLOPS,
         "abc",
     ),
     (
-        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_BANDWIDTH, "bandwidth"),
-        bench_plugin.OPT_BANDWIDTH,
+        lambda c: bench_state.rate_option(c, bench_state.OPT_BANDWIDTH, "bandwidth"),
+        bench_state.OPT_BANDWIDTH,
         "0",
     ),
     (
-        lambda c: bench_plugin.rate_option(c, bench_plugin.OPT_BANDWIDTH, "bandwidth"),
-        bench_plugin.OPT_BANDWIDTH,
+        lambda c: bench_state.rate_option(c, bench_state.OPT_BANDWIDTH, "bandwidth"),
+        bench_state.OPT_BANDWIDTH,
         "inf",
     ),
 ]
@@ -47,11 +47,11 @@ def test_bad_value_is_a_usage_error(parse, option, value):
 
 def test_good_values_parse():
     """Good values come back as the size, a thread count and rates in plain numbers."""
-    assert bench_plugin.size_option(config(**{bench_plugin.OPT_BENCH_SIZE: "small"})) == "small"
-    assert bench_plugin.threads_option(config(**{bench_plugin.OPT_THREADS: "2"})) == 2
-    assert bench_plugin.threads_option(config()) is None
-    got = bench_plugin.rate_option(
-        config(**{bench_plugin.OPT_PEAK_FLOPS: "989T"}), "--peak-flops", "peak"
+    assert bench_state.size_option(config(**{bench_state.OPT_BENCH_SIZE: "small"})) == "small"
+    assert bench_state.threads_option(config(**{bench_state.OPT_THREADS: "2"})) == 2
+    assert bench_state.threads_option(config()) is None
+    got = bench_state.rate_option(
+        config(**{bench_state.OPT_PEAK_FLOPS: "989T"}), "--peak-flops", "peak"
     )
     assert got == 989e12
 

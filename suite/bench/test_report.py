@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from reports import bench_plugin, render
+from reports import bench_state, render
 from reports.roofline import Record, analyse, repeatability, section_spread
 from specs.cost import tiled_attention_traffic
 
@@ -116,4 +116,4 @@ def test_bad_repeat_count_is_a_usage_error(value):
     """--repeat-report takes a whole number >= 1."""
     config = SimpleNamespace(getoption=lambda name: value)
     with pytest.raises(pytest.UsageError, match="--repeat-report"):
-        bench_plugin.repeat_option(config)
+        bench_state.repeat_option(config)
