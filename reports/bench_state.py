@@ -67,34 +67,27 @@ def rate_option(config: pytest.Config, option: str, what: str) -> float | None:
 
 def threads_option(config: pytest.Config) -> int | None:
     """The --bench-threads value as a whole number >= 1; anything else is a usage error."""
-    value = config.getoption(OPT_THREADS)
-    if value is None:
-        return None
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise pytest.UsageError(
-            f"{OPT_THREADS} {value!r}: the thread count must be a whole number >= 1"
-        )
-    return threads
+    return count_option(config, OPT_THREADS, "thread count")
 
 
 def repeat_option(config: pytest.Config) -> int:
     """The --repeat-report value as a whole number >= 1 (1 when not given)."""
-    value = config.getoption(OPT_REPEAT)
+    runs = count_option(config, OPT_REPEAT, "pass count")
+    return 1 if runs is None else runs
+
+
+def count_option(config: pytest.Config, option: str, what: str) -> int | None:
+    """An option's value as a whole number >= 1, None when not given; else a usage error."""
+    value = config.getoption(option)
     if value is None:
-        return 1
+        return None
     try:
-        runs = int(value)
+        count = int(value)
     except ValueError:
-        runs = 0
-    if runs < 1:
-        raise pytest.UsageError(
-            f"{OPT_REPEAT} {value!r}: the pass count must be a whole number >= 1"
-        )
-    return runs
+        count = 0
+    if count < 1:
+        raise pytest.UsageError(f"{option} {value!r}: the {what} must be a whole number >= 1")
+    return count
 
 
 class BenchState:
