@@ -152,7 +152,8 @@ def _matvec(
 def _streams(
     device: str, n: int, repeats: int, inner: int
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Best-of-``repeats`` bandwidth of each stream, and the streams not trusted (with why)."""
+    """Each stream's bandwidth (the fastest reached twice in ``repeats``), and the streams not
+    trusted (with why)."""
     calls = _stream_calls(device, n)
     flush = timing.flusher(device)  # each timing streams from memory, as the benchmarks do
 

@@ -210,8 +210,8 @@ def roof_line(label: str, roof: Any) -> str:
                 f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
             )
             line += (
-                f"\n  ceiling (best of {m.ceiling_samples} samples taken beside benchmarks, "
-                f"last raised {m.ceiling_at or 'never'}): {samples}"
+                f"\n  ceiling ({m.ceiling_samples} samples taken beside benchmarks, each "
+                f"method's rate reached twice, last raised {m.ceiling_at or 'never'}): {samples}"
             )
         for name, why in m.rejected.items():
             line += f"\n  not trusted: {name} stream, {why}"
