@@ -58,7 +58,9 @@ def describe(roof: DeviceRoof, title: str) -> list[str]:
             samples = ", ".join(
                 f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
             )
-            lines.append(f"  ceiling        {samples} (best of {m.ceiling_samples} samples)")
+            lines.append(
+                f"  ceiling        {samples} (reached twice in {m.ceiling_samples} samples)"
+            )
     lines.append(f"  peak used      {si(roof.peak_flops, 'FLOP/s')}  <- {roof.peak_source}")
     lines.append(f"  bandwidth used {si(roof.bandwidth, 'B/s')}  <- {roof.bandwidth_source}")
     ridge = "unknown" if roof.ridge is None else f"{roof.ridge:.1f} FLOP/byte"
