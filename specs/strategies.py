@@ -7,7 +7,9 @@ Real kernels switch code paths by size and magnitude, so besides a small case ev
 of a shape-drawing clause may check a realistic one (`cases`: the first example of every run,
 and REAL_SHARE of the others): key and cache lengths at and around powers of two up to 4096
 (split-KV and tile boundaries), the GQA group sizes and head dims of real models, batches of
-long caches, and the shapes of the models in specs.presets. A realistic case is decode-shaped
+long caches, and the shapes of the models in specs.presets; an attention example's realistic
+case runs again over LONG_CONTEXT keys (32769, 65537: past the 16-bit wraps) with a head dim
+shrunk to the budgets. A realistic case is decode-shaped
 (one query, or a chunk of 2-16, against a long cache) unless it is a prefill of at most
 PREFILL_MAX tokens, and its batch, heads and length shrink until one attention call costs at most
 SCORE_BUDGET multiply-adds over at most CACHE_BUDGET cached key elements.
@@ -22,7 +24,9 @@ head dim 64. suite/meta/test_regimes.py checks what the default tier reaches.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,11 @@ REAL_HEAD_DIMS = (80, 64, 256, 96, 64, 192, 112, 128)
 SPLIT_KV = (1025, 1023, 2049, 1024, 2047, 2048)  # flash-decoding paths switch near here
 TILES = (129, 127, 65, 513, 255, 257, 63, 33, 17, 31, 15, 16, 32, 64, 128, 256, 511, 512)
 LONGEST = (4097, 4095, 4096)
+# Long contexts (today's real contexts reach 32k-128k), where 16-bit lengths and positions wrap
+# (32768, 65536): each realistic attention case also runs over these many keys, with its heads
+# and head dim shrunk to fit the budgets (`long_contexts`).
+LONG_CONTEXT = (32769, 65537)
+LONG_MIN_D = 4  # a long context keeps its length and halves its head dim down to this
 LENGTH_BANDS = (SPLIT_KV, TILES, SPLIT_KV, LONGEST)
 LONGEST_HEADS = (1, 16, 64)  # (Hkv, G, D) of a longest-first clause's first example
 PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
@@ -73,15 +82,22 @@ def scales() -> st.SearchStrategy[float | None]:
 
 @st.composite
 def cases(
-    draw: st.DrawFn, small: st.SearchStrategy[Any], real: st.SearchStrategy[Any], preset: Any
+    draw: st.DrawFn,
+    small: st.SearchStrategy[Any],
+    real: st.SearchStrategy[Any],
+    preset: Any,
+    longer: Callable[[Any], list[Any]] | None = None,
 ) -> list[Any]:
-    """A small case, and in a share of the examples (REAL_SHARE) a realistic one after it;
-    only the realistic one (the model's shapes) when the run is restricted to a preset.
-    suite/meta/test_regimes.py proves that the default tier's share reaches every regime."""
+    """A small case, and in a share of the examples (REAL_SHARE) a realistic one after it, then
+    `longer(realistic)`: the same heads over long contexts, drawing nothing of their own, so
+    every other draw stays what it was. Only the realistic one (the model's shapes) when the
+    run is restricted to a preset. suite/meta/test_regimes.py proves that the default tier's
+    share reaches every regime."""
     if preset is not None:
         return [draw(real, label="model case")]
     if draw(st.sampled_from(REAL_SHARE), label="realistic case too") == "yes":
-        return [draw(small, label="small case"), draw(real, label="realistic case")]
+        found = [draw(small, label="small case"), draw(real, label="realistic case")]
+        return found + (longer(found[1]) if longer is not None else [])
     return [draw(small, label="small case")]
 
 
@@ -158,12 +174,15 @@ class AttnShape:
         return (self.B, self.Hq, self.Tq, self.Dv)
 
 
-def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) -> tuple[int, ...]:
-    """Shrink a batch of five or more down to 257 keys and one KV head first, then the batch,
-    the KV heads and the length, until one call fits the budgets."""
+def fit(
+    B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool
+) -> tuple[int, int, int, int, int]:
+    """(B, Hkv, Tq, Tk, D): shrink a batch of five or more down to 257 keys and one KV head
+    first, then the batch and the KV heads; a long context (past BOUNDARY_LENGTHS) then halves
+    its head dim down to LONG_MIN_D; then the length shrinks, until one call fits the budgets."""
 
     def shorter(T: int) -> int:
-        return max(L for L in BOUNDARY_LENGTHS if L < T)
+        return max(L for L in BOUNDARY_LENGTHS + LONG_CONTEXT if L < T)
 
     while B * Hkv * G * Tq * Tk * D > SCORE_BUDGET or B * Hkv * Tk * D > CACHE_BUDGET:
         if B >= 5 and Tk > 257:
@@ -174,12 +193,14 @@ def fit(B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool) ->
             B //= 2
         elif Hkv > 1:
             Hkv //= 2
+        elif Tk > BOUNDARY_LENGTHS[-1] and D > LONG_MIN_D:
+            D = max(D // 2, LONG_MIN_D)
         elif Tk > BOUNDARY_LENGTHS[0]:
             Tk = shorter(Tk)
         else:
             break
         Tq = Tk if prefill else min(Tq, Tk)
-    return B, Hkv, Tq, Tk
+    return B, Hkv, Tq, Tk, D
 
 
 @st.composite
@@ -246,7 +267,7 @@ def real_attn_shapes(
         real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context, longest=longest)
     )
     B = draw(st.sampled_from((1, 2, 8)), label="B")
-    B, Hkv, Tq, Tk = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
+    B, Hkv, Tq, Tk, D = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
     return AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, D)
 
 
@@ -293,12 +314,28 @@ def attn_cases(
     real = real_attn_shapes(
         causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset, longest=longest
     )
-    return cases(small, real, preset)
+    return cases(small, real, preset, partial(long_contexts, min_Tq=min_Tq))
+
+
+def long_contexts(shape: AttnShape, *, min_Tq: int) -> list[AttnShape]:
+    """The realistic case's heads over each LONG_CONTEXT length: one query (or its chunk of up
+    to 16, at least `min_Tq`), one batch row, its KV heads and head dim shrunk to the budgets
+    (`fit`); a length the budgets can't hold even at head dim LONG_MIN_D is left out."""
+    G = shape.Hq // shape.Hkv
+    Tq = max(min(shape.Tq, CHUNK_QUERIES[1]) if shape.Tq > 1 else 1, min_Tq)
+    found = []
+    for L in LONG_CONTEXT:
+        B, Hkv, Tq_fit, Tk, D = fit(1, shape.Hkv, G, Tq, L, shape.D, prefill=False)
+        if Tk == L:
+            found.append(AttnShape(B, Hkv * G, Hkv, Tq_fit, Tk, D, D))
+    return found
 
 
 def block_sizes(T: int, *, real: bool = False) -> st.SearchStrategy[int]:
     """1, a size up to T (usually not dividing it), or a size larger than T; for a long T the
     tile sizes kernels use (16, 32, 64, 128), which leave a remainder at boundary lengths."""
+    if real and T > BOUNDARY_LENGTHS[-1]:  # a long context: a loop over 16-key tiles is slow
+        return st.sampled_from((128, 64))
     if real and T > 16:
         return st.sampled_from((16, 32, 64, 128))
     return st.one_of(st.just(1), st.integers(1, max(T, 1)), st.integers(T + 1, 2 * T + 8))
@@ -353,7 +390,7 @@ def real_sequences(
     band = draw(st.sampled_from(bands(longest)), label="lengths")
     T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
     B = draw(st.sampled_from((1, 2, 8)), label="B")
-    B, Hkv, _, T = fit(B, Hkv, G, 1, T, D, prefill=False)
+    B, Hkv, _, T, D = fit(B, Hkv, G, 1, T, D, prefill=False)
     headroom = draw(st.integers(0, 4), label="max_len - T")
     return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
 

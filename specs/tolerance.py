@@ -20,6 +20,13 @@ from specs.dtypes import UNIT_ROUNDOFF
 FACTOR = 3.0  # FlashAttention's tests allow 2x the baseline error; we allow a little more
 OUTPUT_ULPS = 4.0  # rounding the result itself to the working dtype
 FLOOR_ULPS = 16.0  # plus accumulating n terms: u_acc * (FLOOR_ULPS + 4 * sqrt(n))
+# Past SEQUENTIAL_FROM terms the floor also grows linearly, u_acc * (n - SEQUENTIAL_FROM) / 4,
+# a quarter of the worst case of recursive summation ((n - 1) u, Higham 2002, sec. 4.2): a flash
+# kernel sums a same-sign weighted mean key block after key block, and that rounding drifts
+# instead of cancelling. On values near 1e4, float32: torch's CPU flash kernel 9.6e-5 over 32769
+# keys, flex 3.1e-4 over 65537, where 4 sqrt(n) u allows 4.4e-5 and 6.2e-5. Below it, no change.
+SEQUENTIAL_FROM = 4096
+SEQUENTIAL_PER_ULP = 4
 TINY = 1e-30
 # Plain kernels accumulate half precision in float32 (cuBLAS, MKL, FlashAttention).
 ACCUMULATOR = {
@@ -34,10 +41,14 @@ def floor(dtype: str, n: int) -> float:
     """The smallest budget for a result of reductions of length `n`, stored in `dtype`.
 
     A few units of the dtype's own roundoff for storing the result, plus the typical sqrt(n)
-    growth of rounding error when n terms are accumulated in the accumulator's precision.
+    growth of rounding error when n terms are accumulated in the accumulator's precision, plus
+    past SEQUENTIAL_FROM terms the linear drift of a long sequential same-sign sum.
     """
     acc = UNIT_ROUNDOFF[ACCUMULATOR[dtype]]
-    return OUTPUT_ULPS * UNIT_ROUNDOFF[dtype] + acc * (FLOOR_ULPS + 4.0 * math.sqrt(max(n, 1)))
+    drift = max(n - SEQUENTIAL_FROM, 0) / SEQUENTIAL_PER_ULP
+    return OUTPUT_ULPS * UNIT_ROUNDOFF[dtype] + acc * (
+        FLOOR_ULPS + 4.0 * math.sqrt(max(n, 1)) + drift
+    )
 
 
 def normwise_error(

@@ -48,6 +48,7 @@ def is_pow2(n: int) -> bool:
 REGIMES: dict[str, Callable[[Seen], bool]] = {
     "keys > 1024 (split-KV)": lambda s: any(t > SPLIT_KV for t in s.keys),
     "keys >= 4095": lambda s: any(t >= 4095 for t in s.keys),
+    "keys > 32768 (long context)": lambda s: any(t > 32768 for t in s.keys),
     "keys at 2^k +- 1 (tiles)": lambda s: any(
         t in BOUNDARY_LENGTHS and not is_pow2(t) for t in s.keys
     ),
@@ -76,6 +77,7 @@ REGIMES: dict[str, Callable[[Seen], bool]] = {
 ATTENTION = ["keys > 1024 (split-KV)", "group 3/5/6/7 or >= 8", "head dim 80-256, not 128"]
 ATTENTION_FAMILY = [
     "keys >= 4095",
+    "keys > 32768 (long context)",
     "keys at 2^k +- 1 (tiles)",
     "group 3/5/6/7, Hkv >= 2",
     "group >= 8",
@@ -86,7 +88,7 @@ ATTENTION_FAMILY = [
 ]
 LINEAR = ["linear T > 1024", "chunk 16-128 with a remainder"]
 REQUIRED: dict[str, list[str]] = {
-    "ATTN-REF": ATTENTION,
+    "ATTN-REF": [*ATTENTION, "keys > 32768 (long context)"],
     "ATTN-CAUSAL-NO-FUTURE": [*ATTENTION, "hostile mask (|logit| >= 1e9)"],
     "ATTN-STABLE": [*ATTENTION, "|logit| >= 1e5", "|logit| <= 1e-2"],
     "ATTN-CONVEX": [*ATTENTION, "keys >= 4095", "group >= 8", "MQA (Hkv = 1)"],

@@ -88,6 +88,22 @@ def split_kv(attention: Attention, above: int = 1024) -> Attention:
     return run
 
 
+def length_wrap(attention: Attention, bits: int = 15) -> Attention:
+    """Keeps the cache length in a signed 16-bit field: past 2**15 - 1 keys it wraps, and the
+    kernel attends only to the first (Tk mod 2**15) keys, at least one. Right up to 32767
+    keys; only a long context (32768 and past) takes the wrong path."""
+    limit = 1 << bits
+
+    def run(q: np.ndarray, k: np.ndarray, v: np.ndarray, **kw: Any) -> np.ndarray:
+        Tk = k.shape[2]
+        if Tk < limit:
+            return attention(q, k, v, **kw)
+        n = max(Tk % limit, 1)
+        return attention(q, k[:, :, :n], v[:, :, :n], **{**kw, "causal": False})
+
+    return run
+
+
 class StaleByShape:
     """Keeps the last result per input shape and hands it back for the next call of that shape
     (a memo keyed by shape instead of by content)."""
@@ -180,6 +196,13 @@ MUTANTS = [
         "over 1024 cached keys, a decode query attends to the two halves of the cache apart and "
         "averages them without their log-sum-exp weights (flash-decoding's combine step)",
         derive(base, "mutant-split-kv-long", attention=split_kv(base.attention)),
+        ("ATTN-REF",),
+    ),
+    Mutant(
+        "length-wrap-32768",
+        "keeps the cache length in a signed 16-bit field: past 32767 keys it wraps and the "
+        "kernel attends to the first Tk mod 32768 keys only",
+        derive(base, "mutant-length-wrap-32768", attention=length_wrap(base.attention)),
         ("ATTN-REF",),
     ),
     attention_mutant(
