@@ -17,7 +17,6 @@ from reports import render
 from reports.calibrate import cache_path
 from reports.detect import resolve_device
 from reports.hardware import DeviceRoof, h100_baseline, parse_rate
-from reports.measured import ceiling_unit, confirmed
 from specs.cost import matmul_cost
 
 PROG = "python -m reports"
@@ -55,11 +54,9 @@ def describe(roof: DeviceRoof, title: str) -> list[str]:
         threads = f", {m.threads} threads" if m.threads is not None else ""
         lines.append(f"                 best of {m.repeats}{threads}, at {m.measured_at}")
         if m.ceiling:
-            samples = ", ".join(
-                f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
-            )
             lines.append(
-                f"  ceiling        {samples} (reached twice in {m.ceiling_samples} samples)"
+                f"  ceiling        {render.ceiling_text(m)} "
+                f"(reached twice in {m.ceiling_samples} samples)"
             )
     lines.append(f"  peak used      {si(roof.peak_flops, 'FLOP/s')}  <- {roof.peak_source}")
     lines.append(f"  bandwidth used {si(roof.bandwidth, 'B/s')}  <- {roof.bandwidth_source}")

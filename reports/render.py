@@ -206,9 +206,7 @@ def roof_line(label: str, roof: Any) -> str:
             f"-> peak {m.gemm_method}"
         )
         if m.ceiling:
-            samples = ", ".join(
-                f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
-            )
+            samples = ceiling_text(m)
             line += (
                 f"\n  ceiling ({m.ceiling_samples} samples taken beside benchmarks, each "
                 f"method's rate reached twice, last raised {m.ceiling_at or 'never'}): {samples}"
@@ -216,6 +214,13 @@ def roof_line(label: str, roof: Any) -> str:
         for name, why in m.rejected.items():
             line += f"\n  not trusted: {name} stream, {why}"
     return line
+
+
+def ceiling_text(m: Any) -> str:
+    """A Measured's ceiling, each method at its rate reached twice: "session gemv 70 GB/s, ..."."""
+    return ", ".join(
+        f"{k} {si(confirmed(v), ceiling_unit(k))}" for k, v in sorted(m.ceiling.items())
+    )
 
 
 def repeat_text(
