@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from specs.contract import Implementation
+from specs.limits import LimitsError
+from specs.limits import of as limits_of
 
 SHIPPED: dict[str, str] = {
     "numpy": "implementations.numpy_impl",
@@ -30,6 +32,7 @@ LIBRARIES: dict[str, str] = {
     "sdpa-cudnn": "implementations.sdpa_impl:cudnn",
     "flex": "implementations.flex_impl:impl",
     "hf": "implementations.hf_impl:impl",
+    "vllm-cpu": "implementations.vllm_cpu_impl:impl",
 }
 ENTRY_POINT_GROUP = "attnspec.implementations"
 ENV_VAR = "ATTNSPEC_IMPL"  # comma-separated, same forms as --impl
@@ -118,6 +121,10 @@ def validate(obj: Any, label: str) -> Implementation:
         )
     if not isinstance(obj.name, str) or not obj.name:
         raise ImplError(f"{label}.name must be a non-empty string, got {obj.name!r}")
+    try:
+        limits_of(obj)
+    except LimitsError as exc:
+        raise ImplError(f"{label}: {exc}") from None
     return obj
 
 

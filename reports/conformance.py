@@ -36,6 +36,8 @@ class Record:
     reproduce: str = ""
     replay: str = ""  # the command that runs the failure's replay script
     shape: str = ""  # the failing call's shape in the contract's letters
+    limits: str = ""  # what the implementation declares it takes (specs.limits), if anything
+    left_out: list[str] = field(default_factory=list)  # draws the declaration moved
 
     @property
     def column(self) -> str:
@@ -152,6 +154,47 @@ def skips(records: list[Record]) -> str:
             key = f"{r.column}: {r.message}"
             reasons[key] = reasons.get(key, 0) + 1
     return "\n".join(f"skip x{n}  {why}" for why, n in sorted(reasons.items()))
+
+
+def left_out(records: list[Record]) -> str:
+    """Per implementation: its declared limits and what they left out of the draws (each
+    left-out value moved to one the implementation takes; the clauses still ran)."""
+    by_impl: dict[str, tuple[str, set[str]]] = {}
+    for r in records:
+        if r.limits:
+            declared, moved = by_impl.setdefault(r.impl, (r.limits, set()))
+            moved.update(r.left_out)
+    lines = []
+    for impl, (declared, moved) in sorted(by_impl.items()):
+        lines.append(f"limits of {impl}: {declared}")
+        if moved:
+            lines.append(f"    left out of the draws: {', '.join(sorted(moved, key=_natural))}")
+    return "\n".join(lines)
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Sort key that puts 'block size 3' before 'block size 16'."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def unchecked(records: list[Record]) -> dict[str, str]:
+    """Implementations that had clause tests but no clause run (all skipped), with why: a run
+    that checked nothing of an implementation is not a pass."""
+    ran: dict[str, bool] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.impl == "spec":
+            continue
+        ran[r.impl] = ran.get(r.impl, False) or r.outcome in ("passed", "failed", "xfailed")
+        if r.outcome == "skipped":
+            counts = reasons.setdefault(r.impl, {})
+            counts[r.message] = counts.get(r.message, 0) + 1
+    out = {}
+    for impl, any_ran in ran.items():
+        if not any_ran:
+            common = sorted(reasons.get(impl, {}).items(), key=lambda kv: -kv[1])
+            out[impl] = "; ".join(why for why, _ in common[:2]) or "every clause was skipped"
+    return out
 
 
 def _indent(text: str) -> str:

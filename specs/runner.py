@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from specs.clauses import Clause, ClauseFailure, get
 from specs.deadline import CallTimeout, deadline
 from specs.dtypes import DTYPES, EXCHANGE_DTYPE, check_dtype, round_to
+from specs.limits import declared
+from specs.limits import of as limits_of
 from specs.presets import Preset
 from specs.presets import get as get_preset
 from specs.threads import one_blas_thread
@@ -41,6 +43,8 @@ class RunOptions:
 
 
 _OPTIONS: ContextVar[RunOptions | None] = ContextVar("attnspec_run_options", default=None)
+# Filled by run_clause inside `summarised`: the limits declared and what they left out.
+_SUMMARY: ContextVar[dict[str, Any] | None] = ContextVar("attnspec_run_summary", default=None)
 
 
 @contextmanager
@@ -51,6 +55,18 @@ def run_options(options: RunOptions) -> Iterator[None]:
         yield
     finally:
         _OPTIONS.reset(token)
+
+
+@contextmanager
+def summarised() -> Iterator[dict[str, Any]]:
+    """A dict that the clause runs inside the block fill with what the report needs to know
+    beyond pass or fail: the implementation's declared limits and what they left out."""
+    summary: dict[str, Any] = {}
+    token = _SUMMARY.set(summary)
+    try:
+        yield summary
+    finally:
+        _SUMMARY.reset(token)
 
 
 class NotImplementedByImpl(Exception):
@@ -460,11 +476,17 @@ def run_clause(
     if options.reproduce:  # as printed: @reproduce_failure('6.x', b'BLOB'); take BLOB or b'BLOB'
         blob = options.reproduce.strip().removeprefix("b").strip("'\"")
         test = reproduce_failure(hypothesis.__version__, blob.encode())(test)
+    limits = limits_of(subject)
     try:
-        with one_blas_thread():
+        with one_blas_thread(), declared(limits):
             test()
     except Exception as exc:
         exc.add_note(f"clause {clause.id}: {clause.sentence}")
         if target.trace.steps:
             exc.attnspec_trace = target.trace  # type: ignore[attr-defined]  # for the replay file
         raise
+    finally:
+        summary = _SUMMARY.get()
+        if summary is not None:
+            summary["limits"] = limits.describe()
+            summary["left_out"] = sorted(limits.left_out)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from specs import limits
 from specs.decoder_weights import DecoderConfig
 from specs.presets import PRESETS, Preset
 from specs.reference.linear import FEATURE_MAPS
@@ -55,6 +56,12 @@ LONG_CONTEXT = (32769, 65537)
 LONG_MIN_D = 4  # a long context keeps its length and halves its head dim down to this
 LENGTH_BANDS = (SPLIT_KV, TILES, SPLIT_KV, LONGEST)
 LONGEST_HEADS = (1, 16, 64)  # (Hkv, G, D) of a longest-first clause's first example
+# A whole model layer (every KV head, Hq >= 32 for 7B+ models): kernels pick launch shapes by
+# head count, and a wrong head map needs two KV heads to show. It keeps its heads and shrinks
+# its batch and length instead, down to WHOLE_MIN_T keys.
+WHOLE_MIN_T = 33
+WIDE_LAYER = 8  # KV heads (and the least query heads per KV head) of `whole_layer`'s case
+MLA_DIMS = (192, 128)  # DeepSeek-V2/V3 attention: q.k over 192 dims, values of 128 (Dv != D)
 PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
 CHUNK_QUERIES = (2, 16)  # chunked-prefill / speculative-verify chunk sizes against a long cache
 SCORE_BUDGET = 16 * 4097 * 64  # multiply-adds B*Hq*Tq*Tk*D of one call: 16 heads over 4097 keys
@@ -175,17 +182,30 @@ class AttnShape:
 
 
 def fit(
-    B: int, Hkv: int, G: int, Tq: int, Tk: int, D: int, *, prefill: bool
+    B: int,
+    Hkv: int,
+    G: int,
+    Tq: int,
+    Tk: int,
+    D: int,
+    *,
+    prefill: bool,
+    whole: bool = False,
 ) -> tuple[int, int, int, int, int]:
     """(B, Hkv, Tq, Tk, D): shrink a batch of five or more down to 257 keys and one KV head
     first, then the batch and the KV heads; a long context (past BOUNDARY_LENGTHS) then halves
-    its head dim down to LONG_MIN_D; then the length shrinks, until one call fits the budgets."""
+    its head dim down to LONG_MIN_D; then the length shrinks, until one call fits the budgets.
+    `whole` (a whole layer's heads): the batch, then the length down to WHOLE_MIN_T go first."""
 
     def shorter(T: int) -> int:
         return max(L for L in BOUNDARY_LENGTHS + LONG_CONTEXT if L < T)
 
     while B * Hkv * G * Tq * Tk * D > SCORE_BUDGET or B * Hkv * Tk * D > CACHE_BUDGET:
-        if B >= 5 and Tk > 257:
+        if whole and B > 1:
+            B //= 2
+        elif whole and Tk > WHOLE_MIN_T:
+            Tk = shorter(Tk)
+        elif B >= 5 and Tk > 257:
             Tk = shorter(Tk)
         elif B >= 5 and Hkv > 1:
             Hkv //= 2
@@ -203,24 +223,51 @@ def fit(
     return B, Hkv, Tq, Tk, D
 
 
+@dataclass(frozen=True)
+class Heads:
+    """The heads of a realistic case: Hkv KV heads of G query heads, head dims D and Dv;
+    `whole`: a whole model layer, kept whole by `fit`."""
+
+    Hkv: int
+    G: int
+    D: int
+    Dv: int
+    whole: bool = False
+
+    @property
+    def keep(self) -> bool:
+        """Whether `fit` keeps the heads (shrinking batch and length first): a whole layer, or
+        a wide group (8+) over several KV heads, where a wrong head map shows."""
+        return self.whole or (self.G >= 8 and self.Hkv >= 2)
+
+
 @st.composite
-def heads_and_dims(
-    draw: st.DrawFn, preset: Preset | None, *, longest: bool = False
-) -> tuple[int, int, int]:
-    """(Hkv, G, D): a model's slice (Hkv <= 2 whole groups), or drawn real-model sizes, the
-    awkward ones (groups 3-7 and 16, head dims 80-112 and 192-256) first; `longest` leads with
-    the heads that fit 4097 keys (one KV head of 16 query heads, head dim 64)."""
-    if preset is None and draw(st.sampled_from(("drawn", "drawn", "model")), label="heads") == (
-        "model"
-    ):
-        preset = draw(st.sampled_from(PRESETS), label="model shapes")
+def heads_and_dims(draw: st.DrawFn, preset: Preset | None, *, longest: bool = False) -> Heads:
+    """A model's slice (Hkv <= 2 whole groups), a whole model layer (every head), DeepSeek's
+    Dv != D, or drawn real-model sizes, the awkward ones (groups 3-7 and 16, head dims 80-112 and
+    192-256) first; `longest` leads with the heads that fit 4097 keys (one KV head of 16 query
+    heads, head dim 64). Head dims outside the implementation's declared limits move to ones
+    inside (specs.limits)."""
+    kind = "model" if preset is not None else "drawn"
+    if preset is None:
+        kind = draw(st.sampled_from(("drawn", "drawn", "model", "whole", "mla")), label="heads")
+        if kind in ("model", "whole"):
+            preset = draw(st.sampled_from(PRESETS), label="model shapes")
+    lim = limits.current()
+    if preset is not None and kind == "whole":
+        D = lim.head_dim(preset.D)
+        return Heads(preset.Hkv, preset.group, D, D, whole=True)
     if preset is not None:
-        return preset.slice_kv_heads, preset.group, preset.D
+        D = lim.head_dim(preset.D)
+        return Heads(preset.slice_kv_heads, preset.group, D, D)
+    if kind == "mla":
+        G = draw(st.sampled_from((1, 4, 16)), label="Hq/Hkv")
+        return Heads(2, G, lim.head_dim(MLA_DIMS[0]), lim.head_dim(MLA_DIMS[1]))
     first = LONGEST_HEADS if longest else (2, REAL_GROUPS[0], REAL_HEAD_DIMS[0])
     Hkv = draw(st.sampled_from(leading(first[0], (2, 1, 4, 8))), label="Hkv")
     G = draw(st.sampled_from(leading(first[1], REAL_GROUPS)), label="Hq/Hkv")
-    D = draw(st.sampled_from(leading(first[2], REAL_HEAD_DIMS)), label="D")
-    return Hkv, G, D
+    D = lim.head_dim(draw(st.sampled_from(leading(first[2], REAL_HEAD_DIMS)), label="D"))
+    return Heads(Hkv, G, D, D)
 
 
 def leading(first: Any, menu: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -261,14 +308,14 @@ def real_attn_shapes(
 ) -> AttnShape:
     """A realistic attention shape within the budgets (see the module docstring); `longest`
     makes the first example a decode over 4097 keys."""
-    Hkv, G, D = draw(heads_and_dims(preset, longest=longest))
+    h = draw(heads_and_dims(preset, longest=longest))
     context = preset.context if preset is not None else max_Tk
     Tq, Tk, prefill = draw(
         real_lengths(causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, context=context, longest=longest)
     )
     B = draw(st.sampled_from((1, 2, 8)), label="B")
-    B, Hkv, Tq, Tk, D = fit(B, Hkv, G, Tq, Tk, D, prefill=prefill)
-    return AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, D)
+    B, Hkv, Tq, Tk, D = fit(B, h.Hkv, h.G, Tq, Tk, h.D, prefill=prefill, whole=h.keep)
+    return AttnShape(B, Hkv * h.G, Hkv, Tq, Tk, D, h.Dv if D == h.D else D)
 
 
 def bands(longest: bool) -> tuple[tuple[int, ...], ...]:
@@ -294,8 +341,9 @@ def attn_shapes(
     group = draw(st.integers(1, max_group), label="Hq/Hkv")
     Tk = draw(st.integers(max(min_Tk, min_Tq if causal else 1), max_T), label="Tk")
     Tq = draw(st.integers(min_Tq, Tk if causal else max_T), label="Tq")
-    D = draw(st.sampled_from(HEAD_DIMS), label="D")
-    Dv = draw(st.one_of(st.just(D), st.sampled_from(HEAD_DIMS)), label="Dv")
+    lim = limits.current()
+    D = lim.head_dim(draw(st.sampled_from(HEAD_DIMS), label="D"))
+    Dv = lim.head_dim(draw(st.one_of(st.just(D), st.sampled_from(HEAD_DIMS)), label="Dv"))
     return AttnShape(B, Hkv * group, Hkv, Tq, Tk, D, Dv)
 
 
@@ -314,7 +362,27 @@ def attn_cases(
     real = real_attn_shapes(
         causal=causal, min_Tq=min_Tq, max_Tk=max_Tk, preset=preset, longest=longest
     )
-    return cases(small, real, preset, partial(long_contexts, min_Tq=min_Tq))
+    return cases(small, real, preset, partial(derived_cases, min_Tq=min_Tq))
+
+
+def derived_cases(shape: AttnShape, *, min_Tq: int) -> list[AttnShape]:
+    """The cases a realistic one brings along, drawing nothing: a whole wide layer, and the
+    long contexts."""
+    return [*whole_layer(shape), *long_contexts(shape, min_Tq=min_Tq)]
+
+
+def whole_layer(shape: AttnShape) -> list[AttnShape]:
+    """The realistic case's queries and head dims with a whole wide layer's heads: WIDE_LAYER
+    KV heads of at least as many query heads each (Llama-3-70B's 64 over 8, or more), keeping
+    its heads while the batch and length shrink to the budgets (`fit`). Kernels pick launch
+    shapes by head count, and a wrong head map only shows with a wide group over several KV
+    heads."""
+    G = max(shape.Hq // shape.Hkv, WIDE_LAYER)
+    prefill = shape.Tq == shape.Tk and shape.Tq > 1
+    B, Hkv, Tq, Tk, D = fit(
+        1, WIDE_LAYER, G, shape.Tq, shape.Tk, shape.D, prefill=prefill, whole=True
+    )
+    return [AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, shape.Dv if D == shape.D else D)]
 
 
 def long_contexts(shape: AttnShape, *, min_Tq: int) -> list[AttnShape]:
@@ -324,10 +392,16 @@ def long_contexts(shape: AttnShape, *, min_Tq: int) -> list[AttnShape]:
     G = shape.Hq // shape.Hkv
     Tq = max(min(shape.Tq, CHUNK_QUERIES[1]) if shape.Tq > 1 else 1, min_Tq)
     found = []
+    lim = limits.current()
     for L in LONG_CONTEXT:
         B, Hkv, Tq_fit, Tk, D = fit(1, shape.Hkv, G, Tq, L, shape.D, prefill=False)
-        if Tk == L:
-            found.append(AttnShape(B, Hkv * G, Hkv, Tq_fit, Tk, D, D))
+        if Tk != L:
+            continue
+        D_taken = lim.head_dim(D)  # a declared head dim above the shrunk one may not fit
+        if D_taken != D and fit(B, Hkv, G, Tq_fit, Tk, D_taken, prefill=False)[3] != L:
+            lim.note(f"{L} keys (head dim {D_taken} past the budget)")
+            continue
+        found.append(AttnShape(B, Hkv * G, Hkv, Tq_fit, Tk, D_taken, D_taken))
     return found
 
 
@@ -368,7 +442,7 @@ def sequences(draw: st.DrawFn, *, max_T: int = 32, min_T: int = 1) -> Sequence:
     Hkv = draw(st.integers(1, 3), label="Hkv")
     G = draw(st.integers(1, 4), label="Hq/Hkv")
     T = draw(st.integers(min_T, max_T), label="T")
-    D = draw(st.sampled_from(HEAD_DIMS), label="D")
+    D = limits.current().head_dim(draw(st.sampled_from(HEAD_DIMS), label="D"))
     headroom = draw(st.integers(0, 4), label="max_len - T")
     return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
 
@@ -384,13 +458,14 @@ def real_sequences(
 ) -> Sequence:
     """A boundary length up to `max_T` with real heads, head dims and batches (a decode step
     over it fits the budgets); `longest` makes the first example 4097 tokens long."""
-    Hkv, G, D = draw(heads_and_dims(preset, longest=longest))
+    h = draw(heads_and_dims(preset, longest=longest))
+    G = h.G
     context = min(max_T, preset.context if preset is not None else max_T)
     fits = [T for T in BOUNDARY_LENGTHS if min_T <= T <= context]
     band = draw(st.sampled_from(bands(longest)), label="lengths")
     T = draw(st.sampled_from([T for T in band if T in fits] or fits), label="T")
     B = draw(st.sampled_from((1, 2, 8)), label="B")
-    B, Hkv, _, T, D = fit(B, Hkv, G, 1, T, D, prefill=False)
+    B, Hkv, _, T, D = fit(B, h.Hkv, G, 1, T, h.D, prefill=False, whole=h.keep)
     headroom = draw(st.integers(0, 4), label="max_len - T")
     return Sequence(B, Hkv * G, Hkv, T, D, T + headroom)
 

@@ -32,7 +32,7 @@ from reports import conformance, replay
 from specs import profiles
 from specs.catalog import all_clauses
 from specs.clauses import Clause
-from specs.runner import RunOptions, run_options
+from specs.runner import RunOptions, run_options, summarised
 from suite import known_failures
 from suite.plugin_options import (
     OPT_CALL_TIMEOUT,
@@ -48,6 +48,7 @@ from suite.plugin_options import (
     resolve_device,
     resolve_dtypes,
     resolve_known,
+    resolve_pairs,
     resolve_shapes,
     resolve_subjects,
     resolve_tier,
@@ -79,6 +80,7 @@ class Case:
 
 
 CASE = pytest.StashKey[Case]()
+SUMMARY = pytest.StashKey[dict[str, Any]]()  # what the clause run reported besides its verdict
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,6 +119,8 @@ class AttnspecSession:
         locators = discovery.requested(config.getoption(OPT_IMPL))
         self.subjects = resolve_subjects(locators, self.device)
         self.named = bool(locators)  # --impl or $ATTNSPEC_IMPL named the implementations
+        # Clause tests run each implementation in its own dtypes (benchmarks use `dtypes`).
+        self.pairs = resolve_pairs(config, self.subjects, self.named, self.tier)
         # The smoke tier is a seconds-long check of implementations: the suite's own tests
         # (most of a default run's time) join it only when asked for.
         self.self_test = bool(config.getoption(OPT_SELF_TEST)) or (
@@ -128,11 +132,17 @@ class AttnspecSession:
 
     # --- collection ---
     def pytest_report_header(self, config: pytest.Config) -> str:
-        names = ", ".join(s.name for s in self.subjects) or "none"
         return (
-            f"attnspec: implementations {names}; dtypes {', '.join(self.dtypes)}; "
+            f"attnspec: implementations {self.checked_in() or 'none'}; "
             f"device {self.device}; tier {self.tier}"
         )
+
+    def checked_in(self) -> str:
+        """`numpy [float32], mykernel [bfloat16, float16]`: the dtypes each implementation runs in."""
+        by_name: dict[str, list[str]] = {}
+        for subject, dtype in self.pairs:
+            by_name.setdefault(subject.name, []).append(dtype)
+        return ", ".join(f"{name} [{', '.join(d)}]" for name, d in by_name.items())
 
     def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
         if self.self_test or not any(is_within(collection_path, p) for p in SELF_TESTS):
@@ -145,9 +155,14 @@ class AttnspecSession:
         return True
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if "impl" in metafunc.fixturenames:
+        names = metafunc.fixturenames
+        if "impl" in names and "dtype" in names and "benchmark" not in names:
+            ids = [f"{s.name}-{d}" for s, d in self.pairs]
+            metafunc.parametrize(("impl", "dtype"), self.pairs, ids=ids)
+            return
+        if "impl" in names:
             metafunc.parametrize("impl", self.subjects, ids=[s.name for s in self.subjects])
-        if "dtype" in metafunc.fixturenames:
+        if "dtype" in names:
             metafunc.parametrize("dtype", self.dtypes)
 
     def case_of(self, item: pytest.Item) -> Case | None:
@@ -191,8 +206,11 @@ class AttnspecSession:
     # --- running ---
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
-        with run_options(self.run_options):
-            return (yield)
+        with run_options(self.run_options), summarised() as summary:
+            try:
+                return (yield)
+            finally:
+                item.stash[SUMMARY] = summary
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -214,6 +232,7 @@ class AttnspecSession:
                 "details": details,
                 "replay": written.command if written else "",
                 "shape": written.shape if written else "",
+                **item.stash.get(SUMMARY, {}),  # limits: declared, left_out: what they moved
             }
             report.user_properties.append(("attnspec", info))  # travels to the xdist controller
         return report
@@ -247,6 +266,14 @@ class AttnspecSession:
             self.records.append(record(report, info, self.device, self.tier))
 
     # --- reporting ---
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """An implementation under test with every clause skipped fails the run."""
+        if hasattr(self.config, "workerinput"):
+            return
+        if conformance.unchecked(self.records) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):
             return
@@ -259,18 +286,34 @@ class AttnspecSession:
             )
         if not self.records:
             return
+        for impl, why in conformance.unchecked(self.records).items():
+            tr.write_line(
+                f"attnspec: FAILED: {impl} had no clause run, every one was skipped ({why}); "
+                f"a run that checked nothing is not a pass"
+            )
         order = [c.id for c in all_clauses()]
         self.records.sort(
             key=lambda r: (order.index(r.clause) if r.clause in order else 999, r.column)
         )
         tr.section("attnspec conformance")
         tr.write_line(conformance.table(self.records, order))
-        for block in (conformance.failures(self.records), conformance.skips(self.records)):
+        blocks = (
+            conformance.failures(self.records),
+            conformance.skips(self.records),
+            conformance.left_out(self.records),
+        )
+        for block in blocks:
             if block:
                 tr.write_line("")
                 tr.write_line(block)
         path = self.report_dir / "conformance.json"
-        meta = {"device": self.device, "tier": self.tier, "dtypes": self.dtypes}
+        meta = {
+            "device": self.device,
+            "tier": self.tier,
+            "dtypes": sorted({d for _, d in self.pairs}),
+            "checked_in": {s.name: [d for t, d in self.pairs if t is s] for s in self.subjects},
+            "unchecked": conformance.unchecked(self.records),
+        }
         conformance.write_json(self.records, path, meta)
         tr.write_line(f"\nconformance report: {path}")
         next_steps = conformance.next_steps(self.records)
@@ -318,4 +361,6 @@ def record(
         reproduce=reproduce,
         replay=str(info.get("replay", "")),
         shape=str(info.get("shape", "")),
+        limits=str(info.get("limits", "")),
+        left_out=list(info.get("left_out", [])),
     )

@@ -59,7 +59,9 @@ def add_options(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="DTYPE",
-        help=f"working dtype (repeatable): {', '.join(DTYPES)}. Default: float32.",
+        help=f"working dtype (repeatable): {', '.join(DTYPES)}. Default: every dtype an "
+        f"implementation named by {OPT_IMPL} declares (at --tier smoke its first half-precision "
+        "one); float32 for the default implementations and the benchmarks.",
     )
     group.addoption(
         OPT_TIER,
@@ -157,6 +159,32 @@ def resolve_dtypes(config: pytest.Config) -> list[str]:
                 f"{OPT_DTYPE} {d}: unknown dtype; choose from {', '.join(DTYPES)}"
             )
     return dtypes
+
+
+HALF = ("bfloat16", "float16")
+
+
+def subject_dtypes(subject: UnderTest, tier: str) -> list[str]:
+    """The dtypes an implementation named by --impl is checked in when --dtype is not given:
+    every dtype it declares (`dtypes`), or at the smoke tier the first half-precision one
+    (bugs live there), else its first; float32 when it declares none."""
+    declared = [d for d in (getattr(subject, "dtypes", None) or ()) if d in DTYPES]
+    if not declared:
+        return ["float32"]
+    if tier == "smoke":
+        return [next((d for d in declared if d in HALF), declared[0])]
+    return declared
+
+
+def resolve_pairs(
+    config: pytest.Config, subjects: list[UnderTest], named: bool, tier: str
+) -> list[tuple[UnderTest, str]]:
+    """(implementation, dtype) for every clause test: --dtype for all when given; else, for
+    implementations that --impl named, the dtypes they declare (`subject_dtypes`); else float32."""
+    explicit = config.getoption(OPT_DTYPE)
+    if explicit or not named:
+        return [(s, d) for s in subjects for d in resolve_dtypes(config)]
+    return [(s, d) for s in subjects for d in subject_dtypes(s, tier)]
 
 
 def resolve_subjects(locators: list[str], device: str) -> list[UnderTest]:

@@ -24,7 +24,7 @@ from suite.meta.mutants import Mutant, all_mutants
 def verdict(mutant: Mutant, clause_id: str) -> str | None:
     """'killed', 'crashed' (the mutant raised), 'survived', or None when it cannot run it."""
     try:
-        run_clause(clause_id, mutant.impl, settings_=KILL)
+        run_clause(clause_id, mutant.impl, dtype=mutant.dtype, settings_=KILL)
     except NotImplementedByImpl:
         return None
     except ClauseFailure as failure:

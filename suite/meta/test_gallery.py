@@ -25,6 +25,8 @@ def gallery_args(folder: Path) -> list[str]:
         "attn_ref or attn_causal_no_future",
         "--tier",
         "smoke",
+        "--dtype",
+        "float32",
         "--call-timeout",
         "1",
         "-p",

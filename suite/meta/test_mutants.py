@@ -19,7 +19,7 @@ PAIRS = [(m, c) for m in MUTANTS for c in m.kills]
 def test_clause_kills_mutant(mutant, clause_id):
     """The clause fails on the mutant written for it: the check sees the bug (not a crash)."""
     with pytest.raises(ClauseFailure) as failure:
-        run_clause(clause_id, mutant.impl, settings_=KILL)
+        run_clause(clause_id, mutant.impl, dtype=mutant.dtype, settings_=KILL)
     assert failure.value.details.get("misbehaviour") != "raised", (
         f"{mutant.name} only crashed under {clause_id}: {failure.value}"
     )

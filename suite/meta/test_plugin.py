@@ -29,7 +29,8 @@ EXAMPLE_RUN = background.register(
 
 
 def test_attention_only_implementation_runs():
-    """The README's worked example passes the attention clauses; KV clauses skip, naming it."""
+    """The README's worked example passes the attention clauses in its first half-precision
+    dtype (the smoke tier's choice among those it declares); KV clauses skip, naming it."""
     pytest.importorskip("torch", reason="torch is not installed: the worked example is in torch")
     result = background.result(EXAMPLE_RUN)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -38,4 +39,5 @@ def test_attention_only_implementation_runs():
     assert outcome["ATTN-REF"]["outcome"] == "passed"
     assert outcome["KV-DECODE-EQ-RECOMPUTE"]["outcome"] == "skipped"
     assert "not implemented by naive-torch: kv_cache" in outcome["KV-BYTES"]["message"]
-    assert "skip x5  naive-torch [float32]: not implemented by naive-torch" in result.stdout
+    assert report["checked_in"] == {"naive-torch": ["float16"]}
+    assert "skip x5  naive-torch [float16]: not implemented by naive-torch" in result.stdout

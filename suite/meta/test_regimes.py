@@ -52,6 +52,28 @@ def test_family_reaches_its_regimes(family):
     assert not lacks, f"no {family} clause reached {lacks}"
 
 
+# Half precision reaches the same regimes: the first example of a run (all the smoke tier runs)
+# is a realistic case with its long contexts, or a decoder past 512 positions, in every dtype.
+HALF_REACH = {
+    "ATTN-REF": ["keys > 32768 (long context)", "group >= 8, Hkv >= 2", "Hq >= 32"],
+    "DEC-CACHED-EQ-FULL": ["positions > 512"],
+}
+
+
+@pytest.mark.parametrize("clause_id", list(HALF_REACH))
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_dtypes_reach_the_regimes(clause_id, half):
+    """In float16 (numpy) and bfloat16 (torch) the first example still reaches the long
+    contexts, a whole wide layer and a decoder past 512 positions."""
+    impl = numpy_impl
+    if half == "bfloat16":
+        impl = pytest.importorskip("implementations.torch_impl").impl
+    with one_blas_thread():
+        got = reached(record(clause_id, impl, "smoke", half))
+    lacks = [r for r in HALF_REACH[clause_id] if r not in got]
+    assert not lacks, f"{clause_id} in {half} never reached {lacks}; it reached {got}"
+
+
 def test_native_dtype_is_checked_before_to_numpy():
     """A bfloat16 call answered in float32 fails ATTN-REF, though to_numpy of a bfloat16 tensor
     and of a float32 one look alike (both come back as float32 numpy arrays)."""

@@ -18,6 +18,7 @@ AREAS: tuple[str, ...] = (
     "tiled",
     "decoder",
     "serving",
+    "rope",
 )
 
 
@@ -29,6 +30,7 @@ class Mutant:
     bug: str
     impl: Any
     kills: tuple[str, ...]
+    dtype: str = "float32"  # the working dtype the kill runs in (a bug that lives in half precision)
 
 
 def derive(base: Any, name: str, **ops: Any) -> SimpleNamespace:

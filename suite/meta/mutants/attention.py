@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -33,14 +35,20 @@ def broken_attention(
     clamp_logits: float = 0.0,
     tile_d: int = 0,
     batch_rows: int = 0,
+    wide_tile: int = 0,
+    head_slots: int = 0,
+    scale_by_dv: bool = False,
 ) -> np.ndarray:
     """numpy attention with one switchable bug per keyword."""
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     G = Hq // Hkv
     default = 1.0 / np.sqrt(min(D, tile_d) if tile_d else D)
+    if scale_by_dv:
+        default = 1.0 / np.sqrt(v.shape[-1])
     scale = (1.0 / D if scale_by_d else default) if scale is None else scale
     reps = (1, G, 1, 1)
+    tile_heads = tile_heads or bool(wide_tile and G >= wide_tile and Hkv >= 2)
     kk = np.tile(k, reps) if tile_heads else np.repeat(k, G, axis=1)  # (B, Hq, Tk, D)
     vv = np.tile(v, reps) if tile_heads else np.repeat(v, G, axis=1)  # (B, Hq, Tk, Dv)
     if pow2_groups:  # head h reads kv head h >> log2(G rounded up to a power of two)
@@ -65,6 +73,8 @@ def broken_attention(
         p = np.exp(s - m)  # (B, Hq, Tq, Tk)
         p = p / p.sum(axis=-2 if normalise_queries else -1, keepdims=True)
     o = np.einsum("bhqk,bhkd->bhqd", p, vv)  # (B, Hq, Tq, Dv)
+    if head_slots and Hq > head_slots:  # a launch grid of head_slots heads, reused past it
+        o = o[:, np.arange(Hq) % head_slots]
     return (np.zeros_like(o) if zeros else o).astype(q.dtype)
 
 
@@ -243,6 +253,27 @@ MUTANTS = [
         ("ATTN-BATCH-INDEP",),
         batch_rows=4,
     ),
+    attention_mutant(
+        "wide-group-tile",
+        "for groups of 8+ query heads per KV head, query head h reads kv head h % Hkv (a second "
+        "kernel for wide groups with the tile map): seen only with two or more KV heads",
+        ("ATTN-REF",),
+        wide_tile=8,
+    ),
+    attention_mutant(
+        "head-slots-32",
+        "a launch grid of 32 head slots: query heads past 31 get the output of head h % 32 "
+        "(every 7B+ model has 32 or more query heads)",
+        ("ATTN-REF",),
+        head_slots=32,
+    ),
+    attention_mutant(
+        "scale-by-dv",
+        "the default scale is 1/sqrt(Dv), the value head dim, instead of 1/sqrt(D): right "
+        "whenever Dv == D, wrong for DeepSeek's 192/128",
+        ("ATTN-REF",),
+        scale_by_dv=True,
+    ),
     Mutant(
         "stale-by-shape",
         "returns the previous result for a call with the same shapes (a memo keyed by shape)",
@@ -256,3 +287,38 @@ MUTANTS = [
         ("ATTN-REF",),
     ),
 ]
+
+
+def half_positions_mask() -> Mutant | None:
+    """The torch attention with its causal mask built from positions held in the input dtype:
+    exact in float32 (integers to 2**24), but float16 rounds positions past 2048 and bfloat16
+    past 256, so there a chunk's queries see a few of their future keys. None without torch."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    import implementations.torch_impl as torch_impl
+
+    def attention(q: Any, k: Any, v: Any, *, causal: bool, scale: float | None = None) -> Any:
+        Hq, Tq, D, Hkv, Tk = q.shape[1], q.shape[2], q.shape[3], k.shape[1], k.shape[2]
+        kk, vv = (x.repeat_interleave(Hq // Hkv, dim=1) for x in (k, v))
+        s = (q.float() @ kk.float().transpose(-1, -2)) * (scale or 1 / math.sqrt(D))
+        if causal:  # positions in the input dtype
+            i = torch.arange(Tq, dtype=q.dtype)[:, None] + torch.tensor(Tk - Tq, dtype=q.dtype)
+            j = torch.arange(Tk, dtype=q.dtype)[None, :]
+            s = s.masked_fill(j > i, float("-inf"))
+        return (torch.softmax(s, dim=-1) @ vv.float()).to(q.dtype)
+
+    impl = derive(torch_impl.impl, "mutant-half-positions-mask", attention=attention)
+    return Mutant(
+        "half-positions-mask",
+        "the causal mask compares positions held in the input dtype: bfloat16 rounds positions "
+        "past 256 (float16 past 2048), so a chunk's queries see a few future keys; float32 is "
+        "exact",
+        impl,
+        ("ATTN-CAUSAL-NO-FUTURE",),
+        dtype="bfloat16",
+    )
+
+
+MUTANTS += [m for m in (half_positions_mask(),) if m is not None]
