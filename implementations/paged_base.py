@@ -25,14 +25,23 @@ def check_cu_seqlens(cu: np.ndarray, total: int, name: str) -> np.ndarray:
 
 
 def check_varlen(
-    cu_seqlens_q: np.ndarray, cu_seqlens_k: np.ndarray, total_q: int, total_k: int, causal: bool
+    cu_seqlens_q: np.ndarray,
+    cu_seqlens_k: np.ndarray,
+    total_q: int,
+    total_k: int,
+    causal: bool,
+    *,
+    empty: bool = False,
 ) -> None:
     """Both offsets well formed over the same sequences; a sequence with queries has keys
-    (causal: at least as many keys as queries, as in dense causal attention)."""
+    (causal: at least as many keys as queries, as in dense causal attention), unless `empty`
+    (an op that declares "empty_rows": queries without a visible key give 0)."""
     q_lens = check_cu_seqlens(cu_seqlens_q, total_q, "cu_seqlens_q")
     k_lens = check_cu_seqlens(cu_seqlens_k, total_k, "cu_seqlens_k")
     if q_lens.shape != k_lens.shape:
         raise ValueError(f"cu_seqlens_q has {q_lens.size} sequences, cu_seqlens_k {k_lens.size}")
+    if empty:
+        return
     short = (q_lens > 0) & (k_lens < (q_lens if causal else 1))
     if short.any():
         b = int(np.argmax(short))
@@ -59,10 +68,16 @@ def check_packed(q: Any, k: Any, v: Any) -> tuple[int, int, int, int]:
     return Hq, Hkv, D, int(v.shape[2])
 
 
-def check_pool(num_blocks: int, block_size: int, kv_heads: int, head_dim: int) -> None:
+def check_pool(
+    num_blocks: int, block_size: int, kv_heads: int, head_dim: int, v_head_dim: int | None = None
+) -> None:
     """Every pool dimension is a positive int."""
     check_positive(
-        num_blocks=num_blocks, block_size=block_size, kv_heads=kv_heads, head_dim=head_dim
+        num_blocks=num_blocks,
+        block_size=block_size,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        v_head_dim=head_dim if v_head_dim is None else v_head_dim,
     )
 
 
@@ -80,9 +95,15 @@ def check_slots(slots: np.ndarray, tokens: int, capacity: int) -> np.ndarray:
 
 
 def check_paged(
-    q_lens: np.ndarray, seq_lens: np.ndarray, block_table: np.ndarray, pool: tuple[int, int]
+    q_lens: np.ndarray,
+    seq_lens: np.ndarray,
+    block_table: np.ndarray,
+    pool: tuple[int, int],
+    *,
+    empty: bool = False,
 ) -> None:
-    """seq_lens (B,) >= the new tokens, block_table (B, max_blocks) covering them in the pool."""
+    """seq_lens (B,) >= the new tokens (any, with `empty`: queries without a visible key give
+    0), block_table (B, max_blocks) covering them in the pool."""
     num_blocks, block_size = pool
     B = q_lens.shape[0]
     if seq_lens.shape != (B,) or block_table.ndim != 2 or block_table.shape[0] != B:
@@ -90,7 +111,7 @@ def check_paged(
             f"for {B} sequences seq_lens must be ({B},) and block_table ({B}, max_blocks); got "
             f"{seq_lens.shape} and {block_table.shape}"
         )
-    if (seq_lens < q_lens).any():
+    if (seq_lens < (0 if empty else q_lens)).any():
         raise ValueError(
             f"seq_lens {seq_lens.tolist()} must count the new tokens {q_lens.tolist()}"
         )

@@ -1,5 +1,9 @@
 """``python -m reports``: the detected device, its roof and ridge, and the H100 baseline.
 
+With ``--latency`` (or ``--shapes MODEL`` / ``--device-spec KEY``) it draws a model's predicted
+latency-vs-throughput curves instead (reports.curve): on the spec-table devices named, else on
+the H100, the H200 and the detected device; no benchmark runs.
+
 Bad input (an override that is not a positive number, a device torch can't use, an
 unreadable calibration cache) prints one line to stderr and exits with status 2.
 """
@@ -10,14 +14,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tabulate import tabulate
 
-from reports import render
+from reports import curve, render
 from reports.calibrate import cache_path
 from reports.detect import resolve_device
-from reports.hardware import DeviceRoof, h100_baseline, parse_rate
+from reports.hardware import DATASHEETS, DeviceRoof, h100_baseline, parse_rate
 from specs.cost import matmul_cost
+from specs.presets import model
 
 PROG = "python -m reports"
 
@@ -103,7 +109,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recalibrate", action="store_true", help="measure the roof again")
     parser.add_argument("--calibration-file", default=None, help="calibration cache (JSON)")
     parser.add_argument("--json", action="store_true", help="print the roofs as JSON")
+    curves = parser.add_argument_group(
+        "latency vs throughput", "predicted decode-step curves (no benchmark runs)"
+    )
+    curves.add_argument(
+        "--latency",
+        action="store_true",
+        help="draw a model's curves on the detected device, the H100 and the H200",
+    )
+    curves.add_argument(
+        "--shapes",
+        default=None,
+        metavar="MODEL",
+        help=f"the model of the curves (implies --latency; default {curve.DEFAULT_MODEL})",
+    )
+    curves.add_argument(
+        "--device-spec",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="spec-table device(s) to draw on instead of detecting one (implies --latency; "
+        f"repeat or comma-separate): {', '.join(DATASHEETS)}",
+    )
+    curves.add_argument(
+        "--memory", default=None, metavar="BYTES", help="override the detected device's memory"
+    )
+    curves.add_argument(
+        "--report-dir",
+        default="reports/out",
+        metavar="DIR",
+        help="where latency.png, latency.md and latency.json go (default reports/out)",
+    )
     args = parser.parse_args(argv)
+    if args.latency or args.shapes or args.device_spec:
+        return latency_main(args)
     try:
         peak = (
             None
@@ -145,6 +184,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("X(B×4096) @ W(4096×11008), 2-byte elements: verdict by batch size")
     print(matmul_table(roof, baseline))
     return 0
+
+
+def latency_main(args: argparse.Namespace) -> int:
+    """Predicted latency-vs-throughput curves: print them, write latency.png/.md/.json."""
+    try:
+        config = model(args.shapes or curve.DEFAULT_MODEL)
+        memory = None if args.memory is None else parse_rate(args.memory, "memory", "--memory")
+        if args.device_spec:
+            keys = [k.strip() for arg in args.device_spec for k in arg.split(",") if k.strip()]
+            sets = [curve.spec_curves(config, config.name, key) for key in keys]
+        else:
+            sets = [curve.spec_curves(config, config.name, key) for key in curve.SPEC_DEVICES]
+            detected = detected_roof(args)
+            found = curve.roof_curves(config, config.name, detected, memory=memory)
+            if found is not None:
+                sets.append(found)
+    except ValueError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    block: dict[str, object] = {
+        "measured": [],
+        "measured_curves": [],
+        "predicted": [s.to_dict() for s in sets],
+        "plot": "latency.png",
+    }
+    out = Path(args.report_dir)
+    png = curve.plot(out / "latency.png", block)
+    md = render.write_text(out / "latency.md", curve.section_text(block, fmt="github"))
+    js = render.write_json(out / "latency.json", block)
+    if args.json:
+        print(json.dumps(block, indent=2))
+        return 0
+    print(curve.section_text(block))
+    print()
+    for path in (png, md, js):
+        print(f"latency report: {path}")
+    return 0
+
+
+def detected_roof(args: argparse.Namespace) -> DeviceRoof:
+    """The detected device's roof with the command line's overrides (torch needed)."""
+    peak = (
+        None
+        if args.peak_flops is None
+        else parse_rate(args.peak_flops, "peak FLOP/s", "--peak-flops")
+    )
+    bw = (
+        None
+        if args.bandwidth is None
+        else parse_rate(args.bandwidth, "bandwidth (bytes/s)", "--bandwidth")
+    )
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(
+        device,
+        dtype=args.dtype,
+        peak_flops=peak,
+        bandwidth=bw,
+        recalibrate=args.recalibrate,
+        calibration_path=args.calibration_file,
+    )
 
 
 if __name__ == "__main__":

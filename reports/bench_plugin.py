@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reports import render, timing
+from reports import curve, render, timing
 from reports.bench_state import (
     OPT_BANDWIDTH,
     OPT_BENCH_SIZE,
@@ -204,6 +204,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         rows, roofs, baseline, comparisons, payload["verdicts"], heading=heading
     )
     repeat = payload["repeat"]
+    latency = payload["latency"]
+    if latency:
+        text += "\n\n" + curve.section_text(latency)
     if repeat["rows"]:
         text += "\n\n" + render.repeat_text(repeat["rows"], repeat["sections"])
     tr.write_line(text)
@@ -217,6 +220,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         fmt="github",
         heading=f"# attnspec roofline report\n\n{heading}\n",
     )
+    if latency:
+        md += "\n\n" + curve.section_text(latency, fmt="github")
     if repeat["rows"]:
         md += "\n\n" + render.repeat_text(repeat["rows"], repeat["sections"], fmt="github")
     paths = [
@@ -226,6 +231,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     png = render.plot(out / "roofline.png", rows, roofs, baseline)
     if png is not None:
         paths.append(png)
+    if latency:
+        paths.append(curve.plot(out / latency["plot"], latency))
     tr.write_line("")
     for path in paths:
         tr.write_line(f"roofline report: {path}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from reports import timing
+from reports import curve, timing
 from reports.ceiling import SessionCeiling
 from reports.hardware import DeviceRoof, OverrideError, h100_baseline, parse_rate
 from reports.roofline import (
@@ -216,7 +216,14 @@ class BenchState:
                 first, lambda r: self.final_roof(r.device, r.dtype), baseline
             ),
             "verdicts": summarise(first),
+            "latency": self.latency(first, roofs),
         }
+
+    def latency(self, rows: list[Row], roofs: dict[str, DeviceRoof]) -> dict[str, Any] | None:
+        """The latency-vs-throughput block (reports.curve) when decode steps were timed."""
+        if not any(r.record.group == curve.GROUP for r in rows):
+            return None
+        return curve.bench_block(rows, roofs, self.config.getoption("--shapes", None))
 
 
 def mark_conformance_failures(config: pytest.Config, records: list[Record]) -> None:

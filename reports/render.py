@@ -27,6 +27,7 @@ GROUP_ORDER = (
     "linear attention",
     "kv-cache append",
     "generation",
+    "latency",
     "cached vs recompute",
 )
 
@@ -331,6 +332,7 @@ MARKERS = {
     "tiled attention": "s",
     "linear attention": "D",
     "generation": "P",
+    "latency": "h",
     "cached vs recompute": "X",
 }
 

@@ -5,16 +5,22 @@ j > p - w; with causal=True that is (p - w, p], flash-attn's window_size=(w - 1,
 Gemma 2). `softcap` c: the scaled logits s become c·tanh(s / c) before the mask (Gemma 2),
 so a masked key keeps weight 0. Both apply to `attention` and `tiled_attention`; an
 implementation declares them in `options = {"window", "softcap"}` (else these clauses skip).
+Both are drawn on short shapes and on a few queries over a cache past 2048 keys (a split-KV
+decode path that forgets an option is a real bug), inside the implementation's declared limits
+(specs.limits): head dims, causal-only ops, and the non-causal window convention it declares
+(left, symmetric, or none: then a window is drawn on causal calls only).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.attention import LEAK_SCALE, check_inside_values, draw_qkv, reduction
+from specs import limits
+from specs.attention import LEAK_SCALE, check_inside_values, draw_qkv, logit_error, reduction
 from specs.clauses import clause
 from specs.dtypes import UNIT_ROUNDOFF
 from specs.reference import attention as ref
@@ -22,31 +28,50 @@ from specs.runner import Target
 from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
 from specs.tiled import draw_blocks
 from specs.tolerance import assert_close, budget
-from specs.varlen import require_option, softcaps, windows
+from specs.varlen import convention, require_option, softcaps, windows
 
-LONG_CACHE = (1000, 1024, 1025)  # decode-sized queries over a long cache
+LONG_CACHE = (2049, 2500)  # decode-sized queries over a cache past 2048 keys (split-KV)
+SHAPE_KINDS = ("long cache", "short", "short")  # the first example, then a third, is long
+LONG_HEAD_DIMS = (8, 4, 16)  # small heads keep a long case cheap
 HUGE_LOGITS = 1e5
 
 
-def ops(t: Target, data: st.DataObject, shape: AttnShape) -> tuple[str, dict[str, Any]]:
-    """attention or tiled_attention (whichever the implementation has), with block sizes."""
+def pick_op(t: Target, data: st.DataObject) -> str:
+    """attention or tiled_attention, whichever the implementation has."""
     have = [op for op in ("attention", "tiled_attention") if t.has(op)]
-    op = data.draw(st.sampled_from(have), label="op")
+    return data.draw(st.sampled_from(have), label="op")
+
+
+def blocks_of(data: st.DataObject, op: str, shape: AttnShape) -> dict[str, Any]:
+    """block_q and block_k for tiled_attention (nothing for attention)."""
     if op == "attention":
-        return op, {}
+        return {}
     block_q, block_k = draw_blocks(data, shape)
-    return op, {"block_q": block_q, "block_k": block_k}
+    return {"block_q": block_q, "block_k": block_k}
+
+
+def draw_causal(data: st.DataObject, op: str, *, window: bool) -> bool:
+    """The causal flag, inside the declared limits: causal-only ops, and (with a window) the
+    non-causal window convention ("none": a windowed call is causal)."""
+    lim = limits.current()
+    causal = lim.causal(op, data.draw(st.booleans(), label="causal"))
+    if window and not causal and not lim.noncausal_window():
+        return True
+    return causal
 
 
 @st.composite
-def window_shapes(draw: st.DrawFn, *, causal: bool) -> AttnShape:
-    """Attention shapes, or a few queries over a long cache (about 1000 keys)."""
-    if not draw(st.booleans(), label="long cache"):
-        return draw(attn_shapes(causal=causal), label="shape")
+def option_shapes(draw: st.DrawFn, *, causal: bool, max_T: int = 40) -> AttnShape:
+    """A few queries over a cache past 2048 keys (small heads), or small attention shapes; head
+    dims inside the declared limits."""
+    lim = limits.current()
+    if draw(st.sampled_from(SHAPE_KINDS), label="shape kind") == "short":
+        shape = draw(attn_shapes(causal=causal, max_T=max_T), label="shape")
+        return replace(shape, D=lim.head_dim(shape.D), Dv=lim.head_dim(shape.Dv))
     Tk = draw(st.sampled_from(LONG_CACHE), label="Tk")
     Hkv = draw(st.integers(1, 2), label="Hkv")
     G = draw(st.integers(1, 4), label="Hq/Hkv")
-    D = draw(st.sampled_from([8, 16, 64]), label="D")
+    D = lim.head_dim(draw(st.sampled_from(LONG_HEAD_DIMS), label="D"))
     return AttnShape(1, Hkv * G, Hkv, draw(st.integers(1, 4), label="Tq"), Tk, D, D)
 
 
@@ -67,6 +92,7 @@ def against_reference(
         n=reduction(shape),
         baseline=ref.attention(q, k, v, precision=t.dtype, **opts),
         magnitude=ref.magnitude(q, k, v, **opts),
+        typical=logit_error(t.dtype, q, k, v, **opts),
         what=what,
     )
 
@@ -76,21 +102,24 @@ def against_reference(
     "with a sliding window w the query at absolute position p sees exactly the keys in "
     "(p - w, p] (causal) or after p - w: the output equals the reference, and replacing the "
     "keys outside every checked query's window leaves it unchanged (a leaked weight of 1e-3 is "
-    "caught), for windows of 1, inside T, at least T, and over a long cache",
+    "caught), for windows of 1, inside T, at least T, over 2049+ keys, non-causal in the "
+    "declared convention",
     needs=("attention|tiled_attention",),
 )
 def attn_window(t: Target, data: st.DataObject) -> None:
     require_option(t, "window")
-    causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(window_shapes(causal=causal), label="shape")
+    op = pick_op(t, data)
+    causal = draw_causal(data, op, window=True)
+    shape = data.draw(option_shapes(causal=causal), label="shape")
     window = data.draw(windows(shape.Tk), label="window")
-    op, blocks = ops(t, data, shape)
+    blocks = blocks_of(data, op, shape)
     opts: dict[str, Any] = {"causal": causal, "scale": data.draw(scales(), label="scale")}
     opts["window"] = window
     q, k, v = draw_qkv(t, data, shape)
     out = run(t, op, shape, q, k, v, **blocks, **opts)
     text = f"{op}(q{shape.q}, k{shape.k}, v{shape.v}, {blocks}, {opts})"
-    against_reference(t, shape, out, q, k, v, what=t.where(text), **opts)
+    reference = convention(opts, causal=causal)
+    against_reference(t, shape, out, q, k, v, what=t.where(text), **reference)
     first = data.draw(st.integers(0, shape.Tq - 1), label="first query checked")
     cut = first + shape.Tk - shape.Tq - window + 1  # keys 0..cut-1 are outside its window
     if cut < 1:
@@ -101,7 +130,7 @@ def attn_window(t: Target, data: st.DataObject) -> None:
     v2[:, :, :cut] = normal(rng, v2[:, :, :cut].shape, LEAK_SCALE)  # (B, Hkv, cut, Dv)
     k2, v2 = t.inputs(k2, v2)
     after = run(t, op, shape, q, k2, v2, **blocks, **opts)[:, :, first:]
-    magnitude = ref.magnitude(q, k, v, **opts)
+    magnitude = ref.magnitude(q, k, v, **reference)
     assert_close(
         after,
         out[:, :, first:],
@@ -135,15 +164,17 @@ def capped_logit_error(
 @clause(
     "ATTN-SOFTCAP",
     "with softcap c the scaled logits become c·tanh(s/c) before the mask: the output equals "
-    "the reference, and logits of 1e5 give finite outputs inside the visible values",
+    "the reference, and logits of 1e5 give finite outputs inside the visible values, also "
+    "over 2049+ keys",
     needs=("attention|tiled_attention",),
 )
 def attn_softcap(t: Target, data: st.DataObject) -> None:
     require_option(t, "softcap")
-    causal = data.draw(st.booleans(), label="causal")
-    shape = data.draw(attn_shapes(causal=causal, max_T=24), label="shape")
+    op = pick_op(t, data)
+    causal = draw_causal(data, op, window=False)
+    shape = data.draw(option_shapes(causal=causal, max_T=24), label="shape")
     cap = data.draw(softcaps(), label="softcap")
-    op, blocks = ops(t, data, shape)
+    blocks = blocks_of(data, op, shape)
     scale = data.draw(scales(), label="scale")
     q, k, v = draw_qkv(
         t, data, shape, qk_scale=data.draw(st.sampled_from([1.0, 3.0]), label="q, k size")

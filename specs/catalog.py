@@ -19,6 +19,7 @@ from specs import (
     kv_cache,
     linear,
     paged,
+    rope,
     tiled,
     varlen,
 )
@@ -32,6 +33,7 @@ AREAS = (
     cost_clauses,
     decoder,
     *(varlen, paged, attention_options, cost_serving),
+    rope,
 )
 __all__ = ["AREAS", "all_clauses", "get", "markdown_table"]
 

@@ -54,15 +54,23 @@ class Cost:
 
 
 class DecoderShape(Protocol):
-    """The dimensions of a Llama-style decoder (any config object with these fields)."""
+    """The dimensions of a Llama-style decoder (any config object with these fields, frozen
+    dataclasses included: the members are read-only)."""
 
-    layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_ff: int
-    vocab: int
+    @property
+    def layers(self) -> int: ...
+    @property
+    def d_model(self) -> int: ...
+    @property
+    def n_heads(self) -> int: ...
+    @property
+    def n_kv_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def d_ff(self) -> int: ...
+    @property
+    def vocab(self) -> int: ...
 
 
 def _positive_int(name: str, value: object) -> int:

@@ -11,6 +11,7 @@ implementation's decomposed matmul paths; the check itself is in ``specs.cost_co
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from specs.clauses import clause
 from specs.cost_counted import check_counted, mismatch
 from specs.dtypes import BYTES_PER_ELEMENT
+from specs.presets import ModelConfig
 from specs.runner import Target
 
 # The scaling book's table, X(B×4096) @ W(4096×11008) with 2-byte elements.
@@ -346,4 +348,141 @@ def cost_hierarchy(t: Target, data: st.DataObject) -> None:
             t.where(f"tiled_attention_traffic{(*args, Tq, bk)} (one query block)"),
             (one.rereads, t.impl.level_bytes(one, 1)[0]),
             (0, plain),
+        )
+
+
+# Llama-3-8B in bf16 on the H100 SXM (80 GB): the hand derivation of docs/roofline.md,
+# section "Latency vs throughput".
+LLAMA3_8B: dict[str, Any] = {"layers": 32, "d_model": 4096, "n_heads": 32, "n_kv_heads": 8, "head_dim": 128,
+             "d_ff": 14336, "vocab": 128256}  # fmt: skip
+H100_MEMORY = 80e9  # bytes: the datasheet's "80GB"
+CURVE_T = 4096
+CURVE_B1 = (17_157_324_800, 15_547_656_704, 4.641, 215.5)  # FLOPs, bytes, TPOT ms, tok/s
+CURVE_KNEE = (28, 8.976, 3119.5)  # half-throughput knee: B, TPOT ms, tok/s
+CURVE_STOP = (119, 23.585, 5045.6)  # memory stop: B, TPOT ms, tok/s
+SHORT_T, SHORT_COMPUTE_KNEE = 128, 450  # a short context does turn compute-bound, at B = 450
+
+
+def _curve_figures(p: Any) -> tuple[int, float, float]:
+    return (p.B, round(p.tpot * 1e3, 3), round(p.throughput, 1))
+
+
+@st.composite
+def small_decoders(draw: st.DrawFn) -> ModelConfig:
+    """A Llama-style shape small enough for any draw (GQA groups, tied or not)."""
+    hkv = draw(st.integers(1, 8), label="Hkv")
+    return ModelConfig(
+        "drawn",
+        layers=draw(st.integers(1, 48), label="layers"),
+        d_model=draw(st.integers(1, 8192), label="d_model"),
+        n_heads=hkv * draw(st.integers(1, 8), label="query heads per kv head"),
+        n_kv_heads=hkv,
+        head_dim=draw(st.sampled_from([64, 80, 96, 128, 256]), label="head_dim"),
+        d_ff=draw(st.integers(1, 32768), label="d_ff"),
+        vocab=draw(st.integers(1, 1 << 18), label="vocab"),
+        tied_embeddings=draw(st.booleans(), label="tied"),
+    )
+
+
+@clause(
+    "COST-LATENCY-CURVE",
+    "a decode step of B requests at context T costs decoder_decode_step_cost (weights once, "
+    "every request's cache) and takes max(FLOPs/peak, bytes/bandwidth): TPOT is that time and "
+    "throughput B over it, rising with B up to the memory stop (weights + B·KV(T) fit) and "
+    "compute-bound from the compute knee on; Llama-3-8B bf16 on an 80 GB H100 at T=4096 gives "
+    "4.641 ms and 215.5 tok/s at B=1, the half-throughput knee at B=28 (8.976 ms, 3119.5 "
+    "tok/s), the memory stop at B=119 and no compute knee (at T=128 it is B=450)",
+    needs=("curve_point", "max_batch", "latency_curve"),
+)
+def cost_latency_curve(t: Target, data: st.DataObject) -> None:
+    from specs.cost import decoder_decode_step_cost, kv_cache_bytes
+
+    m, llama = t.impl, ModelConfig("Llama-3-8B", **LLAMA3_8B)
+    h100 = (H100_PEAK, H100_BANDWIDTH)
+    one = m.curve_point(llama, 1, CURVE_T, 2, *h100)
+    got = (one.flops, one.bytes, round(one.tpot * 1e3, 3), round(one.throughput, 1))
+    if got != CURVE_B1:
+        raise mismatch(
+            t.where("Llama-3-8B T=4096 B=1 (flops, bytes, TPOT ms, tok/s)"), got, CURVE_B1
+        )
+    curve = m.latency_curve(llama, CURVE_T, 2, *h100, H100_MEMORY)
+    by_b = {p.B: p for p in curve.points}
+    marks = (curve.max_batch, curve.half_throughput_knee, curve.compute_knee)
+    if marks != (CURVE_STOP[0], CURVE_KNEE[0], None) or max(by_b) != CURVE_STOP[0]:
+        raise mismatch(
+            t.where("Llama-3-8B T=4096 on H100 (memory stop, half knee, compute knee, last B)"),
+            (*marks, max(by_b)),
+            (CURVE_STOP[0], CURVE_KNEE[0], None, CURVE_STOP[0]),
+        )
+    for want in (CURVE_KNEE, CURVE_STOP):
+        figures = _curve_figures(by_b[want[0]])
+        if figures != want:
+            raise mismatch(t.where("Llama-3-8B T=4096 (B, TPOT ms, tok/s)"), figures, want)
+    short = m.latency_curve(llama, SHORT_T, 2, *h100, H100_MEMORY).compute_knee
+    if short != SHORT_COMPUTE_KNEE:
+        raise mismatch(t.where("Llama-3-8B T=128 compute knee on H100"), short, SHORT_COMPUTE_KNEE)
+
+    shape = data.draw(small_decoders(), label="shape")
+    T = data.draw(st.integers(1, 1 << 16), label="T")
+    E = data.draw(st.sampled_from([1, 2, 4]), label="E")
+    peak = data.draw(st.floats(1e9, 1e16), label="peak FLOP/s")
+    bw = data.draw(st.floats(1e9, 1e13), label="bandwidth")
+    B = data.draw(st.integers(1, 1024), label="B")
+    where = f"curve_point({shape!r}, B={B}, T={T}, E={E}, {peak!r}, {bw!r})"
+    p = m.curve_point(shape, B, T, E, peak, bw)
+    step = decoder_decode_step_cost(shape, B, T, E)
+    if (p.flops, p.bytes) != (step.flops, step.bytes):
+        raise mismatch(
+            t.where(f"{where} (flops, bytes)"), (p.flops, p.bytes), (step.flops, step.bytes)
+        )
+    more = m.curve_point(shape, B + 1, T, E, peak, bw)
+    cache = kv_cache_bytes(shape.layers, 1, shape.n_kv_heads, shape.head_dim, T, E)
+    if not more.bytes - p.bytes > cache:
+        raise mismatch(
+            t.where(f"{where}: bytes added by request B+1"),
+            more.bytes - p.bytes,
+            f"> its cache {cache}",
+        )
+    seconds = max(step.flops / peak, step.bytes / bw)
+    if (p.tpot, p.throughput) != (seconds, B / seconds):
+        raise mismatch(
+            t.where(f"{where} (TPOT, throughput)"), (p.tpot, p.throughput), (seconds, B / seconds)
+        )
+
+    d, q, kv = shape.d_model, shape.n_heads * shape.head_dim, shape.n_kv_heads * shape.head_dim
+    params = shape.vocab * d * (1 if shape.tied_embeddings else 2) + d
+    params += shape.layers * (2 * d + 2 * d * q + 2 * d * kv + 3 * d * shape.d_ff)
+    weights = E * params
+    memory = weights + data.draw(st.integers(0, 2048 * int(cache)), label="bytes for caches")
+    stop = m.max_batch(shape, T, E, memory)
+    if not (weights + stop * cache <= memory < weights + (stop + 1) * cache):
+        raise mismatch(
+            t.where(f"max_batch({shape!r}, {T}, {E}, {memory!r})"), stop, "the most caches that fit"
+        )
+    curve = m.latency_curve(shape, T, E, peak, bw, memory)
+    bs = [p.B for p in curve.points]
+    last = min(stop, 1024)
+    if curve.max_batch != stop or (bs and (max(bs) != last or min(bs) < 1)) or (not bs and last):
+        raise mismatch(
+            t.where(f"latency_curve(T={T}) batch sizes with memory stop {stop}"), bs, f"1 .. {last}"
+        )
+    tpots, rates = [p.tpot for p in curve.points], [p.throughput for p in curve.points]
+    # compute-bound throughput is peak / FLOPs per token for every B: equal up to rounding
+    flat = all(b >= a * (1 - 1e-12) for a, b in pairwise(rates))
+    if tpots != sorted(tpots) or not flat:
+        raise mismatch(
+            t.where(f"latency_curve(T={T}) TPOT and throughput by B"), (tpots, rates), "rising"
+        )
+    knee = curve.compute_knee
+    bound = [p.B for p in curve.points if p.compute_s >= p.memory_s]
+    before = knee is not None and knee > 1 and m.curve_point(shape, knee - 1, T, E, peak, bw)
+    if (
+        (knee is None and bound)
+        or (knee is not None and bound != [b for b in bs if b >= knee])
+        or (before and before.compute_s >= before.memory_s)
+    ):
+        raise mismatch(
+            t.where(f"latency_curve(T={T}) compute knee"),
+            knee,
+            f"the first compute-bound B ({bound[:1]})",
         )

@@ -24,15 +24,19 @@ from hypothesis import strategies as st
 
 from specs.clauses import clause
 from specs.decoder_weights import DecoderConfig, make_weights
+from specs.dtypes import UNIT_ROUNDOFF, round_to
 from specs.reference.decoder import decoder_forward
 from specs.runner import NotImplementedByImpl, Target
 from specs.strategies import decoder_cases, seeds, splits
-from specs.tolerance import ClauseFailure, assert_close, budget, floor
+from specs.tolerance import FACTOR, ClauseFailure, assert_close, floor, normwise_error
 
 INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
 MAX_T = 12  # longest sequence a clause feeds a small model
 LONG_DECODE_STEPS = 8  # decode steps after a long prompt (a real-share config past 512 tokens)
 USER_REDUCTION = 4096  # reduction length assumed for a user model that does not give d_model
+BASELINE_SAMPLES = 3  # the plain same-precision forward on the model and on 2 nudged copies
+NUDGE_ULPS = 4.0  # how far (in units of roundoff) a copy's weights are moved
+MODEL_OUTPUT_ULPS = 2.0  # the decoder's floor for storing its logits (the op floor allows 4)
 
 
 @dataclass
@@ -103,13 +107,36 @@ def draw_tokens(
     return rng.integers(0, s.vocab, (B, T))  # (B, T)
 
 
-def model_budget(t: Target, s: Subject, expected: np.ndarray, baseline: np.ndarray) -> float:
-    """The op budget, with a floor that grows with depth: every layer stores its residual stream
-    in the working dtype again, so a few-logit output (vocab 2, one token) can carry several
-    roundings that the baseline happened to avoid."""
-    assert s.config is not None
-    depth_floor = floor(t.dtype, s.reduction) * (s.config.layers + 1)
-    return max(budget(t.dtype, s.reduction, expected, baseline), depth_floor)
+def baseline_error(t: Target, s: Subject, tokens: np.ndarray, expected: np.ndarray) -> float:
+    """The worst error of the plain same-precision forward over BASELINE_SAMPLES models: this
+    one and near copies whose weights are nudged by a few units of roundoff (another model
+    each, compared with its own float64 forward). One sample is luck: a few logits of a small
+    model can all round the right way, where a correct computation's roundings do not."""
+    assert s.config is not None and s.weights is not None
+    errors = []
+    for i in range(BASELINE_SAMPLES):
+        weights, want = s.weights, expected
+        if i:
+            rng = np.random.default_rng(i)
+            nudge = NUDGE_ULPS * UNIT_ROUNDOFF[t.dtype]
+            weights = {
+                name: round_to(a * (1 + nudge * rng.standard_normal(a.shape)), t.dtype)
+                for name, a in s.weights.items()
+            }
+            want = decoder_forward(s.config, weights, tokens)  # (B, T, vocab)
+        got = decoder_forward(s.config, weights, tokens, precision=t.dtype)  # (B, T, vocab)
+        errors.append(normwise_error(got, want))
+    finite = [e for e in errors if np.isfinite(e)]  # a half-precision baseline may overflow
+    return max(finite, default=0.0)
+
+
+def model_budget(t: Target, s: Subject, tokens: np.ndarray, expected: np.ndarray) -> float:
+    """FACTOR x the worst sampled baseline error (`baseline_error`), over a floor of
+    MODEL_OUTPUT_ULPS: with the baseline sampled, the floor only guards against a model whose
+    every sample is exact. (It was the op floor x (layers + 1), 4 ulps per layer: 19x a correct
+    bfloat16 decoder's error at 521 positions, and above a bfloat16-position RoPE's.)"""
+    base = baseline_error(t, s, tokens, expected)
+    return max(floor(t.dtype, s.reduction, MODEL_OUTPUT_ULPS), FACTOR * base)
 
 
 def pair_tolerance(t: Target, s: Subject, tokens: np.ndarray) -> float:
@@ -117,8 +144,7 @@ def pair_tolerance(t: Target, s: Subject, tokens: np.ndarray) -> float:
     if s.config is None or s.weights is None:
         return s.user_tolerance if s.user_tolerance is not None else 2 * floor(t.dtype, s.reduction)
     expected = decoder_forward(s.config, s.weights, tokens)
-    baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)
-    return 2 * model_budget(t, s, expected, baseline)
+    return 2 * model_budget(t, s, tokens, expected)
 
 
 def logits_of(t: Target, s: Subject, out: Any, text: str, B: int, T: int) -> np.ndarray:
@@ -301,12 +327,11 @@ def dec_cross_impl_case(t: Target, data: st.DataObject, s: Subject) -> None:
         tokens = draw_tokens(data, s, B, T, label)  # (B, T)
         out = forward(t, s, tokens)  # (B, T, vocab)
         expected = decoder_forward(s.config, s.weights, tokens)  # (B, T, vocab)
-        baseline = decoder_forward(s.config, s.weights, tokens, precision=t.dtype)  # (B, T, vocab)
         what = t.where(
             f"{s.label}.forward(tokens{tokens.shape}) vs the float64 reference (call {n + 1} of "
             "2 with fresh tokens)"
         )
-        tol = model_budget(t, s, expected, baseline)
+        tol = model_budget(t, s, tokens, expected)
         assert_close(out, expected, dtype=t.dtype, n=s.reduction, tol=tol, what=what)
 
 

@@ -1,11 +1,11 @@
 """Paged KV-cache clauses: a block pool behind a block table (vLLM / flash-attn layout).
 
-The pool holds k_pages and v_pages (num_blocks, block_size, Hkv, D); token t of a write goes
-to slot slot_mapping[t] = block * block_size + offset (-1: padding, skipped). Sequence b's
-keys are positions 0..seq_lens[b]-1, position j in block block_table[b, j // block_size] at
-offset j % block_size; its queries are its newest tokens. Tables are shuffled (non-contiguous
-blocks), may share a prefix block between sequences, and carry extra columns past each
-sequence's last block that point anywhere in the pool.
+The pool holds k_pages (num_blocks, block_size, Hkv, D) and v_pages (..., Hkv, Dv); token t of a
+write goes to slot slot_mapping[t] = block * block_size + offset (-1: padding, skipped).
+Sequence b's keys are positions 0..seq_lens[b]-1, position j in block
+block_table[b, j // block_size] at offset j % block_size; its queries are its newest tokens.
+The layouts (shuffled tables, shared prefixes, long sequences, big pools, Dv != D, inside the
+declared limits) are drawn in specs.paged_layouts.
 """
 
 from __future__ import annotations
@@ -17,47 +17,37 @@ import numpy as np
 from hypothesis import strategies as st
 
 from specs.clauses import clause
+from specs.paged_layouts import (
+    BIG_BLOCK_SIZES,
+    WIDE_SLOTS,
+    Heads,
+    Layout,
+    big_pool_blocks,
+    block_sizes,
+    blocks_for,
+    heads,
+    layout_kinds,
+    layouts,
+    takes_v_head_dim,
+)
 from specs.reference.serving import sequence_attention, sequence_magnitude
 from specs.runner import Target
 from specs.strategies import normal, seeds
 from specs.tolerance import ClauseFailure, assert_close, budget
-from specs.varlen import compare_sequences, draw_options, index, serve
+from specs.varlen import PAST, compare_sequences, draw_options, index, serve
 
-BLOCK_SIZES = (1, 16, 256)  # vLLM's 16, flash-attn's 256, and the degenerate 1
-HEAD_DIMS = (1, 8, 16, 17, 32, 64)
+BIG_WRITE = 256  # tokens of one write to a big pool
 HUGE = {"float64": 1e300, "float32": 1e30, "bfloat16": 1e30, "float16": 3e4}
-
-
-@dataclass(frozen=True)
-class Heads:
-    """Query heads, kv heads and the head dim of one pool (values share the head dim)."""
-
-    Hq: int
-    Hkv: int
-    D: int
-
-
-@st.composite
-def heads(draw: st.DrawFn) -> Heads:
-    Hkv = draw(st.integers(1, 3), label="Hkv")
-    G = draw(st.integers(1, 4), label="Hq/Hkv")
-    return Heads(Hkv * G, Hkv, draw(st.sampled_from(HEAD_DIMS), label="D"))
-
-
-def block_sizes() -> st.SearchStrategy[int]:
-    """1, 16 and 256, and small sizes that are not powers of two."""
-    return st.one_of(st.sampled_from(BLOCK_SIZES), st.integers(2, 7))
-
-
-def blocks_for(n: int, bs: int) -> int:
-    """Blocks that n tokens fill."""
-    return -(-n // bs)
+POOLS = ("big pool", "small", "small", "small")  # PAGED-WRITE-SLOTS: a big pool first, then 1/4
 
 
 def new_pool(t: Target, num_blocks: int, bs: int, h: Heads) -> Any:
-    """The implementation's pool, made through a guarded call."""
-    text = f"paged_kv_cache({num_blocks}, {bs}, {h.Hkv}, {h.D}, {t.dtype!r})"
-    return t.guard(text, t.impl.paged_kv_cache, num_blocks, bs, h.Hkv, h.D, t.dtype)
+    """The implementation's pool, made through a guarded call (v_head_dim where Dv != D)."""
+    extra = {"v_head_dim": h.Dv} if h.Dv != h.D else {}
+    text = f"paged_kv_cache({num_blocks}, {bs}, {h.Hkv}, {h.D}, {t.dtype!r}" + (
+        f", v_head_dim={h.Dv})" if extra else ")"
+    )
+    return t.guard(text, t.impl.paged_kv_cache, num_blocks, bs, h.Hkv, h.D, t.dtype, **extra)
 
 
 def pages(t: Target, cache: Any, name: str) -> Any:
@@ -65,15 +55,18 @@ def pages(t: Target, cache: Any, name: str) -> Any:
     return t.guard(f"cache.{name}", getattr, cache, name)
 
 
-def read_pool(t: Target, cache: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def read_pool(
+    t: Target, cache: Any, shape: tuple[int, ...], Dv: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The whole pool as float64 (k_pages, v_pages), each checked for dtype and shape."""
+    shapes = {"k_pages": shape, "v_pages": (*shape[:3], Dv)}
     return tuple(  # type: ignore[return-value]
-        t.result(pages(t, cache, name), f"cache.{name}", shape) for name in ("k_pages", "v_pages")
+        t.result(pages(t, cache, name), f"cache.{name}", shapes[name]) for name in shapes
     )
 
 
 def write(t: Target, cache: Any, k: np.ndarray, v: np.ndarray, slots: np.ndarray) -> str:
-    """paged_kv_write of k, v (T, Hkv, D) to `slots` (T,); returns the call's text."""
+    """paged_kv_write of k (T, Hkv, D), v (T, Hkv, Dv) to `slots` (T,); returns the call's text."""
     text = f"paged_kv_write(cache, k{k.shape}, v{v.shape}, slot_mapping({len(slots)},))"
     t.guard(text, t.impl.paged_kv_write, cache, t.native(k), t.native(v), index(t, slots))
     return text
@@ -112,71 +105,21 @@ def attend(
     )
 
 
-@dataclass
-class Layout:
-    """Sequences in a pool: lengths, new-token counts, block table and per-sequence K/V."""
-
-    bs: int
-    num_blocks: int
-    seq_lens: np.ndarray  # (B,)
-    q_lens: np.ndarray  # (B,)
-    table: np.ndarray  # (B, max_blocks)
-    owned: np.ndarray  # (num_blocks,) True where some sequence's tokens live
-    shared: int  # blocks sequence 1 shares with sequence 0 (a common prefix)
-
-    @property
-    def cu_q(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.q_lens)]).astype(np.int32)  # (B+1,)
-
-
-@st.composite
-def layouts(draw: st.DrawFn, *, share: bool = True) -> Layout:
-    """1..4 sequences over a shuffled pool with spare blocks; sequence 1 may share sequence 0's
-    first full blocks; table columns past a sequence's blocks hold arbitrary block ids."""
-    bs = draw(block_sizes(), label="block_size")
-    B = draw(st.integers(1, 4), label="sequences")
-    longest = max(40, 2 * bs + bs // 2)
-    seq_lens = [draw(st.integers(1, longest), label="seq_len") for _ in range(B)]
-    q_lens = []
-    for n in seq_lens:
-        chunk = st.integers(1, min(n, 16))
-        whole = [st.just(n)] if n <= 64 else []
-        q_lens.append(draw(st.one_of(st.just(0), st.just(1), chunk, *whole), label="new tokens"))
-    if not any(q_lens):
-        q_lens[0] = 1
-    shared = 0
-    if share and B >= 2 and seq_lens[0] >= bs:
-        most = min(seq_lens[0] // bs, seq_lens[1] // bs)
-        shared = draw(st.integers(0, most), label="shared prefix blocks")
-    need = [blocks_for(n, bs) for n in seq_lens]
-    spare = draw(st.integers(0, 4), label="spare blocks")
-    num_blocks = sum(need) - shared + spare
-    rng = np.random.default_rng(draw(seeds(), label="block shuffle seed"))
-    free = list(rng.permutation(num_blocks))
-    max_blocks = max(need) + draw(st.integers(0, 2), label="extra table columns")
-    table = rng.integers(0, num_blocks, (B, max_blocks))  # (B, max_blocks) padding: anything
-    owned = np.zeros(num_blocks, bool)
-    for b, n in enumerate(need):
-        mine = [free.pop() for _ in range(n - (shared if b == 1 else 0))]
-        table[b, :n] = [*table[0, :shared], *mine] if b == 1 else mine
-        owned[table[b, :n]] = True
-    return Layout(bs, num_blocks, np.array(seq_lens), np.array(q_lens), table, owned, shared)
-
-
 def fill(
     t: Target, data: st.DataObject, lay: Layout, h: Heads
 ) -> tuple[Any, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """A pool with every slot written (normal values), then each sequence's keys and values
-    written through its table. Returns the pool, packed new queries and each sequence's K, V."""
+    """A pool with every slot of blocks lay.base.. written (normal values; a big pool's other
+    blocks stay as made), then each sequence's keys and values written through its table.
+    Returns the pool, packed new queries and each sequence's K (T, Hkv, D) and V (T, Hkv, Dv)."""
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
     cache = new_pool(t, lay.num_blocks, lay.bs, h)
-    every = rng.permutation(lay.num_blocks * lay.bs)  # (slots,) in shuffled order
-    k0, v0 = t.inputs(normal(rng, (every.size, h.Hkv, h.D)), normal(rng, (every.size, h.Hkv, h.D)))
+    every = lay.base * lay.bs + rng.permutation((lay.num_blocks - lay.base) * lay.bs)  # shuffled
+    k0, v0 = t.inputs(normal(rng, (every.size, h.Hkv, h.D)), normal(rng, (every.size, h.Hkv, h.Dv)))
     write(t, cache, k0, v0, every)
     keys: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for b, n in enumerate(lay.seq_lens):
-        kb, vb = t.inputs(normal(rng, (n, h.Hkv, h.D)), normal(rng, (n, h.Hkv, h.D)))
+        kb, vb = t.inputs(normal(rng, (n, h.Hkv, h.D)), normal(rng, (n, h.Hkv, h.Dv)))
         start = 0
         if b == 1 and lay.shared:  # the common prefix is already in the pool
             start = lay.shared * lay.bs
@@ -192,43 +135,57 @@ def fill(
 @clause(
     "PAGED-WRITE-SLOTS",
     "paged_kv_write puts token t at slot slot_mapping[t] (block × block_size + offset) in "
-    "k_pages and v_pages, skips slots of -1, and changes nothing else in the pool",
+    "k_pages and v_pages, skips slots of -1, and changes nothing else in the pool, in pools "
+    "past 65536 slots too",
     needs=("paged_kv_cache", "paged_kv_write"),
 )
 def paged_write_slots(t: Target, data: st.DataObject) -> None:
-    bs = data.draw(block_sizes(), label="block_size")
-    num_blocks = data.draw(st.integers(1, max(2, 600 // bs)), label="num_blocks")
-    h = data.draw(heads(), label="heads")
+    big = data.draw(st.sampled_from(POOLS), label="pool") == "big pool"
+    h = data.draw(heads(dv=takes_v_head_dim(t), small=big), label="heads")
+    if big:
+        bs = data.draw(block_sizes(BIG_BLOCK_SIZES, odd=False), label="block_size")
+        past_slots = -(-(WIDE_SLOTS + 1) // bs)  # only past 65536 slots when ids can't pass too
+        num_blocks = big_pool_blocks(bs, h, 1, fallback=past_slots)
+        num_blocks += data.draw(st.integers(0, 3), label="more blocks")
+    else:
+        bs = data.draw(block_sizes(), label="block_size")
+        num_blocks = data.draw(st.integers(1, max(2, 600 // bs)), label="num_blocks")
     shape = (num_blocks, bs, h.Hkv, h.D)
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
     cache = new_pool(t, num_blocks, bs, h)
-    k_pool, v_pool = np.zeros(shape), np.zeros(shape)  # what the pool must hold
+    k_pool, v_pool = np.zeros(shape), np.zeros((*shape[:3], h.Dv))  # what the pool must hold
+    capacity = num_blocks * bs
     context = "a write of every slot in shuffled order"
+    if big:  # a big pool stays mostly untouched: its top slots (past both wraps) and some others
+        context = f"a write of the last {BIG_WRITE // 2} slots and {BIG_WRITE // 2} others"
     for _ in range(2):
-        capacity = num_blocks * bs
         if context.startswith("a write of every"):
             slots = rng.permutation(capacity)
+        elif context.startswith("a write of the last"):
+            top = np.arange(capacity - BIG_WRITE // 2, capacity)
+            others = rng.choice(capacity - top.size, BIG_WRITE // 2, replace=False)
+            slots = rng.permutation(np.concatenate([top, others]))
         else:
-            chosen = rng.permutation(capacity)[
-                : data.draw(st.integers(1, capacity), label="tokens")
-            ]
+            most = min(capacity, BIG_WRITE) if big else capacity
+            chosen = rng.permutation(capacity)[: data.draw(st.integers(1, most), label="tokens")]
             pads = data.draw(st.integers(0, 3), label="padding slots (-1)")
             slots = rng.permutation(np.concatenate([chosen, -np.ones(pads, np.int64)]))
         k, v = t.inputs(
-            normal(rng, (slots.size, h.Hkv, h.D)), normal(rng, (slots.size, h.Hkv, h.D))
+            normal(rng, (slots.size, h.Hkv, h.D)), normal(rng, (slots.size, h.Hkv, h.Dv))
         )
         text = write(t, cache, k, v, slots)
         keep = slots >= 0
         k_pool.reshape(-1, h.Hkv, h.D)[slots[keep]] = k[keep]
-        v_pool.reshape(-1, h.Hkv, h.D)[slots[keep]] = v[keep]
-        for name, got, want in zip(
-            ("k_pages", "v_pages"), read_pool(t, cache, shape), (k_pool, v_pool), strict=True
-        ):
+        v_pool.reshape(-1, h.Hkv, h.Dv)[slots[keep]] = v[keep]
+        got_pool = read_pool(t, cache, shape, h.Dv)
+        for name, got, want in zip(("k_pages", "v_pages"), got_pool, (k_pool, v_pool), strict=True):
+            if np.array_equal(got, want):  # the usual case, fast (NaN goes the long way)
+                continue
             wrong = ~((got == want) | (np.isnan(got) & np.isnan(want)))
             if wrong.any():
                 blk, off, hh, d = (int(i) for i in np.argwhere(wrong)[0])
                 slot = blk * bs + off
-                written = slot in set(slots[keep].tolist())
+                written = bool(np.isin(slot, slots[keep]))
                 raise ClauseFailure(
                     f"{name}[{blk}, {off}, {hh}, {d}] (slot {slot}) is {got[blk, off, hh, d]:.6g}, "
                     f"expected {want[blk, off, hh, d]:.6g}: "
@@ -249,20 +206,24 @@ def paged_write_slots(t: Target, data: st.DataObject) -> None:
     "PAGED-EQ-DENSE",
     "paged attention equals dense attention over each sequence's gathered keys for shuffled, "
     "non-contiguous and shared (common-prefix) blocks, block sizes 1, 16, 256 and others, "
-    "seq_lens that are not multiples of the block size, decode and multi-token chunks",
+    "seq_lens that are not multiples of the block size, decode and multi-token chunks, Dv != D, "
+    "sequences past 1024 keys and block ids past 32767",
     needs=("paged_kv_cache", "paged_kv_write", "paged_attention"),
 )
 def paged_eq_dense(t: Target, data: st.DataObject) -> None:
-    lay = data.draw(layouts(), label="layout")
-    h = data.draw(heads(), label="heads")
-    opts = draw_options(t, data, int(lay.seq_lens.max()))
+    kind = data.draw(layout_kinds(), label="layout kind")
+    h = data.draw(heads(dv=takes_v_head_dim(t), small=kind != "small"), label="heads")
+    lay = data.draw(layouts(h=h, kind=kind), label="layout")
+    longest = int(lay.seq_lens.max())
+    opts = draw_options(t, data, longest, causal=True, prefer=longest > PAST)
     cache, q, keys, values = fill(t, data, lay, h)
     out = attend(
-        t, cache, q, table=lay.table, seq_lens=lay.seq_lens, cu_q=lay.cu_q, opts=opts, Dv=h.D
+        t, cache, q, table=lay.table, seq_lens=lay.seq_lens, cu_q=lay.cu_q, opts=opts, Dv=h.Dv
     )
     what = (
         f"paged_attention(block_size={lay.bs}, seq_lens={lay.seq_lens.tolist()}, "
-        f"new tokens={lay.q_lens.tolist()}, shared prefix blocks={lay.shared}, {opts})"
+        f"new tokens={lay.q_lens.tolist()}, shared prefix blocks={lay.shared}, "
+        f"{lay.num_blocks} blocks, Dv={h.Dv}, {opts})"
     )
     compare_sequences(t, out, q, lay.cu_q, keys, values, causal=True, opts=opts, what=what)
 
@@ -282,15 +243,15 @@ def garbage(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.
     examples=0.6,  # two attention calls over pools of up to 256-slot blocks
 )
 def paged_ignores_unowned(t: Target, data: st.DataObject) -> None:
-    lay = data.draw(layouts(share=False), label="layout")
-    h = data.draw(heads(), label="heads")
+    h = data.draw(heads(dv=takes_v_head_dim(t)), label="heads")
+    lay = data.draw(layouts(h=h, share=False), label="layout")
     cache, q, keys, values = fill(t, data, lay, h)
     call: dict[str, Any] = {
         "table": lay.table,
         "seq_lens": lay.seq_lens,
         "cu_q": lay.cu_q,
         "opts": {},
-        "Dv": h.D,
+        "Dv": h.Dv,
     }
     before = attend(t, cache, q, **call)
     slots = [np.flatnonzero(np.repeat(~lay.owned, lay.bs))]  # every slot of unowned blocks
@@ -301,8 +262,8 @@ def paged_ignores_unowned(t: Target, data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(seeds(), label="garbage seed"))
     if where.size == 0:
         return  # every slot is in use: nothing to poison
-    shape = (where.size, h.Hkv, h.D)
-    write(t, cache, garbage(rng, shape, t.dtype), garbage(rng, shape, t.dtype), where)
+    k_bad = garbage(rng, (where.size, h.Hkv, h.D), t.dtype)
+    write(t, cache, k_bad, garbage(rng, (where.size, h.Hkv, h.Dv), t.dtype), where)
     after = attend(t, cache, q, **call)
     for b, (kb, vb) in enumerate(zip(keys, values, strict=True)):
         rows = slice(int(lay.cu_q[b]), int(lay.cu_q[b + 1]))
@@ -362,14 +323,15 @@ def schedules(draw: st.DrawFn) -> list[Request]:
     examples=0.5,
 )
 def paged_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
-    bs = data.draw(st.sampled_from([1, 2, 3, 4, 16]), label="block_size")
-    h = data.draw(heads(), label="heads")
+    bs = data.draw(block_sizes((1, 2, 3, 4, 16), odd=False), label="block_size")
+    h = data.draw(heads(dv=takes_v_head_dim(t)), label="heads")
     reqs = data.draw(schedules(), label="requests")
     rng = np.random.default_rng(data.draw(seeds(), label="seed"))
     tokens = [r.prompt + r.decodes for r in reqs]
     qkv = [
-        t.inputs(*(normal(rng, (n, H, h.D)) for H in (h.Hq, h.Hkv, h.Hkv))) for n in tokens
-    ]  # per request: q (n, Hq, D), k (n, Hkv, D), v (n, Hkv, D)
+        t.inputs(*(normal(rng, (n, H, d)) for H, d in ((h.Hq, h.D), (h.Hkv, h.D), (h.Hkv, h.Dv))))
+        for n in tokens
+    ]  # per request: q (n, Hq, D), k (n, Hkv, D), v (n, Hkv, Dv)
     num_blocks = sum(blocks_for(n, bs) for n in tokens)
     free = [int(i) for i in rng.permutation(num_blocks)]  # LIFO: freed blocks are reused first
     cache = new_pool(t, num_blocks, bs, h)
@@ -405,7 +367,7 @@ def paged_decode_eq_recompute(t: Target, data: st.DataObject) -> None:
         q_lens = np.array([new[i][1] - new[i][0] for i in active])
         seq_lens = np.array([length[i] for i in active])
         cu_q = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
-        out = attend(t, cache, q, table=table, seq_lens=seq_lens, cu_q=cu_q, opts={}, Dv=h.D)
+        out = attend(t, cache, q, table=table, seq_lens=seq_lens, cu_q=cu_q, opts={}, Dv=h.Dv)
         what = (
             f"step {step} of the serving loop (block_size={bs}, requests {reqs}): sequences "
             f"{active} with {seq_lens.tolist()} tokens, {q_lens.tolist()} new"

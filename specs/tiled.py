@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.attention import check_large_logits, compare_with_reference, draw_qkv, reduction
+from specs.attention import (
+    check_large_logits,
+    compare_with_reference,
+    draw_qkv,
+    logit_error,
+    reduction,
+)
 from specs.clauses import clause
 from specs.reference import attention as ref
 from specs.runner import NotImplementedByImpl, Target, call_text
@@ -115,6 +121,7 @@ def check_lse(t: Target, data: st.DataObject, shape: AttnShape, causal: bool) ->
         dtype=t.dtype,
         n=reduction(shape),
         baseline=baseline_o,
+        typical=logit_error(t.dtype, q, k, v, causal=causal, scale=scale),
         what=t.where(f"the output of {text}"),
     )
 

@@ -11,6 +11,10 @@ unless the reference has them at the same places.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,16 +41,44 @@ ACCUMULATOR = {
 }
 
 
-def floor(dtype: str, n: int) -> float:
+@dataclass(frozen=True)
+class Comparison:
+    """One finite-budget comparison made by assert_close: its error against its budget."""
+
+    what: str
+    dtype: str
+    n: int
+    error: float
+    tolerance: float
+
+
+_RECORDING: ContextVar[list[Comparison] | None] = ContextVar("attnspec_recording", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Comparison]]:
+    """A list that every assert_close inside the block appends its (error, budget) to, pass or
+    fail; comparisons with no finite budget (finiteness checks) are left out. The tolerance
+    audit (python -m suite.meta.budgets) reads budgets this way, from the clauses themselves."""
+    comparisons: list[Comparison] = []
+    token = _RECORDING.set(comparisons)
+    try:
+        yield comparisons
+    finally:
+        _RECORDING.reset(token)
+
+
+def floor(dtype: str, n: int, output_ulps: float = OUTPUT_ULPS) -> float:
     """The smallest budget for a result of reductions of length `n`, stored in `dtype`.
 
-    A few units of the dtype's own roundoff for storing the result, plus the typical sqrt(n)
+    `output_ulps` units of the dtype's own roundoff for storing the result (fewer where the
+    baseline is sampled several times, as the decoder's is), plus the typical sqrt(n)
     growth of rounding error when n terms are accumulated in the accumulator's precision, plus
     past SEQUENTIAL_FROM terms the linear drift of a long sequential same-sign sum.
     """
     acc = UNIT_ROUNDOFF[ACCUMULATOR[dtype]]
     drift = max(n - SEQUENTIAL_FROM, 0) / SEQUENTIAL_PER_ULP
-    return OUTPUT_ULPS * UNIT_ROUNDOFF[dtype] + acc * (
+    return output_ulps * UNIT_ROUNDOFF[dtype] + acc * (
         FLOOR_ULPS + 4.0 * math.sqrt(max(n, 1)) + drift
     )
 
@@ -70,9 +102,14 @@ def budget(
     expected: np.ndarray,
     baseline: np.ndarray | None,
     magnitude: float | None = None,
+    typical: float = 0.0,
 ) -> float:
-    """FACTOR x the baseline's own error, but never below the dtype/length floor."""
-    tol = floor(dtype, n)
+    """FACTOR x the baseline's own error, but never below the dtype/length floor, nor below
+    FACTOR x `typical`: the error a same-precision computation typically makes, where it can be
+    estimated (for attention, the rounding of the logits: specs.attention.logit_error). One
+    baseline is one sample of that error, and at large logits its few dominant roundings can
+    cancel by luck."""
+    tol = max(floor(dtype, n), FACTOR * typical)
     if baseline is not None:
         base_err = normwise_error(baseline, expected, magnitude)
         if np.isfinite(base_err):  # a half-precision baseline can overflow where the impl must not
@@ -90,8 +127,11 @@ def assert_close(
     baseline: np.ndarray | None = None,
     tol: float | None = None,
     magnitude: float | None = None,
+    typical: float = 0.0,
 ) -> None:
-    """Fail with a ClauseFailure naming `what`, the budget, the worst error and where it is."""
+    """Fail with a ClauseFailure naming `what`, the budget, the worst error and where it is.
+
+    The budget is `tol`, else budget(dtype, n, expected, baseline, magnitude, typical)."""
     __tracebackhide__ = True
     actual = np.asarray(actual, np.float64)
     expected = np.asarray(expected, np.float64)
@@ -120,8 +160,11 @@ def assert_close(
             call=what,
         )
     if tol is None:
-        tol = budget(dtype, n, expected, baseline, magnitude)
+        tol = budget(dtype, n, expected, baseline, magnitude, typical)
     err = normwise_error(actual, expected, magnitude)
+    record = _RECORDING.get()
+    if record is not None and math.isfinite(tol):
+        record.append(Comparison(what, dtype, n, err, float(tol)))
     if not err <= tol:
         absdiff = np.abs(actual - expected)
         where = tuple(int(i) for i in np.unravel_index(int(np.argmax(absdiff)), absdiff.shape))

@@ -3,8 +3,11 @@
 q is packed (total_q, Hq, D), k and v (total_k, Hkv, D); cu_seqlens_q and cu_seqlens_k (B+1,)
 int32 offsets say where each sequence's rows start. Sequence b's queries sit at the end of its
 keys (bottom-right causal alignment). Batches mix sequences with no queries, one query, a few
-dozen, and (often) one of about 1000 tokens around a power of two. The helpers here (ragged
-shapes, the guarded call with index arguments, per-sequence comparison) serve specs.paged too.
+dozen, and (often) one long sequence past 1024 keys, where the window and softcap options an
+implementation declares are drawn first (a long path that forgets an option is a real bug).
+Draws stay inside the implementation's declared limits (specs.limits: head dims, causal-only
+ops, the non-causal window convention). The helpers here (ragged shapes, options, the guarded
+call with index arguments, per-sequence comparison) serve specs.paged too.
 """
 
 from __future__ import annotations
@@ -16,16 +19,20 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.attention import LEAK_SCALE
+from specs import limits
+from specs.attention import LEAK_SCALE, logit_error
 from specs.clauses import clause
-from specs.reference.serving import sequence_attention, sequence_magnitude
+from specs.reference.serving import dense, sequence_attention, sequence_magnitude
 from specs.runner import NotImplementedByImpl, Target
 from specs.strategies import normal, scales, seeds
 from specs.tolerance import assert_close, budget
 
-LONG = (999, 1000, 1024, 1025)  # a long sequence in a ragged batch, at and around 2^10
+LONG = (1025, 2049, 1024, 1500)  # a long sequence in a ragged batch: past 1024 keys mostly
+PAST = 1024  # a sequence longer than this takes a kernel's long path: options drawn first
+LONG_PREFILL = 1025  # longest whole prefill (Tq = Tk) of a long sequence; past it, few queries
 SMALL_HEAD_DIMS = (1, 8, 16, 17, 32)  # with a long sequence (keeps the float64 reference cheap)
 HEAD_DIMS = (*SMALL_HEAD_DIMS, 63, 64, 80, 128)
+MLA_DIMS = (192, 128)  # DeepSeek-V2/V3: D = 192 (128 + 64 RoPE dims) over values of Dv = 128
 FAR_LOGITS = 30.0  # q, k scale for other sequences in VARLEN-NO-CROSS: logits in the hundreds
 
 
@@ -58,7 +65,8 @@ def ragged_batches(
     draw: st.DrawFn, *, causal: bool, max_B: int = 5, max_T: int = 40, long: bool = True
 ) -> Ragged:
     """1..max_B sequences of 0, 1 or a few dozen queries (at least one sequence has some) over
-    1..max_T keys, and often one long sequence (decode or a whole prefill over ~1000 keys)."""
+    1..max_T keys, and often one long sequence (decode, 7 queries or a whole prefill past 1024
+    keys); head dims (D and Dv, DeepSeek's 192/128 among them) inside the declared limits."""
     B = draw(st.integers(1, max_B), label="sequences")
     q_lens, k_lens = [], []
     for _ in range(B):
@@ -71,14 +79,19 @@ def ragged_batches(
     if with_long:
         b = draw(st.integers(0, B - 1), label="long sequence")
         k_lens[b] = draw(st.sampled_from(LONG), label="its keys")
-        q_lens[b] = draw(st.sampled_from([1, 7, k_lens[b]]), label="its queries")
+        whole = [k_lens[b]] if k_lens[b] <= LONG_PREFILL else []
+        q_lens[b] = draw(st.sampled_from([1, 7, *whole]), label="its queries")
     if not any(q_lens):
         q_lens[draw(st.integers(0, B - 1), label="sequence given a query")] = 1
-    Hkv = draw(st.integers(1, 2 if with_long else 3), label="Hkv")
-    G = draw(st.integers(1, 2 if with_long else 5), label="Hq/Hkv")
+    prefill = with_long and max(q_lens) > PAST // 2  # a long whole prefill: one head (cost)
+    Hkv = draw(st.integers(1, 1 if prefill else 2 if with_long else 3), label="Hkv")
+    G = draw(st.integers(1, 1 if prefill else 2 if with_long else 5), label="Hq/Hkv")
     D = draw(st.sampled_from(SMALL_HEAD_DIMS if with_long else HEAD_DIMS), label="D")
     Dv = draw(st.one_of(st.just(D), st.sampled_from(SMALL_HEAD_DIMS)), label="Dv")
-    return Ragged(tuple(q_lens), tuple(k_lens), Hkv * G, Hkv, D, Dv)
+    if not with_long and draw(st.integers(0, 3), label="DeepSeek's 192/128 (if 0)") == 0:
+        D, Dv = MLA_DIMS
+    lim = limits.current()
+    return Ragged(tuple(q_lens), tuple(k_lens), Hkv * G, Hkv, lim.head_dim(D), lim.head_dim(Dv))
 
 
 def supported(t: Target) -> frozenset[str]:
@@ -104,13 +117,28 @@ def softcaps() -> st.SearchStrategy[float]:
     return st.one_of(st.sampled_from([50.0, 30.0]), st.floats(0.5, 20.0))
 
 
-def draw_options(t: Target, data: st.DataObject, longest: int) -> dict[str, Any]:
-    """scale, and window / softcap where the implementation declares them (else None)."""
+def draw_options(
+    t: Target, data: st.DataObject, longest: int, *, causal: bool, prefer: bool = False
+) -> dict[str, Any]:
+    """scale, and window / softcap where the implementation declares them (else None); with
+    `prefer` (a long path) an option is drawn before None. A non-causal window is drawn only
+    where the declared window convention takes one."""
     opts: dict[str, Any] = {"scale": data.draw(scales(), label="scale")}
     for option, strategy in (("window", windows(longest)), ("softcap", softcaps())):
         if option in supported(t):
-            opts[option] = data.draw(st.one_of(st.none(), strategy), label=option)
+            either = (strategy, st.none()) if prefer else (st.none(), strategy)
+            opts[option] = data.draw(st.one_of(*either), label=option)
+    if opts.get("window") is not None and not causal and not limits.current().noncausal_window():
+        opts["window"] = None
     return opts
+
+
+def convention(opts: dict[str, Any], *, causal: bool) -> dict[str, Any]:
+    """The reference's options for a call made with `opts`: a non-causal window follows the
+    convention the implementation declares (left, or symmetric |j - p| < w as in vLLM)."""
+    if causal or opts.get("window") is None or limits.current().window != "symmetric":
+        return opts
+    return {**opts, "window_kind": "symmetric"}
 
 
 def serve(
@@ -156,6 +184,7 @@ def compare_sequences(
     """Each sequence's rows of a packed output (total_q, Hq, Dv) against float64 dense attention
     over its own keys[b] (Tk, Hkv, D), within the budget of a plain same-precision run."""
     __tracebackhide__ = True
+    opts = convention(opts, causal=causal)
     for b, (kb, vb) in enumerate(zip(keys, values, strict=True)):
         rows = slice(int(cu_q[b]), int(cu_q[b + 1]))
         if rows.stop == rows.start:
@@ -168,6 +197,7 @@ def compare_sequences(
             n=max(q.shape[2], kb.shape[0]),
             baseline=sequence_attention(*args, causal=causal, precision=t.dtype, **opts),
             magnitude=sequence_magnitude(*args, causal=causal, **opts),
+            typical=logit_error(t.dtype, *map(dense, args), causal=causal, **opts),
             what=t.where(
                 f"{what}: sequence {b} (rows {rows.start}..{rows.stop - 1}, {kb.shape[0]} keys)"
             ),
@@ -208,15 +238,16 @@ def split(x: np.ndarray, cu: np.ndarray) -> list[np.ndarray]:
 @clause(
     "VARLEN-EQ-PER-SEQ",
     "packed varlen attention equals each sequence's own dense attention (bottom-right causal "
-    "or not, GQA, and the window and softcap options an implementation declares), for batches "
-    "mixing sequences of 0, 1, a few dozen and about 1000 queries",
+    "or not, GQA, Dv != D, and the window and softcap options an implementation declares), for "
+    "batches mixing sequences of 0, 1, a few dozen and over 1000 queries",
     needs=("varlen_attention",),
-    examples=0.6,  # a third of the batches carry a ~1000-key sequence
+    examples=0.6,  # a third of the batches carry a long sequence
 )
 def varlen_eq_per_seq(t: Target, data: st.DataObject) -> None:
-    causal = data.draw(st.booleans(), label="causal")
+    causal = limits.current().causal("varlen_attention", data.draw(st.booleans(), label="causal"))
     r = data.draw(ragged_batches(causal=causal), label="batch")
-    opts = draw_options(t, data, max(r.k_lens))
+    long = max(r.k_lens) > PAST
+    opts = draw_options(t, data, max(r.k_lens), causal=causal, prefer=long)
     q, k, v = draw_packed(t, data, r)
     out = varlen(t, r, q, k, v, causal=causal, opts=opts)
     what = f"varlen_attention(q_lens={list(r.q_lens)}, k_lens={list(r.k_lens)}, causal={causal}, {opts})"
@@ -232,7 +263,7 @@ def varlen_eq_per_seq(t: Target, data: st.DataObject) -> None:
     needs=("varlen_attention",),
 )
 def varlen_no_cross(t: Target, data: st.DataObject) -> None:
-    causal = data.draw(st.booleans(), label="causal")
+    causal = limits.current().causal("varlen_attention", data.draw(st.booleans(), label="causal"))
     r = data.draw(ragged_batches(causal=causal, long=False), label="batch")
     b = data.draw(st.sampled_from([i for i, n in enumerate(r.q_lens) if n]), label="sequence kept")
     q, k, v = draw_packed(t, data, r)

@@ -17,6 +17,8 @@ from implementations.numpy_impl.linear import (
 )
 from implementations.numpy_impl.masking import OPTIONS as options
 from implementations.numpy_impl.matmul import matmul
+from implementations.numpy_impl.merge import merge_attention_states
+from implementations.numpy_impl.rope import rope
 from implementations.numpy_impl.serving import (
     paged_attention,
     paged_kv_cache,
@@ -54,11 +56,13 @@ __all__ = [
     "linear_attention_chunked",
     "linear_attention_recurrent",
     "matmul",
+    "merge_attention_states",
     "name",
     "options",
     "paged_attention",
     "paged_kv_cache",
     "paged_kv_write",
+    "rope",
     "tiled_attention",
     "to_numpy",
     "varlen_attention",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-OPTIONS = frozenset({"window", "softcap"})
+# "lse": return_lse=True on every attention op; "empty_rows": a query that sees no key (causal
+# Tq > Tk, a sequence without keys) gives output 0 and log-sum-exp -inf (specs.merge).
+OPTIONS = frozenset({"window", "softcap", "lse", "empty_rows"})
 
 
 def check_options(window: int | None, softcap: float | None) -> None:

@@ -14,6 +14,7 @@ from implementations.torch_impl import attention as _attention
 from implementations.torch_impl import decoder as _decoder
 from implementations.torch_impl import linear as _linear
 from implementations.torch_impl import matmul as _matmul
+from implementations.torch_impl import rope as _rope
 from implementations.torch_impl import serving as _serving
 from implementations.torch_impl import tiled as _tiled
 from implementations.torch_impl.dtypes import TORCH_DTYPES
@@ -66,13 +67,21 @@ class TorchImplementation:
     varlen_attention = staticmethod(_serving.varlen_attention)
     paged_kv_write = staticmethod(_serving.paged_kv_write)
     paged_attention = staticmethod(_serving.paged_attention)
+    rope = staticmethod(_rope.rope)
 
     def paged_kv_cache(
-        self, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype: str
+        self,
+        num_blocks: int,
+        block_size: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype: str,
+        *,
+        v_head_dim: int | None = None,
     ) -> _serving.TorchPagedKVCache:
-        """A block pool allocated on this implementation's device."""
+        """A block pool allocated on this implementation's device (values of v_head_dim)."""
         return _serving.TorchPagedKVCache(
-            num_blocks, block_size, kv_heads, head_dim, dtype, self.device
+            num_blocks, block_size, kv_heads, head_dim, dtype, self.device, v_head_dim
         )
 
     def kv_cache(

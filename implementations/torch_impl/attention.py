@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from implementations.torch_impl.masking import attention_options
-from implementations.validate import check_attention_shapes, check_causal_lengths
+from implementations.torch_impl.masking import attention_lse
+from implementations.validate import check_attention_shapes
 
 GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
 
@@ -71,12 +71,14 @@ def attention(
     scale: float | None = None,
     window: int | None = None,
     softcap: float | None = None,
-) -> torch.Tensor:
-    """Attention with bottom-right causal alignment and GQA; picks the faster path by Tq."""
-    if window is not None or softcap is not None:
-        return attention_options(
-            q, k, v, causal=causal, scale=scale, window=window, softcap=softcap
-        )
-    check_causal_lengths(int(q.shape[2]), int(k.shape[2]), causal=causal)
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Attention with bottom-right causal alignment and GQA; picks the faster path by Tq. With
+    return_lse, also the log-sum-exp (B, Hq, Tq); a query that sees no key gives 0 (lse -inf)."""
+    Tq, Tk = int(q.shape[2]), int(k.shape[2])
+    empty = Tk == 0 or (causal and Tq > Tk)
+    if window is not None or softcap is not None or return_lse or empty:
+        o, lse = attention_lse(q, k, v, causal=causal, scale=scale, window=window, softcap=softcap)
+        return (o, lse) if return_lse else o
     path = attention_grouped if q.shape[2] <= GROUPED_MAX_TQ else attention_sdpa
     return path(q, k, v, causal=causal, scale=scale)

@@ -16,7 +16,7 @@ import torch
 from implementations.numpy_impl.masking import OPTIONS, check_options
 from implementations.validate import check_attention_shapes
 
-__all__ = ["OPTIONS", "attention_options", "cap", "visible"]
+__all__ = ["OPTIONS", "attention_lse", "attention_options", "cap", "visible"]
 
 
 def cap(s: torch.Tensor, softcap: float | None) -> torch.Tensor:
@@ -47,10 +47,30 @@ def attention_options(
     softcap: float | None = None,
 ) -> torch.Tensor:
     """Dense attention with a window and/or softcap: grouped matmuls with an explicit mask."""
+    o, _ = attention_lse(q, k, v, causal=causal, scale=scale, window=window, softcap=softcap)
+    return o
+
+
+def attention_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`attention_options` and the natural-log log-sum-exp of each query's scaled, capped,
+    masked logits (B, Hq, Tq) in float32 (float64 for float64 inputs); a query that sees no key
+    (causal Tq > Tk, no keys at all) gives 0 and -inf."""
     check_options(window, softcap)
     B, Hq, Tq, D, Hkv, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
     G = Hq // Hkv
     dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    if Tk == 0:
+        o0 = torch.zeros((B, Hq, Tq, Dv), dtype=q.dtype, device=q.device)
+        return o0, torch.full((B, Hq, Tq), -math.inf, dtype=dt, device=q.device)
     sc = 1.0 / math.sqrt(D) if scale is None else float(scale)
     qg = q.to(dt).reshape(B, Hkv, G * Tq, D)  # (B, Hkv, G*Tq, D)
     s = (qg @ k.to(dt).transpose(-1, -2)).mul_(sc).view(B, Hkv, G, Tq, Tk)  # (B, Hkv, G, Tq, Tk)
@@ -60,8 +80,10 @@ def attention_options(
     if seen is not None:
         s = s.masked_fill(~seen, -math.inf)  # (B, Hkv, G, Tq, Tk)
     m = s.amax(dim=-1, keepdim=True)  # (B, Hkv, G, Tq, 1)
-    p = (s - m.masked_fill(m == -math.inf, 0.0)).exp_()  # (B, Hkv, G, Tq, Tk)
+    m = m.masked_fill(m == -math.inf, 0.0)
+    p = (s - m).exp_()  # (B, Hkv, G, Tq, Tk)
     l = p.sum(dim=-1, keepdim=True)  # (B, Hkv, G, Tq, 1)
     o = p.view(B, Hkv, G * Tq, Tk) @ v.to(dt)  # (B, Hkv, G*Tq, Dv)
     o = o.view(B, Hkv, G, Tq, Dv) / l.masked_fill(l == 0, 1.0)  # rows seeing no key stay 0
-    return o.reshape(B, Hq, Tq, Dv).to(q.dtype)  # (B, Hq, Tq, Dv)
+    lse = (m + l.log()).reshape(B, Hq, Tq)  # (B, Hq, Tq): log 0 = -inf where no key is seen
+    return o.reshape(B, Hq, Tq, Dv).to(q.dtype), lse

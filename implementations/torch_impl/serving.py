@@ -59,11 +59,12 @@ def split_kv_attention(
     scale: float,
     window: int | None,
     softcap: float | None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded queries q (B, Tq, Hq, D) at positions qpos (B, Tq) over key chunks keys
     (N, C, Hkv, D), values (N, C, Hkv, Dv) (gathered, contiguous copies: values are zeroed in
     place where not `valid`) of sequences chunk_seq (N,) at positions kpos (N, C), valid (N, C).
-    Returns (B, Tq, Hq, Dv); a query that sees no key gets 0.
+    Returns the output (B, Tq, Hq, Dv) and the log-sum-exp (B, Tq, Hq); a query that sees no key
+    gets 0 and -inf.
 
     The matmuls run once per kv head on strided views of the gathered chunks (a loop over
     Hkv <= 8 heads, never over tokens or sequences): batching the heads would need a transposed
@@ -93,8 +94,10 @@ def split_kv_attention(
     l = torch.zeros_like(top).index_add_(1, chunk_seq, alpha * p.sum(dim=3))  # (Hkv, B, G*Tq)
     acc = torch.zeros((Hkv, B, G * Tq, Dv), dtype=o.dtype, device=o.device)
     acc.index_add_(1, chunk_seq, o.mul_(alpha[..., None]))  # (Hkv, B, G*Tq, Dv) from (Hkv, N, ..)
+    lse = (top.masked_fill(top == -math.inf, 0.0) + l.log()).view(Hkv, B, G, Tq)  # log 0: -inf
     out = acc.div_(l.masked_fill(l == 0, 1.0)[..., None]).view(Hkv, B, G, Tq, Dv)
-    return out.permute(1, 3, 0, 2, 4).reshape(B, Tq, Hq, Dv)  # (B, Tq, Hq, Dv)
+    lse = lse.permute(1, 3, 0, 2).reshape(B, Tq, Hq)  # (B, Tq, Hq)
+    return out.permute(1, 3, 0, 2, 4).reshape(B, Tq, Hq, Dv), lse  # (B, Tq, Hq, Dv)
 
 
 WORKSPACE: dict[tuple[str, torch.dtype], torch.Tensor] = {}  # CPU gather buffers, reused
@@ -155,22 +158,25 @@ def varlen_attention(
     scale: float | None = None,
     window: int | None = None,
     softcap: float | None = None,
-) -> torch.Tensor:
-    """Packed q (total_q, Hq, D), k/v (total_k, Hkv, D): each sequence attends to its own keys."""
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Packed q (total_q, Hq, D), k/v (total_k, Hkv, D): each sequence attends to its own keys
+    (with return_lse, also the log-sum-exp (total_q, Hq)); a query without keys gives 0."""
     Hq, _, D, Dv = check_packed(q, k, v)
     check_options(window, softcap)
-    check_varlen(host(cu_seqlens_q), host(cu_seqlens_k), q.shape[0], k.shape[0], causal)
+    cu_host = host(cu_seqlens_q), host(cu_seqlens_k)
+    check_varlen(*cu_host, q.shape[0], k.shape[0], causal, empty=True)
     cu_q, cu_k = cu_seqlens_q.to(q.device, torch.long), cu_seqlens_k.to(q.device, torch.long)
     q_lens, k_lens = cu_q.diff(), cu_k.diff()  # (B,)
-    if q.shape[0] == 0:
-        return torch.zeros((0, Hq, Dv), dtype=q.dtype, device=q.device)
+    if q.shape[0] == 0 or k.shape[0] == 0:
+        return no_keys(q, Dv, return_lse)
     padded, qpos, seq, row = pad_queries(q, cu_q, q_lens, k_lens, int(q_lens.max()))
     size = min(chunk_size(k_lens), int(k_lens.max()))
     counts = torch.where(q_lens > 0, -(-k_lens // size), 0)  # (B,) only sequences with queries
     cseq, _, kpos, valid = chunks(counts, size, k_lens)
     slots = (cu_k[cseq][:, None] + kpos).clamp_(max=k.shape[0] - 1)  # (N, C)
     dt = padded.dtype
-    out = split_kv_attention(
+    out, lse = split_kv_attention(
         padded,
         qpos,
         gather(k, slots.flatten(), "k", dt).view(*slots.shape, *k.shape[1:]),  # (N, C, Hkv, D)
@@ -183,7 +189,18 @@ def varlen_attention(
         window=window,
         softcap=softcap,
     )
-    return out[seq, row].to(q.dtype)  # (total_q, Hq, Dv)
+    o = out[seq, row].to(q.dtype)  # (total_q, Hq, Dv)
+    return (o, lse[seq, row]) if return_lse else o
+
+
+def no_keys(
+    q: torch.Tensor, Dv: int, return_lse: bool
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The result when no query sees a key: zeros (total_q, Hq, Dv) and lse -inf (total_q, Hq)."""
+    o = torch.zeros((q.shape[0], q.shape[1], Dv), dtype=q.dtype, device=q.device)
+    dt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    lse = torch.full(q.shape[:2], -math.inf, dtype=dt, device=q.device)
+    return (o, lse) if return_lse else o
 
 
 class TorchPagedKVCache:
@@ -197,12 +214,14 @@ class TorchPagedKVCache:
         head_dim: int,
         dtype: str | torch.dtype,
         device: str | torch.device = "cpu",
+        v_head_dim: int | None = None,
     ) -> None:
-        check_pool(num_blocks, block_size, kv_heads, head_dim)
+        Dv = head_dim if v_head_dim is None else v_head_dim
+        check_pool(num_blocks, block_size, kv_heads, head_dim, Dv)
         torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
         shape = (num_blocks, block_size, kv_heads, head_dim)
         self.k_pages = torch.zeros(shape, dtype=torch_dtype, device=device)  # (NB, bs, Hkv, D)
-        self.v_pages = torch.zeros(shape, dtype=torch_dtype, device=device)  # (NB, bs, Hkv, D)
+        self.v_pages = torch.zeros((*shape[:3], Dv), dtype=torch_dtype, device=device)  # (.., Dv)
         self.block_size = block_size
         self.num_blocks = num_blocks
 
@@ -210,18 +229,19 @@ class TorchPagedKVCache:
 def paged_kv_write(
     cache: TorchPagedKVCache, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
-    """Write token t of k, v (T, Hkv, D) to slot slot_mapping[t] (block*block_size + offset);
-    slots of -1 are padding and skipped."""
+    """Write token t of k (T, Hkv, D), v (T, Hkv, Dv) to slot slot_mapping[t]
+    (block*block_size + offset); slots of -1 are padding and skipped."""
     _, block_size, Hkv, D = cache.k_pages.shape
-    if k.shape != v.shape or k.ndim != 3 or tuple(k.shape[1:]) != (Hkv, D):
+    Dv = cache.v_pages.shape[3]
+    if k.ndim != 3 or tuple(k.shape[1:]) != (Hkv, D) or tuple(v.shape) != (k.shape[0], Hkv, Dv):
         raise ValueError(
-            f"k and v must be (T, {Hkv}, {D}); got {tuple(k.shape)} and {tuple(v.shape)}"
+            f"k, v must be (T, {Hkv}, {D}), (T, {Hkv}, {Dv}); got {tuple(k.shape)}, {tuple(v.shape)}"
         )
     check_slots(host(slot_mapping), k.shape[0], cache.num_blocks * block_size)
     slots = slot_mapping.to(k.device, torch.long)  # (T,)
     keep = slots >= 0  # (T,)
     cache.k_pages.view(-1, Hkv, D).index_copy_(0, slots[keep], k[keep].to(cache.k_pages.dtype))
-    cache.v_pages.view(-1, Hkv, D).index_copy_(0, slots[keep], v[keep].to(cache.v_pages.dtype))
+    cache.v_pages.view(-1, Hkv, Dv).index_copy_(0, slots[keep], v[keep].to(cache.v_pages.dtype))
 
 
 def paged_attention(
@@ -235,9 +255,11 @@ def paged_attention(
     scale: float | None = None,
     window: int | None = None,
     softcap: float | None = None,
-) -> torch.Tensor:
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Packed queries (total_q, Hq, D) of each sequence's newest tokens over its cached keys,
-    read block by block through block_table (B, max_blocks); seq_lens (B,) counts the new ones."""
+    read block by block through block_table (B, max_blocks); seq_lens (B,) counts the new ones.
+    With return_lse, also the log-sum-exp (total_q, Hq); a query seeing no key gives 0."""
     check_options(window, softcap)
     num_blocks, bs, Hkv, D = cache.k_pages.shape
     Hq, Dv = q.shape[1], cache.v_pages.shape[3]
@@ -246,9 +268,10 @@ def paged_attention(
             f"q must be (total_q, Hq, {D}) with Hq a multiple of {Hkv}; got {tuple(q.shape)}"
         )
     q_lens_host = np.diff(host(cu_seqlens_q))
-    check_paged(q_lens_host, host(seq_lens), host(block_table), (num_blocks, bs))
-    if q.shape[0] == 0:
-        return torch.zeros((0, Hq, Dv), dtype=q.dtype, device=q.device)
+    lens_host = host(seq_lens)
+    check_paged(q_lens_host, lens_host, host(block_table), (num_blocks, bs), empty=True)
+    if q.shape[0] == 0 or not lens_host.any():
+        return no_keys(q, Dv, return_lse)
     cu_q = cu_seqlens_q.to(q.device, torch.long)
     lens = seq_lens.to(q.device, torch.long)  # (B,)
     table = block_table.to(q.device, torch.long)  # (B, max_blocks)
@@ -263,7 +286,7 @@ def paged_attention(
     ids = torch.where(used, ids, 0)  # blocks past a sequence's last one: any block, masked
     N = ids.shape[0]
     dt = padded.dtype
-    out = split_kv_attention(
+    out, lse = split_kv_attention(
         padded,
         qpos,
         gather(cache.k_pages, ids.flatten(), "k", dt).view(N, per * bs, Hkv, D),  # (N, C, Hkv, D)
@@ -276,4 +299,5 @@ def paged_attention(
         window=window,
         softcap=softcap,
     )
-    return out[seq, row].to(q.dtype)  # (total_q, Hq, Dv)
+    o = out[seq, row].to(q.dtype)  # (total_q, Hq, Dv)
+    return (o, lse[seq, row]) if return_lse else o

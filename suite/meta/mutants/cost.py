@@ -8,6 +8,7 @@ from typing import Any
 
 import implementations.numpy_impl as numpy_impl
 import specs.cost as cost
+import specs.cost_curve as cost_curve
 from implementations.discovery import flop_counter
 from specs.cost import Cost, visible_pairs
 from specs.cost_clauses import CostSubject
@@ -233,3 +234,70 @@ MUTANTS.append(
         ("COST-HIERARCHY",),
     )
 )
+
+# --- COST-LATENCY-CURVE: the latency-throughput curve of a decode step (specs.cost_curve) ---
+
+
+def curve_model(name: str, **broken: Callable[..., Any]) -> CostSubject:
+    """specs.cost_curve's curve functions with the given ones replaced."""
+    funcs = {f: getattr(cost_curve, f) for f in ("curve_point", "max_batch", "latency_curve")}
+    return CostSubject(SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken}))
+
+
+def point_cache_amortised(shape, B, T, E, peak, bandwidth, memory=None) -> Any:
+    """A step that reads one request's cache, as if the batch shared it like the weights."""
+    right = cost_curve.curve_point(shape, B, T, E, peak, bandwidth, memory)
+    others = cost.kv_cache_bytes(shape.layers, 1, shape.n_kv_heads, shape.head_dim, T + 1, E)
+    nbytes = right.bytes - (B - 1) * others
+    return cost_curve.CurvePoint(
+        B, T, right.flops, nbytes, right.compute_s, nbytes / bandwidth, right.fits
+    )
+
+
+def curve_cache_amortised(shape, T, E, peak, bandwidth, memory=None, batches=cost_curve.GRID):
+    right = cost_curve.latency_curve(shape, T, E, peak, bandwidth, memory, batches)
+    points = tuple(
+        point_cache_amortised(shape, p.B, T, E, peak, bandwidth, memory) for p in right.points
+    )
+    return cost_curve.Curve(
+        T, points, right.max_batch, right.compute_knee, right.half_throughput_knee
+    )
+
+
+def curve_without_memory(shape, T, E, peak, bandwidth, memory=None, batches=cost_curve.GRID):
+    """Every batch size up to MAX_BATCH, whether or not its caches fit."""
+    return cost_curve.latency_curve(shape, T, E, peak, bandwidth, None, batches)
+
+
+def curve_knee_from_weights(shape, T, E, peak, bandwidth, memory=None, batches=cost_curve.GRID):
+    """The compute knee of the weights' matmuls alone (the textbook's B near the ridge), as if
+    the caches added no bytes."""
+    right = cost_curve.latency_curve(shape, T, E, peak, bandwidth, memory, batches)
+    knee = cost_curve.compute_knee(shape, 1, E, peak, bandwidth)  # a context of one token
+    return cost_curve.Curve(T, right.points, right.max_batch, knee, right.half_throughput_knee)
+
+
+MUTANTS += [
+    Mutant(
+        "curve-cache-amortised",
+        "a decode step reads one request's KV cache for the whole batch, as it reads the weights",
+        curve_model(
+            "curve-cache-amortised",
+            curve_point=point_cache_amortised,
+            latency_curve=curve_cache_amortised,
+        ),
+        ("COST-LATENCY-CURVE",),
+    ),
+    Mutant(
+        "curve-ignores-memory",
+        "the latency curve runs to B=1024 though the caches no longer fit the device memory",
+        curve_model("curve-ignores-memory", latency_curve=curve_without_memory),
+        ("COST-LATENCY-CURVE",),
+    ),
+    Mutant(
+        "curve-knee-from-weights",
+        "the compute knee taken from the weights' matmuls alone, ignoring the caches' bytes",
+        curve_model("curve-knee-from-weights", latency_curve=curve_knee_from_weights),
+        ("COST-LATENCY-CURVE",),
+    ),
+]

@@ -1,11 +1,15 @@
 """Decoder mutants: the generation-loop bugs that op-level checks miss.
 
-Each is the numpy decoder with one method overridden, built from the same weights.
+Each is the numpy decoder with one method overridden, built from the same weights (the
+bfloat16 one, where torch imports, is the torch decoder: numpy has no bfloat16).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -175,3 +179,39 @@ MUTANTS = [
         InterleavedRope,
     ),
 ]
+
+
+def bf16_positions_rope() -> Mutant:
+    """The torch decoder with RoPE angles computed from positions rounded to bfloat16 (exact
+    up to 256, then steps of 2, 4, ...): every long-context model in bf16 that builds its
+    position ids in the model dtype. Only in half precision and past 256 tokens."""
+    import torch
+
+    import implementations.torch_impl as torch_impl
+    from implementations.torch_impl.decoder import TorchDecoder
+
+    class Bf16PositionsRope(TorchDecoder):
+        def __init__(self, config: DecoderConfig, weights: Mapping[str, Any]) -> None:
+            super().__init__(config, weights)
+            hd = config.head_dim
+            inv_freq = config.rope_base ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+            positions = torch.arange(config.max_len).to(torch.bfloat16).to(torch.float64)
+            angles = positions[:, None] * inv_freq[None, :]  # (max_len, D/2)
+            self.cos = torch.cat([angles.cos()] * 2, dim=-1).to(self.device, self.rope_dtype)
+            self.sin = torch.cat([angles.sin()] * 2, dim=-1).to(self.device, self.rope_dtype)
+
+    build: Any = Bf16PositionsRope
+    impl = torch_impl.impl
+    name = "bf16-positions-rope"
+    ops = {"asarray": impl.asarray, "to_numpy": impl.to_numpy, "dtypes": impl.dtypes}
+    return Mutant(
+        name,
+        "RoPE angles from positions rounded to bfloat16 (the torch decoder, in bfloat16)",
+        SimpleNamespace(name=f"mutant-{name}", decoder=build, **ops),
+        ("DEC-CROSS-IMPL",),
+        dtype="bfloat16",
+    )
+
+
+if importlib.util.find_spec("torch") is not None:  # a torch-only mutant: without torch it drops
+    MUTANTS.append(bf16_positions_rope())

@@ -143,9 +143,8 @@ def paged_mutant(name: str, bug: str, kills: tuple[str, ...], **switch: Any) -> 
 def write_wrapping(cache: Any, k: np.ndarray, v: np.ndarray, slot_mapping: np.ndarray) -> None:
     """paged_kv_write that indexes with slot -1 too: padding lands in the pool's last slot."""
     slots = np.asarray(slot_mapping, np.int64)
-    Hkv, D = cache.k_pages.shape[2:]
-    cache.k_pages.reshape(-1, Hkv, D)[slots] = k
-    cache.v_pages.reshape(-1, Hkv, D)[slots] = v
+    cache.k_pages.reshape(-1, *cache.k_pages.shape[2:])[slots] = k
+    cache.v_pages.reshape(-1, *cache.v_pages.shape[2:])[slots] = v
 
 
 def broken_attention(
@@ -201,7 +200,120 @@ def option_mutant(name: str, bug: str, kills: tuple[str, ...], **switch: Any) ->
     return Mutant(name, bug, impl, kills)
 
 
+# --- Long-path, big-pool and Dv != D mutants (issue 21): each misbehaves only in its regime ---
+
+
+def longest(op: str, args: tuple[Any, ...], kw: dict[str, Any]) -> int:
+    """The most keys one sequence of the call has (dense: Tk)."""
+    if op in ("attention", "tiled_attention"):
+        return int(args[1].shape[2])
+    if op == "varlen_attention":
+        return int(np.diff(np.asarray(kw["cu_seqlens_k"])).max())
+    return int(np.asarray(kw["seq_lens"]).max())  # paged_attention
+
+
+def forgets_past(op: str, option: str, past: int) -> Any:
+    """numpy's `op`, except that a call with a sequence past `past` keys (a split-KV or long
+    path) drops `option`."""
+    right = getattr(base, op)
+
+    def run(*args: Any, **kw: Any) -> Any:
+        if longest(op, args, kw) > past:
+            kw[option] = None
+        return right(*args, **kw)
+
+    return run
+
+
+def long_path_mutant(op: str, option: str, past: int, kills: str) -> Mutant:
+    name = f"{op.split('_')[0]}-{option}-past-{past}"
+    ops: dict[str, Any] = {op: forgets_past(op, option, past), "options": OPTIONS}
+    if op == "paged_attention":
+        ops |= {"paged_kv_cache": base.paged_kv_cache, "paged_kv_write": base.paged_kv_write}
+    bug = f"{op} forgets the {option} option once a sequence has more than {past} keys"
+    return Mutant(name, bug, derive(base, f"mutant-{name}", **ops), (kills,))
+
+
+def write_uint16(cache: Any, k: np.ndarray, v: np.ndarray, slot_mapping: np.ndarray) -> None:
+    """paged_kv_write with slots held in 16 bits: slot 65536 + s lands in slot s."""
+    slots = np.asarray(slot_mapping, np.int64)
+    keep = slots >= 0
+    serving.paged_kv_write(cache, k[keep], v[keep], slots[keep].astype(np.uint16))
+
+
+def paged_int16_ids(q: np.ndarray, cache: Any, *, block_table: np.ndarray, **kw: Any) -> Any:
+    """paged_attention with block ids held in int16: block 32768 + b reads block b - 32768
+    (numpy's negative index: a block near the pool's end)."""
+    wrapped = np.asarray(block_table, np.int64).astype(np.int16).astype(np.int64)
+    wrapped %= cache.num_blocks  # a kernel's wrapped pointer still lands inside the pool
+    return serving.paged_attention(q, cache, block_table=wrapped, **kw)
+
+
+def scaled_by_dv(op: str) -> Any:
+    """numpy's `op` with the default scale 1/sqrt(Dv) (the values' head dim) for 1/sqrt(D)."""
+    right = getattr(base, op)
+
+    def run(q: Any, *args: Any, scale: float | None = None, **kw: Any) -> Any:
+        Dv = args[1].shape[2] if op == "varlen_attention" else args[0].v_pages.shape[3]
+        return right(q, *args, scale=1.0 / np.sqrt(Dv) if scale is None else scale, **kw)
+
+    return run
+
+
+def paged_ops(**ops: Any) -> dict[str, Any]:
+    """numpy's paged ops with some replaced."""
+    return {
+        "paged_kv_cache": base.paged_kv_cache,
+        "paged_kv_write": base.paged_kv_write,
+        "paged_attention": base.paged_attention,
+        **ops,
+    }
+
+
+REGIME_MUTANTS = [
+    long_path_mutant("attention", "window", 2048, "ATTN-WINDOW"),
+    long_path_mutant("tiled_attention", "window", 2048, "ATTN-WINDOW"),
+    long_path_mutant("attention", "softcap", 2048, "ATTN-SOFTCAP"),
+    long_path_mutant("tiled_attention", "softcap", 2048, "ATTN-SOFTCAP"),
+    long_path_mutant("varlen_attention", "window", 1024, "VARLEN-EQ-PER-SEQ"),
+    long_path_mutant("varlen_attention", "softcap", 1024, "VARLEN-EQ-PER-SEQ"),
+    long_path_mutant("paged_attention", "window", 1024, "PAGED-EQ-DENSE"),
+    long_path_mutant("paged_attention", "softcap", 1024, "PAGED-EQ-DENSE"),
+    Mutant(
+        "paged-slots-uint16",
+        "paged_kv_write holds slots in 16 bits: past 65535 slots a token lands 65536 slots early",
+        derive(base, "mutant-paged-slots-uint16", **paged_ops(paged_kv_write=write_uint16)),
+        ("PAGED-WRITE-SLOTS",),
+    ),
+    Mutant(
+        "paged-block-ids-int16",
+        "paged_attention holds block ids in int16: a block past 32767 is read from another block",
+        derive(base, "mutant-paged-block-ids-int16", **paged_ops(paged_attention=paged_int16_ids)),
+        ("PAGED-EQ-DENSE",),
+    ),
+    Mutant(
+        "varlen-scale-by-dv",
+        "varlen attention's default scale is 1/sqrt(Dv), the values' head dim (DeepSeek's 192/128)",
+        derive(
+            base, "mutant-varlen-scale-by-dv", varlen_attention=scaled_by_dv("varlen_attention")
+        ),
+        ("VARLEN-EQ-PER-SEQ",),
+    ),
+    Mutant(
+        "paged-scale-by-dv",
+        "paged attention's default scale is 1/sqrt(Dv), the values' head dim (DeepSeek's 192/128)",
+        derive(
+            base,
+            "mutant-paged-scale-by-dv",
+            **paged_ops(paged_attention=scaled_by_dv("paged_attention")),
+        ),
+        ("PAGED-EQ-DENSE",),
+    ),
+]
+# --- end of the issue-21 mutants ---------------------------------------------------------------
+
 MUTANTS = [
+    *REGIME_MUTANTS,
     varlen_mutant(
         "varlen-top-left",
         "causal masks in a packed batch are aligned top-left within each sequence",
