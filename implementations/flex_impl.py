@@ -6,10 +6,16 @@ flex_attention eagerly: torch then computes the masked scores in full (exact, sl
 suite's clauses check the mask_mod/score_mod logic and the GQA mapping; the fused kernel that
 torch.compile generates from the same mods is what the benchmarks time (`compiled` below, one
 compilation per shape, outside the timed region).
+
+flex_attention returns the natural-log log-sum-exp (return_lse=True), so `attention` takes
+return_lse ("lse"). A query whose mask_mod hides every key gets output 0 and lse -inf
+(measured, torch 2.13, eager); with no keys at all flex raises (an empty reduction), so the
+adapter answers that case itself with 0 and -inf: "empty_rows" is declared.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -23,7 +29,7 @@ from torch.nn.attention.flex_attention import (
 )
 
 from implementations.library_base import TorchLibrary
-from implementations.validate import check_attention_shapes, check_causal_lengths
+from implementations.validate import check_attention_shapes
 
 EAGER_WARNING = "flex_attention called without torch.compile"  # eager is the point here
 
@@ -68,6 +74,7 @@ class FlexImplementation(TorchLibrary):
     name = "flex"
     library = "torch's flex_attention"
     dtypes = ("float32", "float16", "bfloat16", "float64")
+    options = frozenset({"lse", "empty_rows"})
 
     def __init__(self, device: str | None = None, *, compile: bool = False) -> None:
         super().__init__(device)
@@ -89,8 +96,10 @@ class FlexImplementation(TorchLibrary):
         block_mask: BlockMask | None,
         score_mod: ScoreMod | None = None,
         scale: float | None = None,
-    ) -> torch.Tensor:
-        """flex_attention on q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv)."""
+        return_lse: bool = False,
+    ) -> Any:
+        """flex_attention on q (B, Hq, Tq, D), k (B, Hkv, Tk, D), v (B, Hkv, Tk, Dv); with
+        return_lse, (o, lse (B, Hq, Tq))."""
         fn: Callable[..., Any] = compiled() if self.compile else flex_attention  # type: ignore[assignment]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=EAGER_WARNING)
@@ -102,8 +111,8 @@ class FlexImplementation(TorchLibrary):
                 block_mask=block_mask,
                 scale=scale,
                 enable_gqa=q.shape[1] != k.shape[1],
-            )  # (B, Hq, Tq, Dv)
-        assert isinstance(out, torch.Tensor)
+                return_lse=return_lse,
+            )  # (B, Hq, Tq, Dv), or with the lse (B, Hq, Tq)
         return out
 
     def probe(self, dtype: torch.dtype) -> Callable[[], object]:
@@ -122,13 +131,18 @@ class FlexImplementation(TorchLibrary):
         *,
         causal: bool,
         scale: float | None = None,
-    ) -> torch.Tensor:
-        """softmax(scale q k^T + bottom-right mask_mod) v."""
-        _, _, Tq, _, _, Tk, _ = check_attention_shapes(q, k, v, causal=causal)
-        check_causal_lengths(Tq, Tk, causal=causal)
+        return_lse: bool = False,
+    ) -> Any:
+        """softmax(scale q k^T + bottom-right mask_mod) v; with return_lse, also the lse."""
+        B, Hq, Tq, _, _, Tk, Dv = check_attention_shapes(q, k, v, causal=causal)
         self.require(q.dtype)
+        if Tk == 0:  # flex reduces over the keys: none at all is answered here
+            o = torch.zeros((B, Hq, Tq, Dv), dtype=q.dtype, device=q.device)
+            lse = torch.full((B, Hq, Tq), -math.inf, dtype=torch.float32, device=q.device)
+            return (o, lse) if return_lse else o
         mask = causal_block_mask(Tq, Tk, str(self.device)) if causal else None
-        return self.flex(q, k, v, block_mask=mask, scale=None if scale is None else float(scale))
+        sc = None if scale is None else float(scale)
+        return self.flex(q, k, v, block_mask=mask, scale=sc, return_lse=return_lse)
 
     # --- Serving-shaped ops (sliding window, soft-cap, varlen, paged) ------------------------
     # They follow the serving contract being written in a parallel branch; until it lands the

@@ -13,7 +13,13 @@ The flash and cuDNN kernels need equal head dims for q, k and v; a call with Dv 
 smaller side with zeros (zero columns add nothing to q·k and give zero output columns, which
 are cut off), as users of those kernels do. `tiled_attention` is the same call: the kernel
 tiles with its own block sizes, so block_q and block_k are accepted and unused, and the
-log-sum-exp is not returned (FLASH-LSE is skipped).
+log-sum-exp is not returned (FLASH-LSE is skipped): SDPA has no lse output, so the "lse"
+option is not declared (LSE-REF, MERGE-EQ-UNION and CASCADE-EQ-DENSE skip).
+
+Queries that see no key (a causal_lower_right mask with Tq > Tk, no keys at all): measured on
+torch 2.13's CPU math and flash kernels, SDPA returns 0 for such rows (not NaN), so sdpa-math
+and sdpa-flash declare "empty_rows"; sdpa-efficient and sdpa-cudnn (CUDA kernels) were not
+measured and do not declare it (ATTN-EMPTY-ROWS skips for them).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class SdpaImplementation(TorchLibrary):
 
     backend = "math"
     dtypes = ("float32", "float16", "bfloat16", "float64")
+    options: frozenset[str] = frozenset()  # "empty_rows" where measured to give 0 (see above)
 
     def __init__(self, device: str | None = None) -> None:
         super().__init__(device)
@@ -87,7 +94,8 @@ class SdpaImplementation(TorchLibrary):
     ) -> torch.Tensor:
         """softmax(scale q k^T + bottom-right mask) v through the forced backend."""
         _, _, Tq, D, _, Tk, _ = check_attention_shapes(q, k, v, causal=causal)
-        check_causal_lengths(Tq, Tk, causal=causal)
+        if "empty_rows" not in self.options:
+            check_causal_lengths(Tq, Tk, causal=causal)
         self.require(q.dtype)
         mask = causal_lower_right(Tq, Tk) if causal else None
         return self.sdpa(q, k, v, mask, 1.0 / math.sqrt(D) if scale is None else float(scale))
@@ -109,10 +117,12 @@ class SdpaImplementation(TorchLibrary):
 
 class SdpaMath(SdpaImplementation):
     backend = "math"
+    options = frozenset({"empty_rows"})
 
 
 class SdpaFlash(SdpaImplementation):
     backend = "flash"
+    options = frozenset({"empty_rows"})
 
 
 class SdpaEfficient(SdpaImplementation):

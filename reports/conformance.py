@@ -161,12 +161,12 @@ def left_out(records: list[Record]) -> str:
     left-out value moved to one the implementation takes; the clauses still ran)."""
     by_impl: dict[str, tuple[str, set[str]]] = {}
     for r in records:
-        if r.limits:
+        if r.limits or r.left_out:
             declared, moved = by_impl.setdefault(r.impl, (r.limits, set()))
             moved.update(r.left_out)
     lines = []
     for impl, (declared, moved) in sorted(by_impl.items()):
-        lines.append(f"limits of {impl}: {declared}")
+        lines.append(f"limits of {impl}: {declared or 'none declared'}")
         if moved:
             lines.append(f"    left out of the draws: {', '.join(sorted(moved, key=_natural))}")
     return "\n".join(lines)

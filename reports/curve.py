@@ -17,6 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from reports import render
 from reports.hardware import DATASHEETS, DeviceRoof
 from specs.cost import DecoderShape
 from specs.cost_curve import CONTEXTS, GRID, Curve, latency_curves
@@ -232,7 +233,8 @@ def bench_block(
 
 
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3g} ms"
+    """0.00898 -> "8.98 ms", 2.47 -> "2.47 s"."""
+    return render.seconds(seconds)
 
 
 def _rate(value: float | None) -> str:
@@ -465,7 +467,7 @@ def _panel(ax: Any, s: dict[str, Any], measured: list[dict[str, Any]]) -> None:
 
         handles += [
             Line2D([], [], linestyle="", marker=IMPL_MARKERS[i % len(IMPL_MARKERS)],
-                   color="grey", markeredgecolor="black", label=f"{name} measured (× = measured/predicted)")
+                   color="grey", markeredgecolor="black", label=f"{name} measured (B, measured / predicted)")
             for i, name in enumerate(impls)
         ]  # fmt: skip
     ax.legend(handles=handles, fontsize=7, loc="best", title="context (line)", title_fontsize=7)

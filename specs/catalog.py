@@ -13,12 +13,16 @@ from collections import Counter
 from specs import (
     attention,
     attention_options,
+    cascade,
+    cost_cascade,
     cost_clauses,
     cost_serving,
     decoder,
     kv_cache,
     linear,
+    merge,
     paged,
+    quant,
     rope,
     tiled,
     varlen,
@@ -34,6 +38,8 @@ AREAS = (
     decoder,
     *(varlen, paged, attention_options, cost_serving),
     rope,
+    *(merge, cascade, cost_cascade),
+    quant,
 )
 __all__ = ["AREAS", "all_clauses", "get", "markdown_table"]
 

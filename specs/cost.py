@@ -181,6 +181,43 @@ def kv_cache_bytes(layers: int, B: int, Hkv: int, D: int, T: int, E: int | float
     return 2 * layers * Hkv * D * T * B * E
 
 
+def quantized_kv_bytes(
+    layers: int,
+    B: int,
+    Hkv: int,
+    D: int,
+    T: int,
+    E: int | float,
+    *,
+    scales: int = 1,
+    scale_bytes: int | float = 4,
+) -> int | float:
+    """An 8-bit (or other E) cache: ``kv_cache_bytes`` at E plus its float32 scales, one per
+    tensor (scales = 1) or per KV head (scales = Hkv), for K and V in every layer (vLLM's
+    k_scale / v_scale per attention layer)."""
+    return kv_cache_bytes(layers, B, Hkv, D, T, E) + 2 * layers * scales * scale_bytes
+
+
+def quantized_decode_cost(
+    B: int,
+    Hq: int,
+    Hkv: int,
+    T: int,
+    D: int,
+    E_kv: int | float,
+    E: int | float,
+    *,
+    scales: int = 1,
+    scale_bytes: int | float = 4,
+) -> Cost:
+    """``decode_attention_cost`` over a cache stored at E_kv bytes per element (q and o at E),
+    plus the K and V scales read once per step: FLOPs 4·B·Hq·T·D; bytes B·(2·Hkv·T·D·E_kv +
+    2·Hq·D·E) + 2·scales·scale_bytes. Halving E_kv nearly doubles the intensity."""
+    base = decode_attention_cost(B, Hq, Hkv, T, D, E)
+    cache = B * 2 * Hkv * T * D * _element_size("E_kv", E_kv)
+    return Cost(base.flops, cache + B * 2 * Hq * D * E + 2 * scales * scale_bytes)
+
+
 def kv_append_cost(layers: int, B: int, Hkv: int, D: int, T_new: int, E: int | float) -> Cost:
     """Writing T_new tokens of K and V into a preallocated cache: no FLOPs.
 

@@ -25,7 +25,7 @@ Each curve has three marks:
   bandwidth), if it comes before the memory stop. FLOPs / bytes is about 2·N·B / (w + B·r)
   (N matmul weights), which stays under 2·N / r + the decode-attention intensity: with a
   long cache it never reaches the ridge, and the step stays memory-bound up to the memory
-  stop (Llama-3-8B bf16 on an H100 from T of about 400 tokens up).
+  stop (Llama-3-8B bf16 on an H100 from T = 386 tokens up, at any B).
 
 Sources: the scaling book ("How to Scale Your Model", Austin et al., 2025, ch. "All About
 Transformer Inference": the latency/throughput trade-off of batched decode) and the roofline
@@ -206,8 +206,8 @@ def latency_curve(
     memory_bytes: float | None = None,
     batches: tuple[int, ...] = GRID,
 ) -> Curve:
-    """The curve at context T: the points at `batches` (and at the knees and the memory stop)
-    up to min(MAX_BATCH, the memory stop), the stop and the two knees."""
+    """The curve at context T: the points at `batches` (and at the knees and the memory stop
+    among them) up to min(MAX_BATCH, the memory stop), the stop and the two knees."""
     stop = None if memory_bytes is None else max_batch(shape, T, E, memory_bytes)
     last = MAX_BATCH if stop is None else min(stop, MAX_BATCH)
     knee = compute_knee(shape, T, E, peak_flops, bandwidth, last)
@@ -216,7 +216,8 @@ def latency_curve(
     marks = {b for b in (knee, half_in) if b is not None}
     if stop is not None and 1 <= stop <= MAX_BATCH:
         marks.add(stop)
-    wanted = sorted({b for b in batches if 1 <= b <= last} | marks)
+    top = max(batches, default=0)  # a shorter list of batch sizes shortens the curve too
+    wanted = sorted({b for b in batches if 1 <= b <= last} | {b for b in marks if b <= top})
     points = tuple(curve_point(shape, B, T, E, peak_flops, bandwidth, memory_bytes) for B in wanted)
     return Curve(T, points, stop, knee, half_in)
 

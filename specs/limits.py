@@ -10,6 +10,7 @@ optional `limits` attribute (a dict, or any object with these attributes):
         "window": "symmetric",              # non-causal window: "left" (attnspec's), "symmetric"
                                             # (|j - p| < w: vLLM, flex), or "none" (not taken)
         "causal_only": ("paged_attention",),  # ops that take no non-causal call
+        "kv_dtypes": ("float8_e4m3fn",),    # quantized cache storage types taken (else all)
     }
 
 A limit narrows what the strategies draw; it never skips a clause. A drawn value the
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WINDOWS = ("left", "symmetric", "none")  # non-causal window conventions
-KEYS = ("block_sizes", "head_dims", "window", "causal_only")
+KEYS = ("block_sizes", "head_dims", "window", "causal_only", "kv_dtypes")
 
 
 class LimitsError(ValueError):
@@ -47,6 +48,7 @@ class Limits:
     head_dims: tuple[int, ...] | None = None
     window: str = "left"  # the non-causal window convention
     causal_only: frozenset[str] = frozenset()
+    kv_dtypes: tuple[str, ...] | None = None  # quantized-cache storage types (specs.quant)
     left_out: set[str] = field(default_factory=set, compare=False)  # what the draws moved
 
     @property
@@ -58,6 +60,7 @@ class Limits:
             or self.head_dims
             or self.window != "left"
             or self.causal_only
+            or self.kv_dtypes
         )
 
     def describe(self) -> str:
@@ -73,6 +76,8 @@ class Limits:
             parts.append(f"non-causal window {self.window}")
         if self.causal_only:
             parts.append(f"causal only: {', '.join(sorted(self.causal_only))}")
+        if self.kv_dtypes:
+            parts.append(f"kv cache in {', '.join(self.kv_dtypes)}")
         return "; ".join(parts)
 
     def note(self, text: str) -> None:
@@ -143,12 +148,16 @@ def of(impl: Any) -> Limits:
     causal_only = get("causal_only", None) or ()
     if isinstance(causal_only, str):
         causal_only = (causal_only,)
+    kv_dtypes = get("kv_dtypes", None)
+    if isinstance(kv_dtypes, str):
+        kv_dtypes = (kv_dtypes,)
     return Limits(
         block_multiple=multiple,
         block_sizes=sizes,
         head_dims=ints(dims, "head_dims") if dims is not None else None,
         window=str(window),
         causal_only=frozenset(str(op) for op in causal_only),
+        kv_dtypes=tuple(str(d) for d in kv_dtypes) if kv_dtypes else None,
     )
 
 

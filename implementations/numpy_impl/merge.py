@@ -35,10 +35,11 @@ def merge_attention_states(
     """(o, lse) of the union of the two states' key sets: o (T, H, Dv) in o_a's dtype, lse (T, H)
     in float32 (float64 for float64 outputs)."""
     check_states(o_a, lse_a, o_b, lse_b)
-    wd = np.float64 if o_a.dtype == np.float64 else np.float32
-    la, lb = lse_a.astype(wd), lse_b.astype(wd)  # (T, H)
+    wd = np.dtype(np.float64 if o_a.dtype == np.float64 else np.float32)
+    la: np.ndarray = lse_a.astype(wd)  # (T, H)
+    lb: np.ndarray = lse_b.astype(wd)  # (T, H)
     m = np.maximum(la, lb)  # (T, H)
-    m_safe = np.where(np.isfinite(m), m, 0).astype(wd)  # both empty: weights e^-inf = 0
+    m_safe: np.ndarray = np.where(np.isfinite(m), m, 0).astype(wd)  # both empty: weights e^-inf = 0
     wa, wb = np.exp(la - m_safe), np.exp(lb - m_safe)  # (T, H), in [0, 1]
     total = wa + wb  # (T, H), 0 only when both sides are empty
     seen = total > 0

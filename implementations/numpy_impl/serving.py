@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from implementations.numpy_impl import quant
 from implementations.numpy_impl.attention import attention_lse
 from implementations.paged_base import (
     check_cu_seqlens,
@@ -17,6 +18,7 @@ from implementations.paged_base import (
     check_slots,
     check_varlen,
 )
+from implementations.quant_base import check_scales
 
 
 def dense(
@@ -80,12 +82,18 @@ class NumpyPagedKVCache:
         head_dim: int,
         dtype: str,
         v_head_dim: int | None = None,
+        kv_dtype: str | None = None,
+        k_scale: float | np.ndarray | None = None,
+        v_scale: float | np.ndarray | None = None,
     ) -> None:
         Dv = head_dim if v_head_dim is None else v_head_dim
         check_pool(num_blocks, block_size, kv_heads, head_dim, Dv)
+        self.scales = check_scales(kv_dtype, k_scale, v_scale, kv_heads)  # (Hkv,) x 2 or None
+        self.kv_dtype = kv_dtype
+        store = np.dtype(dtype) if kv_dtype is None else quant.storage(kv_dtype)
         shape = (num_blocks, block_size, kv_heads, head_dim)
-        self.k_pages = np.zeros(shape, np.dtype(dtype))  # (num_blocks, block_size, Hkv, D)
-        self.v_pages = np.zeros((*shape[:3], Dv), np.dtype(dtype))  # (..., Hkv, Dv)
+        self.k_pages = np.zeros(shape, store)  # (num_blocks, block_size, Hkv, D)
+        self.v_pages = np.zeros((*shape[:3], Dv), store)  # (..., Hkv, Dv)
         self.block_size = block_size
         self.num_blocks = num_blocks
 
@@ -98,9 +106,15 @@ def paged_kv_cache(
     dtype: str,
     *,
     v_head_dim: int | None = None,
+    kv_dtype: str | None = None,
+    k_scale: float | np.ndarray | None = None,
+    v_scale: float | np.ndarray | None = None,
 ) -> NumpyPagedKVCache:
-    """An empty pool of `num_blocks` blocks of `block_size` token slots."""
-    return NumpyPagedKVCache(num_blocks, block_size, kv_heads, head_dim, dtype, v_head_dim)
+    """An empty pool of `num_blocks` blocks of `block_size` token slots; with `kv_dtype`
+    ("float8_e4m3fn", "float8_e5m2", "int8") its pages hold codes meaning code × scale."""
+    return NumpyPagedKVCache(
+        num_blocks, block_size, kv_heads, head_dim, dtype, v_head_dim, kv_dtype, k_scale, v_scale
+    )
 
 
 def paged_kv_write(
@@ -116,6 +130,11 @@ def paged_kv_write(
         )
     slots = check_slots(slot_mapping, k.shape[0], cache.num_blocks * block_size)
     keep = slots >= 0  # (T,)
+    if cache.scales is not None:  # stored: saturate(round(x / scale))
+        k, v = (
+            quant.quantize(x, str(cache.kv_dtype), s)
+            for x, s in zip((k, v), cache.scales, strict=True)
+        )
     cache.k_pages.reshape(-1, Hkv, D)[slots[keep]] = k[keep]
     cache.v_pages.reshape(-1, Hkv, Dv)[slots[keep]] = v[keep]
 
@@ -148,6 +167,10 @@ def paged_attention(
         blocks = block_table[b, pos // bs]  # (T,)
         k = cache.k_pages[blocks, pos % bs]  # (T, Hkv, D)
         v = cache.v_pages[blocks, pos % bs]  # (T, Hkv, Dv)
+        if cache.scales is not None:  # code x scale, in the query's dtype
+            k, v = (
+                quant.dequantize(x, s, q.dtype) for x, s in zip((k, v), cache.scales, strict=True)
+            )
         if qs.stop > qs.start:
             out[qs], lse[qs] = dense(q[qs], k, v, causal=causal, **opts)
     return (out, lse) if return_lse else out

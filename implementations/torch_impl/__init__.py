@@ -14,6 +14,7 @@ from implementations.torch_impl import attention as _attention
 from implementations.torch_impl import decoder as _decoder
 from implementations.torch_impl import linear as _linear
 from implementations.torch_impl import matmul as _matmul
+from implementations.torch_impl import merge as _merge
 from implementations.torch_impl import rope as _rope
 from implementations.torch_impl import serving as _serving
 from implementations.torch_impl import tiled as _tiled
@@ -32,7 +33,7 @@ class TorchImplementation:
 
     name = "torch"
     dtypes = tuple(TORCH_DTYPES)
-    options = OPTIONS  # window and softcap on every attention op
+    options = OPTIONS  # window, softcap, lse and empty rows on every attention op
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
@@ -55,7 +56,8 @@ class TorchImplementation:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         x = x.detach().cpu()
-        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+        wide = x.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
+        return (x.float() if wide else x).numpy()  # float8 pages too: exact in float32
 
     attention = staticmethod(_attention.attention)
     matmul = staticmethod(_matmul.matmul)
@@ -68,6 +70,7 @@ class TorchImplementation:
     paged_kv_write = staticmethod(_serving.paged_kv_write)
     paged_attention = staticmethod(_serving.paged_attention)
     rope = staticmethod(_rope.rope)
+    merge_attention_states = staticmethod(_merge.merge_attention_states)
 
     def paged_kv_cache(
         self,
@@ -78,11 +81,16 @@ class TorchImplementation:
         dtype: str,
         *,
         v_head_dim: int | None = None,
+        kv_dtype: str | None = None,
+        k_scale: Any = None,
+        v_scale: Any = None,
     ) -> _serving.TorchPagedKVCache:
-        """A block pool allocated on this implementation's device (values of v_head_dim)."""
+        """A block pool allocated on this implementation's device (values of v_head_dim; with
+        kv_dtype, 8-bit pages meaning code × k_scale / v_scale, per tensor or per kv head)."""
         return _serving.TorchPagedKVCache(
-            num_blocks, block_size, kv_heads, head_dim, dtype, self.device, v_head_dim
-        )
+            num_blocks, block_size, kv_heads, head_dim, dtype, self.device, v_head_dim,
+            kv_dtype, k_scale, v_scale,
+        )  # fmt: skip
 
     def kv_cache(
         self, batch: int, kv_heads: int, head_dim: int, max_len: int, dtype: str

@@ -28,6 +28,8 @@ from implementations.paged_base import (
     check_slots,
     check_varlen,
 )
+from implementations.quant_base import check_scales
+from implementations.torch_impl import quant
 from implementations.torch_impl.dtypes import TORCH_DTYPES
 from implementations.torch_impl.masking import cap, visible
 
@@ -162,7 +164,7 @@ def varlen_attention(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Packed q (total_q, Hq, D), k/v (total_k, Hkv, D): each sequence attends to its own keys
     (with return_lse, also the log-sum-exp (total_q, Hq)); a query without keys gives 0."""
-    Hq, _, D, Dv = check_packed(q, k, v)
+    _, _, D, Dv = check_packed(q, k, v)
     check_options(window, softcap)
     cu_host = host(cu_seqlens_q), host(cu_seqlens_k)
     check_varlen(*cu_host, q.shape[0], k.shape[0], causal, empty=True)
@@ -215,15 +217,34 @@ class TorchPagedKVCache:
         dtype: str | torch.dtype,
         device: str | torch.device = "cpu",
         v_head_dim: int | None = None,
+        kv_dtype: str | None = None,
+        k_scale: object = None,
+        v_scale: object = None,
     ) -> None:
         Dv = head_dim if v_head_dim is None else v_head_dim
         check_pool(num_blocks, block_size, kv_heads, head_dim, Dv)
+        host_scales = check_scales(kv_dtype, host_scale(k_scale), host_scale(v_scale), kv_heads)
+        self.kv_dtype = kv_dtype
+        self.scales = (
+            None
+            if host_scales is None
+            else tuple(  # (Hkv,) float32, k then v
+                torch.from_numpy(s).to(device) for s in host_scales
+            )
+        )
         torch_dtype = TORCH_DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if kv_dtype is not None:
+            torch_dtype = quant.STORAGE[kv_dtype]
         shape = (num_blocks, block_size, kv_heads, head_dim)
         self.k_pages = torch.zeros(shape, dtype=torch_dtype, device=device)  # (NB, bs, Hkv, D)
         self.v_pages = torch.zeros((*shape[:3], Dv), dtype=torch_dtype, device=device)  # (.., Dv)
         self.block_size = block_size
         self.num_blocks = num_blocks
+
+
+def host_scale(scale: object) -> object:
+    """A scale given as a tensor (any device) as a host array; a float or array as it is."""
+    return scale.detach().cpu().numpy() if isinstance(scale, torch.Tensor) else scale
 
 
 def paged_kv_write(
@@ -240,6 +261,15 @@ def paged_kv_write(
     check_slots(host(slot_mapping), k.shape[0], cache.num_blocks * block_size)
     slots = slot_mapping.to(k.device, torch.long)  # (T,)
     keep = slots >= 0  # (T,)
+    if cache.scales is not None:  # stored: saturate(round(x / scale)), written as bytes
+        k, v = (
+            quant.quantize(x, str(cache.kv_dtype), s)
+            for x, s in zip((k, v), cache.scales, strict=True)
+        )
+        k_dst, v_dst = quant.as_bytes(cache.k_pages), quant.as_bytes(cache.v_pages)
+        k_dst.view(-1, Hkv, D).index_copy_(0, slots[keep], quant.as_bytes(k[keep]))
+        v_dst.view(-1, Hkv, Dv).index_copy_(0, slots[keep], quant.as_bytes(v[keep]))
+        return
     cache.k_pages.view(-1, Hkv, D).index_copy_(0, slots[keep], k[keep].to(cache.k_pages.dtype))
     cache.v_pages.view(-1, Hkv, Dv).index_copy_(0, slots[keep], v[keep].to(cache.v_pages.dtype))
 
@@ -286,11 +316,17 @@ def paged_attention(
     ids = torch.where(used, ids, 0)  # blocks past a sequence's last one: any block, masked
     N = ids.shape[0]
     dt = padded.dtype
+    keys = gather(cache.k_pages, ids.flatten(), "k", dt).view(N, per * bs, Hkv, D)  # (N, C, Hkv, D)
+    values = gather(cache.v_pages, ids.flatten(), "v", dt).view(N, per * bs, Hkv, Dv)
+    if cache.scales is not None:  # code x scale of each chunk's own kv head
+        keys, values = (
+            quant.dequantize_(x, s) for x, s in zip((keys, values), cache.scales, strict=True)
+        )
     out, lse = split_kv_attention(
         padded,
         qpos,
-        gather(cache.k_pages, ids.flatten(), "k", dt).view(N, per * bs, Hkv, D),  # (N, C, Hkv, D)
-        gather(cache.v_pages, ids.flatten(), "v", dt).view(N, per * bs, Hkv, Dv),
+        keys,
+        values,
         cseq,
         kpos,
         valid,

@@ -46,7 +46,10 @@ ALL = [(page, cmd) for page in PAGES for cmd in commands(page)]
 
 def module_help(module: str) -> str:
     """`python -m module --help`, run in-process: its argparse help text ('' without one)."""
-    main = getattr(importlib.import_module(module), "main", None)
+    found = importlib.import_module(module)
+    main = getattr(found, "main", None)
+    if main is None and hasattr(found, "__path__"):  # a package: `python -m` runs its __main__
+        main = getattr(importlib.import_module(f"{module}.__main__"), "main", None)
     if main is None:
         return ""
     out = io.StringIO()

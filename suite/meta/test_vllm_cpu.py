@@ -88,3 +88,30 @@ def test_vllm_cpu_stays_out_of_the_default_run():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(name.split(".")[0] == "vllm" for name in imported), sorted(imported)
+
+
+def test_vllm_cpu_noncausal_window_leaves_rows_unwritten(vllm):
+    """The finding of docs/libraries.md: non-causal, window 3, 20 queries over 10 keys: rows
+    0..7 see no key, and vLLM's `vec` kernel never writes rows 12..19, whose windows hold
+    keys."""
+    Tq, Tk, w, D = 20, 10, 3, 32
+    rng = np.random.default_rng(0)
+    cache = vllm.paged_kv_cache(1, 32, 1, D, "float32")
+    if cache.isa != "vec":
+        pytest.skip(f"the finding is in the vec kernel; this CPU runs {cache.isa}")
+    k, v = (vllm.asarray(rng.standard_normal((Tk, 1, D)), "float32") for _ in range(2))
+    vllm.paged_kv_write(cache, k, v, vllm.asarray(np.arange(Tk), "int32"))
+    q = vllm.asarray(rng.standard_normal((Tq, 1, D)), "float32")  # (Tq, Hq=1, D)
+    cu_q = vllm.asarray(np.array([0, Tq]), "int32")
+    lens = vllm.asarray(np.array([Tk]), "int32")
+    ops = vllm_cpu_impl.kernels()
+    plan = ops.get_scheduler_metadata(
+        1, 1, 1, D, lens, q.dtype, cu_q, False, w, cache.isa, True, None, "auto"
+    )
+    out = q.new_full((Tq, 1, D), float("nan"))  # what the kernel leaves alone stays NaN
+    ops.cpu_attention_with_kv_cache(
+        q, cache.key_cache, cache.value_cache, out, cu_q, lens, 0.2, False, None, w,
+        vllm.asarray(np.array([[0]]), "int32"), 0.0, plan, None, None, 1.0, 1.0, "auto",
+    )  # fmt: skip
+    unwritten = [i for i in range(8, Tq) if out[i].isnan().all()]  # rows 0..7: NaN or stale
+    assert unwritten == list(range(12, 20)), f"rows with keys left NaN: {unwritten} (fixed?)"

@@ -19,6 +19,8 @@ AREAS: tuple[str, ...] = (
     "decoder",
     "serving",
     "rope",
+    "merge",
+    "quant",
 )
 
 

@@ -301,3 +301,15 @@ MUTANTS += [
         ("COST-LATENCY-CURVE",),
     ),
 ]
+
+MUTANTS += [
+    mutant(
+        "quant-kv-no-scale-bytes",
+        "an 8-bit cache's bytes leave out its K and V scales (kv_cache_bytes at E = 1 only)",
+        ("COST-QUANT-KV",),
+        quantized_kv_bytes=lambda layers, B, Hkv, D, T, E, **_: cost.kv_cache_bytes(
+            layers, B, Hkv, D, T, E
+        ),
+        quantized_decode_cost=cost.quantized_decode_cost,
+    ),
+]
