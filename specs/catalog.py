@@ -1,7 +1,7 @@
 """Every clause: imports each area module so the registry is complete, looks clauses up, and
 prints the clause table.
 
-    python -m specs.catalog        # the README's clause table, in Markdown
+    python -m specs.catalog        # the README's clause table and docs/conformance.md's needs, in Markdown
 
 The order of AREAS is the order of the conformance table.
 """
@@ -41,7 +41,7 @@ AREAS = (
     *(merge, cascade, cost_cascade),
     quant,
 )
-__all__ = ["AREAS", "all_clauses", "get", "markdown_table"]
+__all__ = ["AREAS", "all_clauses", "get", "markdown_table", "needs_legend"]
 
 
 def all_clauses() -> list[Clause]:
@@ -73,12 +73,14 @@ def needs_legend(clauses: list[Clause]) -> str:
 
 
 def markdown_table() -> str:
-    """The needs of each clause family, then | ID | sentence | for every registered clause."""
-    clauses = all_clauses()
+    """| ID | sentence | for every registered clause (README's clause table)."""
     rows = ["| clause | it checks that |", "|---|---|"]
-    rows += [f"| {c.id} | {c.sentence} |" for c in clauses]
-    return needs_legend(clauses) + "\n\n" + "\n".join(rows)
+    rows += [f"| {c.id} | {c.sentence} |" for c in all_clauses()]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
+    print("README.md, the clause table:\n")
     print(markdown_table())
+    print("\ndocs/conformance.md, what each clause needs:\n")
+    print(needs_legend(all_clauses()))

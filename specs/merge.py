@@ -13,7 +13,6 @@ outputs (T, H, Dv) and lse (T, H).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,303 +22,26 @@ from specs import limits
 from specs.attention import logit_error
 from specs.clauses import clause
 from specs.dtypes import UNIT_ROUNDOFF
-from specs.paged import new_pool, pages, write
+from specs.partial import (
+    Packed,
+    check_packed,
+    compare_lse,
+    dense_problem,
+    huge_scale,
+    packed_problem,
+    pick,
+    run_op,
+    with_lse,
+)
 from specs.reference import attention as ref
-from specs.reference.lse import log_sum_exp, lse_dtype, sequence_lse
-from specs.reference.serving import dense, sequence_attention, sequence_magnitude
+from specs.reference.lse import log_sum_exp, lse_dtype, lse_rounding
 from specs.runner import Target, call_text
 from specs.strategies import normal, seeds
-from specs.tolerance import ClauseFailure, assert_close, budget, floor
-from specs.varlen import (
-    PAST,
-    convention,
-    draw_options,
-    draw_packed,
-    index,
-    ragged_batches,
-    require_option,
-    split,
-    supported,
-)
+from specs.tolerance import ClauseFailure, assert_close, budget
+from specs.varlen import PAST, draw_options, require_option, supported
 
-LONG_KEYS = (2049, 4097, 65537)  # decode over a split-KV path, up to 65k keys (small heads)
-HUGE_LOGITS = 1e5
+__all__ = ["Packed", "check_packed", "merge", "with_lse"]  # also used by specs.quant
 LEVELS = (0.0, 0.0, 1e3, 1e4)  # logit offsets of merged parts: LSEs up to 1e4 apart
-OPS = ("attention", "varlen_attention", "paged_attention")
-
-
-@dataclass
-class Packed:
-    """An attention problem as packed sequences: q (total_q, Hq, D), per-sequence keys
-    (Tk_b, Hkv, D) and values, offsets cu_q (B+1,), and the options of the call."""
-
-    q: np.ndarray
-    cu_q: np.ndarray
-    keys: list[np.ndarray]
-    values: list[np.ndarray]
-    causal: bool
-    opts: dict[str, Any]
-
-
-def pick(t: Target, data: st.DataObject, ops: tuple[str, ...] = OPS) -> str:
-    """One of the ops the implementation has."""
-    return data.draw(st.sampled_from([op for op in ops if t.has(op)]), label="op")
-
-
-def with_lse(
-    t: Target,
-    op: str,
-    *natives: Any,
-    o_shape: tuple[int, ...],
-    lse_shape: tuple[int, ...],
-    watch: tuple[Any, ...] = (),
-    **kwargs: Any,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """A guarded op(..., return_lse=True): the output (checked for dtype and shape) and the lse
-    (float64, checked for shape) as numpy, and the call's text; inputs must come back unchanged."""
-    __tracebackhide__ = True
-    text = call_text(op, natives, {**kwargs, "return_lse": True})
-    inputs = tuple(x for x in natives if hasattr(x, "shape")) + watch
-    before = [t.numpy(x) for x in inputs]
-    out = t.call_pair(text, "o, lse", getattr(t.impl, op), *natives, return_lse=True, **kwargs)
-    t.unchanged(inputs, before, text)
-    o = t.result(out[0], text, o_shape)
-    lse = t.numpy(out[1], text)
-    if lse.shape != lse_shape:
-        raise ClauseFailure(
-            f"returned an lse of shape {lse.shape}, expected {lse_shape}\n  in {t.where(text)}",
-            misbehaviour="wrong shape",
-            call=t.where(text),
-        )
-    return o, lse, text
-
-
-def run_op(
-    t: Target, data: st.DataObject, op: str, p: Packed, *, lse: bool
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """`op` on the problem (dense: one batch entry per sequence, all of the same lengths; paged:
-    a shuffled pool): the packed output (total_q, Hq, Dv), the lse (total_q, Hq) or None."""
-    Hq, Dv = p.q.shape[1], p.values[0].shape[2]
-    kw: dict[str, Any] = {"causal": p.causal, **p.opts}
-    total = p.q.shape[0]
-    if op == "attention":
-        B = len(p.keys)
-        q = t.native(p.q.reshape(B, -1, *p.q.shape[1:]).transpose(0, 2, 1, 3))  # (B, Hq, Tq, D)
-        k = t.native(np.stack(p.keys).transpose(0, 2, 1, 3))  # (B, Hkv, Tk, D)
-        v = t.native(np.stack(p.values).transpose(0, 2, 1, 3))  # (B, Hkv, Tk, Dv)
-        Tq = total // B
-        args: tuple[Any, ...] = (q, k, v)
-        o_shape: tuple[int, ...] = (B, Hq, Tq, Dv)
-        watch: tuple[Any, ...] = ()
-    elif op == "varlen_attention":
-        k_lens = [len(x) for x in p.keys]
-        cu_k = np.concatenate([[0], np.cumsum(k_lens)]).astype(np.int32)
-        arrays = {"cu_seqlens_q": index(t, p.cu_q), "cu_seqlens_k": index(t, cu_k)}
-        args = tuple(t.native(x) for x in (p.q, np.concatenate(p.keys), np.concatenate(p.values)))
-        o_shape, watch = (total, Hq, Dv), tuple(arrays.values())
-        kw.update(arrays)
-    else:
-        args, arrays, watch = paged_call(t, data, p)
-        o_shape = (total, Hq, Dv)
-        kw.update(arrays)
-    if lse:
-        lse_shape = (o_shape[0], Hq, o_shape[2]) if op == "attention" else (total, Hq)
-        o, l, text = with_lse(t, op, *args, o_shape=o_shape, lse_shape=lse_shape, watch=watch, **kw)
-    else:
-        text = call_text(op, args, kw)
-        o = t.call_native(op, *args, expect_shape=o_shape, watch=watch, **kw)
-        l = None
-    if op == "attention":  # back to packed rows: batch entry b is sequence b
-        o = o.transpose(0, 2, 1, 3).reshape(total, Hq, Dv)
-        l = None if l is None else l.transpose(0, 2, 1).reshape(total, Hq)
-    return o, l, text
-
-
-def paged_call(
-    t: Target, data: st.DataObject, p: Packed
-) -> tuple[tuple[Any, ...], dict[str, Any], tuple[Any, ...]]:
-    """A shuffled pool of small blocks holding each sequence's keys (a sequence may hold none):
-    the positional arguments, index arrays and watched pages of paged_attention."""
-    bs = data.draw(st.sampled_from([1, 3, 16]).map(limits.current().block_size), label="block_size")
-    Hkv, D, Dv = p.keys[0].shape[1], p.keys[0].shape[2], p.values[0].shape[2]
-    need = [-(-len(k) // bs) for k in p.keys]
-    num_blocks = sum(need) + 1
-    rng = np.random.default_rng(data.draw(seeds(), label="block shuffle seed"))
-    free = list(rng.permutation(num_blocks))
-    table = rng.integers(0, num_blocks, (len(need), max(need) + 1))  # spare columns: anything
-    cache = new_pool(t, num_blocks, bs, type("H", (), {"Hkv": Hkv, "D": D, "Dv": Dv})())
-    for b, n in enumerate(need):
-        table[b, :n] = [free.pop() for _ in range(n)]
-        pos = np.arange(len(p.keys[b]))
-        if pos.size:
-            write(t, cache, p.keys[b], p.values[b], table[b, pos // bs] * bs + pos % bs)
-    arrays = {
-        "block_table": index(t, table),
-        "seq_lens": index(t, np.array([len(k) for k in p.keys])),
-        "cu_seqlens_q": index(t, p.cu_q),
-    }
-    watch = (*arrays.values(), pages(t, cache, "k_pages"), pages(t, cache, "v_pages"))
-    return (t.native(p.q), cache), arrays, watch
-
-
-def compare_lse(
-    t: Target,
-    got: np.ndarray,
-    want: np.ndarray,
-    *,
-    baseline: np.ndarray,
-    size: float,
-    n: int,
-    what: str,
-) -> None:
-    """An lse against the float64 one: -inf exactly where no key is visible, never NaN or +inf,
-    the rest within the budget of a plain same-precision computation, relative to the logits'
-    size (`size`)."""
-    __tracebackhide__ = True
-    bad = np.isnan(got) | (got == np.inf) | ((got == -np.inf) != (want == -np.inf))
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ClauseFailure(
-            f"lse {got[where]} at index {where} where the reference is {want[where]:.6g} "
-            f"(-inf only for a query that sees no key; {int(bad.sum())} such entries)\n  in {what}",
-            misbehaviour="NaN/Inf",
-            call=what,
-            index=list(where),
-        )
-    fin = np.isfinite(want)
-    if not fin.any():
-        return
-    base = np.where(np.isfinite(baseline), baseline, want)[fin]
-    tol = max(budget(t.dtype, n, want[fin], base, size), floor("float32", n))
-    assert_close(got[fin], want[fin], dtype=t.dtype, n=n, tol=tol, magnitude=size, what=what)
-
-
-def check_packed(t: Target, p: Packed, o: np.ndarray, lse: np.ndarray | None, what: str) -> None:
-    """Every sequence's rows against float64 attention over its own keys; rows that see no key
-    exactly 0 with lse -inf; the lse against the float64 log-sum-exp."""
-    __tracebackhide__ = True
-    opts = convention({"causal": p.causal, **p.opts}, causal=p.causal)
-    for b, (kb, vb) in enumerate(zip(p.keys, p.values, strict=True)):
-        rows = slice(int(p.cu_q[b]), int(p.cu_q[b + 1]))
-        qb = p.q[rows]
-        if rows.stop == rows.start:
-            continue
-        where = t.where(
-            f"{what}: sequence {b} (rows {rows.start}..{rows.stop - 1}, {len(kb)} keys)"
-        )
-        if len(kb):
-            seen = ref.visible_mask(
-                len(qb), len(kb), causal=p.causal, window=opts.get("window"),
-                window_kind=opts.get("window_kind", "left"),
-            ).any(axis=1)  # fmt: skip
-        else:
-            seen = np.zeros(len(qb), bool)
-        empty = o[rows][~seen]
-        if empty.size and not (np.isfinite(empty).all() and not empty.any()):
-            i = int(np.flatnonzero(~seen)[0])
-            raise ClauseFailure(
-                f"query {i} sees no key, yet its output is {o[rows][i].ravel()[:4]}..., not 0\n"
-                f"  in {where}",
-                misbehaviour="NaN/Inf" if not np.isfinite(empty).all() else "wrong result",
-                call=where,
-            )
-        if seen.any():
-            row_opts = {**opts}
-            exp = sequence_attention(qb, kb, vb, **row_opts)[seen]
-            n = max(qb.shape[2], len(kb))
-            assert_close(
-                o[rows][seen],
-                exp,
-                dtype=t.dtype,
-                n=n,
-                baseline=sequence_attention(qb, kb, vb, precision=t.dtype, **row_opts)[seen],
-                magnitude=sequence_magnitude(qb, kb, vb, **row_opts),
-                typical=logit_error(t.dtype, *map(dense, (qb, kb, vb)), **row_opts),
-                what=where,
-            )
-        if lse is None:
-            continue
-        if len(kb):
-            want = sequence_lse(qb, kb, **opts)
-            base = sequence_lse(qb, kb, precision=t.dtype, **opts)
-            size = float(np.linalg.norm(np.abs(want[np.isfinite(want)]) + 1.0))
-        else:
-            want = base = np.full(lse[rows].shape, -np.inf)
-            size = 1.0
-        compare_lse(
-            t, lse[rows], want, baseline=base, size=size, n=max(qb.shape[2], len(kb)),
-            what=f"the lse (total_q, Hq) of {where}",
-        )  # fmt: skip
-
-
-def huge_scale(p: Packed) -> float:
-    """A scale that makes the largest |q·k| within a sequence HUGE_LOGITS."""
-    big = [
-        float(np.max(np.abs(ref.logits(dense(p.q[a:b]), dense(kb)))))
-        for a, b, kb in zip(p.cu_q[:-1], p.cu_q[1:], p.keys, strict=True)
-        if b > a and len(kb)
-    ]
-    return HUGE_LOGITS / max(max(big, default=1.0), 1e-30)
-
-
-def dense_problem(
-    t: Target, data: st.DataObject, *, causal: bool, long: bool, empty: bool = False
-) -> Packed:
-    """B entries of one dense call as packed sequences: a few queries over LONG_KEYS keys (small
-    heads), small shapes, or (`empty`) causal Tq > Tk or no keys at all."""
-    lim = limits.current()
-    B = data.draw(st.integers(1, 1 if long else 2), label="B")
-    Hkv = data.draw(st.integers(1, 2), label="Hkv")
-    G = data.draw(st.integers(1, 2 if long else 3), label="Hq/Hkv")
-    D = lim.head_dim(data.draw(st.sampled_from((4, 8, 16) if long else (8, 16, 17, 64)), label="D"))
-    Dv = lim.head_dim(data.draw(st.sampled_from((D, 8)), label="Dv"))
-    if long:
-        Tk = data.draw(st.sampled_from(LONG_KEYS), label="Tk")
-        Tq = data.draw(st.integers(1, 4), label="Tq")
-    elif empty:
-        Tk = data.draw(st.integers(0, 6), label="Tk") if causal else 0
-        Tq = data.draw(st.integers(Tk + 1, Tk + 6), label="Tq")
-    else:
-        Tk = data.draw(st.integers(1, 40), label="Tk")
-        Tq = data.draw(st.integers(1, Tk if causal else 40), label="Tq")
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
-    q, k, v = t.inputs(
-        normal(rng, (B * Tq, Hkv * G, D)),
-        normal(rng, (B, Tk, Hkv, D)),
-        normal(rng, (B, Tk, Hkv, Dv)),
-    )
-    cu_q = (np.arange(B + 1) * Tq).astype(np.int32)
-    return Packed(q, cu_q, list(k), list(v), causal, {})
-
-
-def packed_problem(t: Target, data: st.DataObject, op: str, *, empty: bool = False) -> Packed:
-    """A ragged batch (specs.varlen.ragged_batches: often one sequence past 1024 keys), or with
-    `empty` 1..4 short sequences of which some hold no key or fewer keys than queries."""
-    causal = True if op == "paged_attention" else data.draw(st.booleans(), label="causal")
-    causal = limits.current().causal(op, causal)
-    if not empty:
-        r = data.draw(ragged_batches(causal=causal), label="batch")
-        q, k, v = draw_packed(t, data, r)
-        return Packed(q, r.cu_q, split(k, r.cu_k), split(v, r.cu_k), causal, {})
-    B = data.draw(st.integers(1, 4), label="sequences")
-    k_lens = [data.draw(st.sampled_from([0, 0, 1, 3, 8]), label="keys") for _ in range(B)]
-    q_lens = [data.draw(st.integers(0, k + 4 if causal else 6), label="queries") for k in k_lens]
-    k_lens[0] = min(k_lens[0], 3)
-    q_lens[0] = k_lens[0] + 1 if causal else max(q_lens[0], 1)  # sequence 0 has an empty row
-    if not causal:
-        k_lens[0] = 0
-    Hkv = data.draw(st.integers(1, 2), label="Hkv")
-    Hq = Hkv * data.draw(st.integers(1, 3), label="Hq/Hkv")
-    D = limits.current().head_dim(data.draw(st.sampled_from((8, 16, 17)), label="D"))
-    rng = np.random.default_rng(data.draw(seeds(), label="seed"))
-    q, k, v = t.inputs(
-        normal(rng, (sum(q_lens), Hq, D)),
-        normal(rng, (sum(k_lens), Hkv, D)),
-        normal(rng, (sum(k_lens), Hkv, D)),
-    )
-    cu_q = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
-    cu_k = np.concatenate([[0], np.cumsum(k_lens)]).astype(np.int32)
-    return Packed(q, cu_q, split(k, cu_k), split(v, cu_k), causal, {})
 
 
 @clause(
@@ -468,9 +190,14 @@ def merge_eq_union(t: Target, data: st.DataObject) -> None:
     baseline = ref.attention(q, k, v, causal=False, scale=scale, precision=t.dtype)
     magnitude = ref.magnitude(q, k, v, causal=False, scale=scale)
     N = max(D, Tk)
-    typical = logit_error(t.dtype, q, k, v, causal=False, scale=scale)
+    # A logit offset by a level is a dot product whose first term is that large: each of the
+    # other D - 1 terms is added at its size, so it carries about sqrt(D) roundings, not one.
+    typical = logit_error(t.dtype, q, k, v, causal=False, scale=scale) * np.sqrt(D)
     tol = budget(t.dtype, N, expected, baseline[0].transpose(1, 0, 2), magnitude, typical)
-    tol += 2 * max(depth) * UNIT_ROUNDOFF[t.dtype]  # each merge stores its output once
+    # Each merge on a path stores its output once (u of the dtype) and weighs by e^(lse_x - lse)
+    # from lse stored in float32: an lse of 1e4 is off by up to u·1e4, the weight by as much.
+    top = float(np.max(np.abs(np.where(np.isfinite(lse), lse, 0.0))))
+    tol += 2 * max(depth) * (UNIT_ROUNDOFF[t.dtype] + UNIT_ROUNDOFF[lse_dtype(t.dtype)] * top)
     what = t.where(
         f"{n} parts of {Tk} keys (levels {levels.tolist()}, parts {part.tolist()[:16]}...) "
         f"attended and merged {len(order)} times: last {order[-1] if order else 'none'}"
@@ -479,7 +206,10 @@ def merge_eq_union(t: Target, data: st.DataObject) -> None:
     want = log_sum_exp_union(q, k, scale)
     base = log_sum_exp_union(q, k, scale, precision=t.dtype)
     size = float(np.linalg.norm(np.abs(want) + 1.0))
-    compare_lse(t, lse, want, baseline=base, size=size, n=N, what=f"the lse of {what}")
+    rounding = lse_rounding(t.dtype, q, k, causal=False, scale=scale)[0].T  # (Tq, Hq)
+    compare_lse(
+        t, lse, want, baseline=base, size=size, n=N, what=f"the lse of {what}", typical=rounding
+    )
 
 
 def log_sum_exp_union(

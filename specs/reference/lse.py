@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from specs.dtypes import WORK, stored
+from specs.dtypes import UNIT_ROUNDOFF, WORK, stored
 from specs.reference import attention as ref
 from specs.reference.serving import dense
 
@@ -47,6 +47,32 @@ def log_sum_exp(
 def sequence_lse(q: np.ndarray, k: np.ndarray, **opts: Any) -> np.ndarray:
     """One packed sequence's lse (Tq, Hq) for q (Tq, Hq, D) over k (Tk, Hkv, D)."""
     return log_sum_exp(dense(q), dense(k), **opts)[0].T  # (Tq, Hq)
+
+
+def lse_rounding(dtype: str, q: np.ndarray, k: np.ndarray, **opts: Any) -> np.ndarray:
+    """The typical absolute lse error (B, Hq, Tq) that rounding the logits in `dtype` causes:
+    d lse = sum_j p_j d(cap(s_j)), and a logit computed as a dot product is off by about u times
+    the root-sum-square of its products times the scale, through the cap's slope sech²(s/c) (the
+    output's version is specs.attention_options.capped_logit_error). `opts`: causal, scale,
+    window, softcap, window_kind."""
+    B, Hq, Tq, D = q.shape
+    if k.shape[2] == 0:
+        return np.zeros((B, Hq, Tq))
+    scale = opts.get("scale")
+    sc = 1.0 / np.sqrt(D) if scale is None else scale
+    size = np.sqrt(ref.logits(q * q, k * k)) * sc  # (B, Hq, Tq, Tk)
+    cap = opts.get("softcap")
+    slope = 1.0
+    if cap is not None:
+        s = ref.logits(q, k) * sc  # (B, Hq, Tq, Tk)
+        slope = 1.0 / np.cosh(np.minimum(np.abs(s) / cap, 350.0)) ** 2
+    p = ref.weights(q, k, **opts).reshape(B, Hq, Tq, -1)  # (B, Hq, Tq, Tk)
+    return 2 * UNIT_ROUNDOFF[dtype] * (p * size * slope).sum(axis=-1)
+
+
+def sequence_lse_rounding(dtype: str, q: np.ndarray, k: np.ndarray, **opts: Any) -> np.ndarray:
+    """lse_rounding of one packed sequence (Tq, Hq)."""
+    return lse_rounding(dtype, dense(q), dense(k), **opts)[0].T
 
 
 def merge_states(

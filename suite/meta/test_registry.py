@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 import suite
-from specs.catalog import all_clauses, markdown_table
+from specs.catalog import all_clauses, markdown_table, needs_legend
 from suite.meta.subprocess_run import ROOT
 
 
@@ -30,3 +30,10 @@ def test_readme_clause_table_matches_registry():
     """README's clause table is the registry's (regenerate with `python -m specs.catalog`)."""
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README clause table is stale: run python -m specs.catalog"
+
+
+def test_needs_legend_matches_registry():
+    """docs/conformance.md lists what each clause family needs, as the registry says."""
+    page = (ROOT / "docs" / "conformance.md").read_text()
+    legend = needs_legend(all_clauses())
+    assert legend in page, "docs/conformance.md's needs list is stale: run python -m specs.catalog"

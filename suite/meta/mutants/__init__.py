@@ -32,7 +32,9 @@ class Mutant:
     bug: str
     impl: Any
     kills: tuple[str, ...]
-    dtype: str = "float32"  # the working dtype the kill runs in (a bug that lives in half precision)
+    dtype: str = (
+        "float32"  # the working dtype the kill runs in (a bug that lives in half precision)
+    )
 
 
 def derive(base: Any, name: str, **ops: Any) -> SimpleNamespace:
