@@ -1,12 +1,13 @@
-"""pytest wiring for a checkout of attnspec: the plugins, when no installed entry point has.
+"""pytest wiring for a checkout of attnspec: the entry point, when no installed one has loaded.
 
-The attnspec plugin (suite/plugin.py: options, implementations under test, verdict table) is
-registered by the installed package's `pytest11` entry point; a checkout that is not installed,
-or a run with plugin autoloading off, gets it from here instead, never twice.
+attnspec's pytest plugin starts at its cheap entry point (attnspec/plugin.py: the options; the
+suite's plugins when the session asks for attnspec, as `pytest suite` here does). The installed
+package's `pytest11` entry point registers it; a checkout that is not installed, or a run with
+plugin autoloading off, gets it from here instead, never twice.
 """
 
 import sys
 
-PLUGIN = "suite.plugin"
+ENTRY = "attnspec.plugin"
 
-pytest_plugins = [*([] if PLUGIN in sys.modules else [PLUGIN]), "reports.bench_plugin"]
+pytest_plugins = [] if ENTRY in sys.modules else [ENTRY]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from implementations.kv_base import DecoderCache
+from attnspec.implementations.kv_base import DecoderCache
 
 
 class CachedDecoder:

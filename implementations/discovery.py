@@ -15,24 +15,24 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from specs.contract import Implementation
-from specs.limits import LimitsError
-from specs.limits import of as limits_of
+from attnspec.specs.contract import Implementation
+from attnspec.specs.limits import LimitsError
+from attnspec.specs.limits import of as limits_of
 
 SHIPPED: dict[str, str] = {
-    "numpy": "implementations.numpy_impl",
-    "torch": "implementations.torch_impl:impl",
+    "numpy": "attnspec.implementations.numpy_impl",
+    "torch": "attnspec.implementations.torch_impl:impl",
 }
 # Library baselines: shipped, but run only when named (--impl sdpa-flash), so the default run
 # stays numpy + torch. docs/libraries.md describes them.
 LIBRARIES: dict[str, str] = {
-    "sdpa-math": "implementations.sdpa_impl:math_impl",
-    "sdpa-flash": "implementations.sdpa_impl:flash",
-    "sdpa-efficient": "implementations.sdpa_impl:efficient",
-    "sdpa-cudnn": "implementations.sdpa_impl:cudnn",
-    "flex": "implementations.flex_impl:impl",
-    "hf": "implementations.hf_impl:impl",
-    "vllm-cpu": "implementations.vllm_cpu_impl:impl",
+    "sdpa-math": "attnspec.implementations.sdpa_impl:math_impl",
+    "sdpa-flash": "attnspec.implementations.sdpa_impl:flash",
+    "sdpa-efficient": "attnspec.implementations.sdpa_impl:efficient",
+    "sdpa-cudnn": "attnspec.implementations.sdpa_impl:cudnn",
+    "flex": "attnspec.implementations.flex_impl:impl",
+    "hf": "attnspec.implementations.hf_impl:impl",
+    "vllm-cpu": "attnspec.implementations.vllm_cpu_impl:impl",
 }
 ENTRY_POINT_GROUP = "attnspec.implementations"
 ENV_VAR = "ATTNSPEC_IMPL"  # comma-separated, same forms as --impl
@@ -160,10 +160,10 @@ def under_test(locator: str, device: str | None = None) -> UnderTest:
 
 
 def flop_counter() -> Any | None:
-    """What COST-COUNTED counts FLOPs with (implementations.torch_impl.counted), or None
+    """What COST-COUNTED counts FLOPs with (attnspec.implementations.torch_impl.counted), or None
     when torch is not installed."""
     try:
-        from implementations.torch_impl.counted import counter
+        from attnspec.implementations.torch_impl.counted import counter
     except ImportError:
         return None
     return counter

@@ -28,8 +28,8 @@ from torch.nn.attention.flex_attention import (
     flex_attention,
 )
 
-from implementations.library_base import TorchLibrary
-from implementations.validate import check_attention_shapes
+from attnspec.implementations.library_base import TorchLibrary
+from attnspec.implementations.validate import check_attention_shapes
 
 EAGER_WARNING = "flex_attention called without torch.compile"  # eager is the point here
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from implementations.validate import check_positive
+from attnspec.implementations.validate import check_positive
 
 
 class CacheFull(OverflowError):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from implementations.torch_impl import TorchImplementation, default_device
+from attnspec.implementations.torch_impl import TorchImplementation, default_device
 
 
 class TorchLibrary:

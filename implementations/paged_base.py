@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from implementations.validate import check_positive
+from attnspec.implementations.validate import check_positive
 
 
 def check_cu_seqlens(cu: np.ndarray, total: int, name: str) -> np.ndarray:

@@ -6,7 +6,7 @@ Each forces its backend with torch.nn.attention.sdpa_kernel, so the suite tests 
 torch would pick. GQA goes through `enable_gqa`; causal masks are bottom-right aligned through
 torch.nn.attention.bias.causal_lower_right (SDPA's `is_causal` is top-left aligned). Where a
 backend cannot run a dtype on the device at all, its clauses are skipped with torch's reason
-(see implementations.library_base); where it refuses one shape, the clause fails with
+(see attnspec.implementations.library_base); where it refuses one shape, the clause fails with
 torch's error: that is a limit of the kernel under test.
 
 The flash and cuDNN kernels need equal head dims for q, k and v; a call with Dv != D pads the
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
-from implementations.library_base import TorchLibrary
-from implementations.validate import check_attention_shapes, check_causal_lengths
+from attnspec.implementations.library_base import TorchLibrary
+from attnspec.implementations.validate import check_attention_shapes, check_causal_lengths
 
 BACKENDS: dict[str, SDPBackend] = {
     "math": SDPBackend.MATH,

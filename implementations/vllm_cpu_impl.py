@@ -39,10 +39,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from implementations.discovery import last_line
-from implementations.library_base import TorchLibrary
-from implementations.numpy_impl.masking import check_options
-from implementations.paged_base import (
+from attnspec.implementations.discovery import last_line
+from attnspec.implementations.library_base import TorchLibrary
+from attnspec.implementations.numpy_impl.masking import check_options
+from attnspec.implementations.paged_base import (
     check_cu_seqlens,
     check_packed,
     check_paged,
@@ -50,8 +50,8 @@ from implementations.paged_base import (
     check_slots,
     check_varlen,
 )
-from implementations.torch_impl.dtypes import TORCH_DTYPES
-from implementations.validate import check_attention_shapes, check_causal_lengths
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.validate import check_attention_shapes, check_causal_lengths
 
 HEAD_DIMS = (32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 BLOCK_MULTIPLE = 16  # the "vec16" kernel; "vec" and "amx" take multiples of 32

@@ -1,7 +1,7 @@
-"""``python -m reports``: the detected device, its roof and ridge, and the H100 baseline.
+"""``python -m attnspec.reports``: the detected device, its roof and ridge, and the H100 baseline.
 
 With ``--latency`` (or ``--shapes MODEL`` / ``--device-spec KEY``) it draws a model's predicted
-latency-vs-throughput curves instead (reports.curve): on the spec-table devices named, else on
+latency-vs-throughput curves instead (attnspec.reports.curve): on the spec-table devices named, else on
 the H100, the H200 and the detected device; no benchmark runs.
 
 Bad input (an override that is not a positive number, a device torch can't use, an
@@ -18,14 +18,14 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from reports import curve, render
-from reports.calibrate import cache_path
-from reports.detect import resolve_device
-from reports.hardware import DATASHEETS, DeviceRoof, h100_baseline, parse_rate
-from specs.cost import matmul_cost
-from specs.presets import model
+from attnspec.reports import curve, render
+from attnspec.reports.calibrate import cache_path
+from attnspec.reports.detect import resolve_device
+from attnspec.reports.hardware import DATASHEETS, DeviceRoof, h100_baseline, parse_rate
+from attnspec.specs.cost import matmul_cost
+from attnspec.specs.presets import model
 
-PROG = "python -m reports"
+PROG = "python -m attnspec.reports"
 
 
 def si(value: float | None, unit: str) -> str:

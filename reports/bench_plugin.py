@@ -16,53 +16,19 @@ from typing import Any
 
 import pytest
 
-from reports import curve, render, timing
-from reports.bench_state import (
-    OPT_BANDWIDTH,
-    OPT_BENCH_SIZE,
-    OPT_PEAK_FLOPS,
-    OPT_RECALIBRATE,
-    OPT_REPEAT,
-    OPT_THREADS,
+from attnspec.reports import curve, render, timing
+from attnspec.reports.bench_state import (
     BenchState,
 )
-from reports.hardware import cpu_name, h100_baseline
-from reports.timing import Bench
-from suite.plugin import session_of  # the attnspec session: implementations, device, report dir
+from attnspec.reports.hardware import cpu_name, h100_baseline
+from attnspec.reports.timing import Bench
+from attnspec.suite.plugin import (
+    session_of,  # the attnspec session: implementations, device, report dir
+)
 
 SKIP_REASON = "benchmark: run with `pytest --benchmark-only` (a plain run checks conformance only)"
 
 BENCH = pytest.StashKey["BenchState"]()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("attnspec", "attnspec conformance and benchmarks")
-    group.addoption(
-        OPT_BENCH_SIZE,
-        default="default",
-        metavar="SIZE",
-        help="benchmark sizes: small (seconds, for CI), default (a few minutes on a 2-core "
-        "CPU; GPU runs get the large grid), large",
-    )
-    group.addoption(
-        OPT_PEAK_FLOPS, default=None, metavar="RATE", help="override the device's peak FLOP/s"
-    )
-    group.addoption(
-        OPT_BANDWIDTH, default=None, metavar="RATE", help="override the device's bandwidth (B/s)"
-    )
-    group.addoption(
-        OPT_RECALIBRATE, action="store_true", help="measure the device roof again (no cache)"
-    )
-    group.addoption(
-        OPT_THREADS, default=None, metavar="N", help="CPU threads for torch during benchmarks"
-    )
-    group.addoption(
-        OPT_REPEAT,
-        default=None,
-        metavar="N",
-        help="run every benchmark N times (pass after pass) and report, per row, the spread "
-        "of the %% of roof and whether the verdict changed",
-    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -147,7 +113,7 @@ def bench_run(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture
 def bench(request: pytest.FixtureRequest, benchmark: Any, bench_run: int) -> Bench:
-    """Time, check and record one benchmark (see reports.timing.Bench)."""
+    """Time, check and record one benchmark (see attnspec.reports.timing.Bench)."""
     return Bench(request.config.stash[BENCH], benchmark, request.node.nodeid, bench_run)
 
 

@@ -1,8 +1,8 @@
 """The benchmark session's state: option values, device roofs, cache flushers, the records
 collected, and their analysis (the rows, the ceiling-raised roofs, the JSON payload).
 
-reports.bench_plugin creates one per pytest session (``config.stash[BENCH]``) and wires it to
-pytest's hooks; reports.timing.Bench adds records to it.
+attnspec.reports.bench_plugin creates one per pytest session (``config.stash[BENCH]``) and wires it to
+pytest's hooks; attnspec.reports.timing.Bench adds records to it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,18 @@ from typing import Any
 
 import pytest
 
-from reports import curve, timing
-from reports.ceiling import SessionCeiling
-from reports.hardware import DeviceRoof, OverrideError, h100_baseline, parse_rate
-from reports.roofline import (
+from attnspec.plugin import (
+    OPT_BANDWIDTH,
+    OPT_BENCH_SIZE,
+    OPT_PEAK_FLOPS,
+    OPT_RECALIBRATE,
+    OPT_REPEAT,
+    OPT_THREADS,
+)
+from attnspec.reports import curve, timing
+from attnspec.reports.ceiling import SessionCeiling
+from attnspec.reports.hardware import DeviceRoof, OverrideError, h100_baseline, parse_rate
+from attnspec.reports.roofline import (
     Record,
     Row,
     analyse,
@@ -27,14 +35,9 @@ from reports.roofline import (
     section_spread,
     summarise,
 )
-from suite.plugin import session_of  # the attnspec session: implementations, device, report dir
+from attnspec.suite.plugin import session_of  # the run's implementations, device, report dir
+from attnspec.suite.plugin_options import report_dir
 
-OPT_BENCH_SIZE = "--bench-size"
-OPT_PEAK_FLOPS = "--peak-flops"
-OPT_BANDWIDTH = "--bandwidth"
-OPT_RECALIBRATE = "--recalibrate"
-OPT_THREADS = "--bench-threads"
-OPT_REPEAT = "--repeat-report"
 BENCH_SIZES = ("small", "default", "large")
 
 
@@ -126,9 +129,7 @@ class BenchState:
         session = session_of(self.config)
         if session:
             return session.report_dir
-        return Path(
-            self.config.getoption("--report-dir", None) or self.config.rootpath / "reports" / "out"
-        )
+        return report_dir(self.config)
 
     def flusher(self, device: str) -> Callable[[], None]:
         if device not in self._flushers:
@@ -142,7 +143,7 @@ class BenchState:
         if key in self._roofs:
             return self._roofs[key]
         try:
-            from reports.detect import resolve_device
+            from attnspec.reports.detect import resolve_device
         except ImportError:  # no torch: no detection or calibration, only the overrides
             self._roofs[key] = DeviceRoof(
                 name=f"{device} (torch not installed: no detected roof)",
@@ -220,7 +221,7 @@ class BenchState:
         }
 
     def latency(self, rows: list[Row], roofs: dict[str, DeviceRoof]) -> dict[str, Any] | None:
-        """The latency-vs-throughput block (reports.curve) when decode steps were timed."""
+        """The latency-vs-throughput block (attnspec.reports.curve) when decode steps were timed."""
         if not any(r.record.group == curve.GROUP for r in rows):
             return None
         return curve.bench_block(rows, roofs, self.config.getoption("--shapes", None))

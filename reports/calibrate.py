@@ -20,7 +20,7 @@ square GEMMs of several sizes, with torch and (on CPU, for float32/float64) nump
 FLOPs: float32 on CPU, bf16 on GPU by default. Every method's figure is kept in the
 calibration file and printed in the report. Results are cached in a JSON file keyed by
 device (and GEMM dtype); pass ``recalibrate=True`` to measure again. A benchmark session
-raises the cached figures with the samples it takes beside its benchmarks (reports.ceiling,
+raises the cached figures with the samples it takes beside its benchmarks (attnspec.reports.ceiling,
 ``keep_ceiling``): on a shared machine the bandwidth changes from second to second, and a
 roof is the best the machine has shown.
 """
@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reports import timing
-from reports.hardware import cpu_name
-from reports.measured import Measured, utc_now
+from attnspec.reports import timing
+from attnspec.reports.hardware import cpu_name
+from attnspec.reports.measured import Measured, utc_now
 
 MiB = 1 << 20
 CALIBRATION_ENV = "ATTNSPEC_CALIBRATION_FILE"

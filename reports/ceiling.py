@@ -8,7 +8,7 @@ the two read-only matrix-vector streams (from a flushed cache, as the benchmarks
 the calibration's best GEMM, about 30 ms on 2 cores. A sample reached twice that beats the
 calibrated bandwidth or peak by more than 5% (measured.RAISE_MARGIN) raises it for the whole
 report: one bandwidth and one peak per report. The calibration file keeps the samples for the
-next session (reports.calibrate.keep_ceiling), so the roof only rises, in steps of more than
+next session (attnspec.reports.calibrate.keep_ceiling), so the roof only rises, in steps of more than
 5% (smaller moves would shift the ridge, and the verdicts beside it, from run to run). A roof
 from the spec table or from --peak-flops / --bandwidth is never raised.
 """
@@ -19,9 +19,9 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from reports import timing
-from reports.hardware import DeviceRoof
-from reports.measured import Measured, top_two, utc_now
+from attnspec.reports import timing
+from attnspec.reports.hardware import DeviceRoof
+from attnspec.reports.measured import Measured, top_two, utc_now
 
 Probe = tuple[Callable[[], object], float]  # a call, and the bytes or FLOPs it does
 Key = tuple[str, str]  # (device, roof dtype)
@@ -43,7 +43,7 @@ def probes(device: str, measured: Measured) -> list[tuple[str, Probe]]:
     and x @ W again, over two buffers the calibration's size (eight times the last-level
     cache: each read evicts the other buffer and streams from memory), then the calibration's
     best GEMM (at most GEMM_SAMPLE_N on a CPU). Each is called once here (warm-up)."""
-    from reports import calibrate
+    from attnspec.reports import calibrate
 
     n = calibrate.stream_bytes(device) // 4
     a, b = (calibrate.random_buffer(n, device, seed=seed) for seed in (2, 3))  # (n,) each
@@ -114,7 +114,7 @@ class SessionCeiling:
         kept = {key: best for key, best in self.best.items() if best}
         if not kept:  # nothing sampled (untimed, overridden, or no torch): nothing to import
             return
-        from reports import calibrate
+        from attnspec.reports import calibrate
 
         for (device, dtype), best in kept.items():
             calibrate.keep_ceiling(device, dtype, best, self.count[(device, dtype)])

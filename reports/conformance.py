@@ -36,7 +36,9 @@ class Record:
     reproduce: str = ""
     replay: str = ""  # the command that runs the failure's replay script
     shape: str = ""  # the failing call's shape in the contract's letters
-    limits: str = ""  # what the implementation declares it takes (specs.limits), if anything
+    limits: str = (
+        ""  # what the implementation declares it takes (attnspec.specs.limits), if anything
+    )
     left_out: list[str] = field(default_factory=list)  # draws the declaration moved
 
     @property

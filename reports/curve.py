@@ -1,7 +1,7 @@
 """Latency vs throughput: predicted curves of a model's decode step on device roofs, the
 measured decode steps of the tiny decoder beside them, their tables and the plot.
 
-The math is specs.cost_curve's; this module picks the roofs and memory sizes, gathers the
+The math is attnspec.specs.cost_curve's; this module picks the roofs and memory sizes, gathers the
 benchmark's "latency" rows, and renders the JSON block, the tables and ``latency.png`` (x:
 throughput in tokens/s, y: TPOT in ms, one line per context length, measured points over the
 predicted lines, the memory stop and the knees marked).
@@ -17,18 +17,18 @@ from typing import Any
 
 from tabulate import tabulate
 
-from reports import render
-from reports.hardware import DATASHEETS, DeviceRoof
-from specs.cost import DecoderShape
-from specs.cost_curve import CONTEXTS, GRID, Curve, latency_curves
-from specs.presets import ModelConfig
+from attnspec.reports import render
+from attnspec.reports.hardware import DATASHEETS, DeviceRoof
+from attnspec.specs.cost import DecoderShape
+from attnspec.specs.cost_curve import CONTEXTS, GRID, Curve, latency_curves
+from attnspec.specs.presets import ModelConfig
 
 GROUP = "latency"  # the benchmark group of the measured decode steps
 DEFAULT_MODEL = "Llama-3-8B"
 SPEC_DEVICES = ("h100-sxm", "h200-sxm")  # the spec roofs every report draws
 MODEL_E = 2  # the real models' curves are for bf16 weights and caches
 
-# Device memory (bytes, as the datasheets of reports.hardware quote it: "80GB" is 80e9).
+# Device memory (bytes, as the datasheets of attnspec.reports.hardware quote it: "80GB" is 80e9).
 MEMORY_BYTES: dict[str, float] = {
     "h100-sxm": 80e9,
     "h100-pcie": 80e9,
@@ -193,8 +193,8 @@ def bench_block(
     """The report's "latency" block: measured points, the tiny decoder's predicted curves on
     each device that ran them, and the model's (``--shapes``, else Llama-3-8B) on the H100,
     the H200 and the detected roofs."""
-    from specs.dtypes import BYTES_PER_ELEMENT
-    from specs.presets import model
+    from attnspec.specs.dtypes import BYTES_PER_ELEMENT
+    from attnspec.specs.presets import model
 
     measured = measured_points(rows)
     tiny = tiny_config(rows)

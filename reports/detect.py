@@ -6,7 +6,7 @@ then the published spec of a recognised GPU, then the measured roof. A GPU whose
 is not in the table is reported as unknown with the properties torch gives; it is
 never mapped to a neighbour. Without a GPU the detected device is the CPU and its
 roof is the measured one. The roof (``DeviceRoof``) and the override parser live in
-``reports.hardware``, which needs no torch.
+``attnspec.reports.hardware``, which needs no torch.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 
 import torch
 
-from reports import timing
-from reports.calibrate import Measured, calibrate
-from reports.hardware import SPECS, DeviceRoof, DeviceSpec, cpu_name, parse_rate
+from attnspec.reports import timing
+from attnspec.reports.calibrate import Measured, calibrate
+from attnspec.reports.hardware import SPECS, DeviceRoof, DeviceSpec, cpu_name, parse_rate
 
 PEAK_ENV = "ATTNSPEC_PEAK_FLOPS"
 BANDWIDTH_ENV = "ATTNSPEC_BANDWIDTH"

@@ -7,7 +7,7 @@ the non-tensor (CUDA-core / vector) rate, which is what a float32 torch matmul g
 with TF32 off (torch's default). Bandwidth is the datasheet HBM/GDDR figure in bytes/s;
 L2 is in bytes where the vendor states it (None otherwise). Values cross-checked against
 the tables public repos quote (torchtitan's ``get_peak_flops``, LLM-Viewer, scaling book).
-Every figure can be overridden (``parse_rate`` reads the override; ``reports.detect``
+Every figure can be overridden (``parse_rate`` reads the override; ``attnspec.reports.detect``
 applies it). Nothing here imports torch, so the benchmark plugin works without it.
 """
 
@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from specs.cost import is_memory_bound, ridge
+from attnspec.specs.cost import is_memory_bound, ridge
 
 if TYPE_CHECKING:
-    from reports.measured import Measured
+    from attnspec.reports.measured import Measured
 
 MiB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""A device's measured roof, as reports.calibrate measures it and reports.hardware shows it.
+"""A device's measured roof, as attnspec.reports.calibrate measures it and attnspec.reports.hardware shows it.
 
 Its own module so that hardware (which only shows it) and calibrate (which measures it and
 needs hardware's cpu_name) do not import each other.
@@ -24,7 +24,7 @@ class Measured:
     ("torch n=2048": FLOP/s). ``bandwidth`` and ``gemm_flops`` are the roof; ``cache_bandwidth``
     is None when the cache copy was rejected (``rejected["cache"]`` says why). ``ceiling`` holds
     the two best of the samples benchmark sessions took beside their benchmarks
-    (reports.ceiling), per method: "session gemv" bandwidths, "session numpy n=1024" GEMM
+    (attnspec.reports.ceiling), per method: "session gemv" bandwidths, "session numpy n=1024" GEMM
     rates; ``ceiling_samples`` counts them, ``ceiling_at`` is when one last rose. A method's
     ceiling figure is its second best (reached twice); one that beats ``bandwidth`` or
     ``gemm_flops`` by more than RAISE_MARGIN replaces it (``with_samples``), and the method

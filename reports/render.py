@@ -13,10 +13,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from reports.measured import ceiling_unit, confirmed
-from reports.roofline import ROOF_PRECISION, Roof, Row
-from specs.cost import attainable_flops
-from specs.cost import ridge as cost_ridge
+from attnspec.reports.measured import ceiling_unit, confirmed
+from attnspec.reports.roofline import ROOF_PRECISION, Roof, Row
+from attnspec.specs.cost import attainable_flops
+from attnspec.specs.cost import ridge as cost_ridge
 
 GROUP_ORDER = (
     "matmul",

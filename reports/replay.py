@@ -1,12 +1,12 @@
 """Replay files for a failing clause: its failing example's arrays and a script that remakes its calls.
 
-`write` takes the trace of the failing example (specs.runner.Trace: every guarded call into the
+`write` takes the trace of the failing example (attnspec.specs.runner.Trace: every guarded call into the
 implementation, in order, with the arrays the suite drew) and writes two files:
 `<clause>-<impl>-<dtype>.npz` (the drawn arrays, float64 rounded to the working dtype, as
 `asarray` received them, plus the last call's op and keyword arguments) and
 `<clause>-<impl>-<dtype>.py`, a script that loads the implementation with
-`implementations.discovery.load`, makes the same calls on the same values, and calls
-`reports.replay_check.report` on the last one: its worst error against the float64 reference
+`attnspec.implementations.discovery.load`, makes the same calls on the same values, and calls
+`attnspec.reports.replay_check.report` on the last one: its worst error against the float64 reference
 where one is known for the op, else its output. No pytest, no Hypothesis: running the script reproduces the failing calls bit
 for bit (for a deterministic implementation).
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from specs.runner import Step, Trace
+from attnspec.specs.runner import Step, Trace
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the script imports from it
 ATTENTION_LETTERS = (("B", "Hq", "Tq", "D"), ("B", "Hkv", "Tk", "D"), ("B", "Hkv", "Tk", "Dv"))
@@ -100,8 +100,8 @@ def write(
         f"{data.name}, which holds the arrays as the suite drew them.\nRun: python {script}\n"
         f'"""\n\nimport sys\nfrom pathlib import Path\n\nimport numpy as np\n\n'
         f"sys.path[:0] = [{str(ROOT)!r}, {os.getcwd()!r}]\n"
-        "from implementations.discovery import load  # noqa: E402\n"
-        "from reports.replay_check import one_thread, report  # noqa: E402\n\n"
+        "from attnspec.implementations.discovery import load  # noqa: E402\n"
+        "from attnspec.reports.replay_check import one_thread, report  # noqa: E402\n\n"
         f'data = np.load(Path(__file__).with_suffix(".npz"))\n'
         f"impl = load({absolute(locator)!r}, device={device!r})\n"
         "one_thread()  # as the suite runs: one torch CPU thread\n"
@@ -201,7 +201,7 @@ class Script:
             return ""
         if isinstance(step.result, tuple) and len(step.result) == 2:
             self.fed[id(step.result[1])] = (model, fed)
-        self.imports.add(("specs.reference.decoder", "decoder_forward"))
+        self.imports.add(("attnspec.specs.reference.decoder", "decoder_forward"))
         T = int(step.args[0].shape[-1]) if hasattr(step.args[0], "shape") else 0
         tokens = fed[0] if len(fed) == 1 else f"np.concatenate([{', '.join(fed)}], axis=1)"
         return f"decoder_forward({self.models[model]}, {tokens})[:, -{T}:]"

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from specs.reference import attention as attn_ref
-from specs.reference import linear as lin_ref
-from specs.tolerance import normwise_error
+from attnspec.specs.reference import attention as attn_ref
+from attnspec.specs.reference import linear as lin_ref
+from attnspec.specs.tolerance import normwise_error
 
 
 def one_thread() -> None:
-    """One torch CPU thread, as suite.harness runs the clauses (reductions split the same way)."""
+    """One torch CPU thread, as attnspec.suite.harness runs the clauses (reductions split the same way)."""
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Roofline figures for each benchmark: achieved rates, intensity, fraction of the roof, verdict.
 
-The roof and the verdict come from specs.cost (the functions COST-RIDGE and COST-HIERARCHY
+The roof and the verdict come from attnspec.specs.cost (the functions COST-RIDGE and COST-HIERARCHY
 test): an op doing F FLOPs whose bytes split into main-memory and cache-level traffic
 (``level_bytes``) can't finish faster than the slowest of F / peak, main / bandwidth and
 cache / cache bandwidth (``level_seconds``; Williams, Waterman and Patterson, CACM 2009, and
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from reports.measured import RAISE_MARGIN
-from specs.cost import Cost, Traffic, hierarchical_verdict, level_bytes, level_seconds
+from attnspec.reports.measured import RAISE_MARGIN
+from attnspec.specs.cost import Cost, Traffic, hierarchical_verdict, level_bytes, level_seconds
 
 LAUNCH_BOUND_S = 10e-6  # DESIGN.md: results under ~10 µs are launch-bound and say so
 OVERHEAD_SHARE = 2 / 3  # a floor this share of the time makes a row overhead-bound
@@ -32,14 +32,14 @@ OVERHEAD_NOTE_SHARE = 0.2  # a floor this share of the time is named in a slow r
 # both roofs matter there, and the measured ridge is not known closely enough to pick one.
 RIDGE_BAND = 1.25
 ROOF_PRECISION = RAISE_MARGIN  # a row this close above the roof is "at the roof", not above
-# it: a sample must beat a measured figure by this much to raise it (reports.measured)
+# it: a sample must beat a measured figure by this much to raise it (attnspec.reports.measured)
 BASELINE_ELEMENT_BYTES = 2  # the H100 baseline is judged in bf16
 TARGET_FRACTION = 0.6  # a baseline implementation worth comparing to reaches this (issue 14)
 SLOW_ROW_S = 50e-6  # rows at least this long are held to TARGET_FRACTION
 
 
 class Roof(Protocol):
-    """Any device roof: reports.hardware.DeviceRoof fits."""
+    """Any device roof: attnspec.reports.hardware.DeviceRoof fits."""
 
     @property
     def name(self) -> str: ...
@@ -154,7 +154,7 @@ def has_roof(roof: Roof) -> bool:
 
 def bound_seconds(traffic: Traffic, roof: Roof) -> float | None:
     """The roofline's lower bound on time: the slowest of compute, main memory and the cache
-    level (specs.cost.level_seconds); None without a roof."""
+    level (attnspec.specs.cost.level_seconds); None without a roof."""
     if roof.peak_flops is None or roof.bandwidth is None:
         return None
     times = level_seconds(
@@ -173,7 +173,7 @@ def overhead_bound(seconds: float | None, floor: float | None) -> bool:
 def verdict(
     traffic: Traffic, roof: Roof, seconds: float | None = None, floor: float | None = None
 ) -> str:
-    """overhead-bound, else specs.cost.hierarchical_verdict on the roof's levels."""
+    """overhead-bound, else attnspec.specs.cost.hierarchical_verdict on the roof's levels."""
     if overhead_bound(seconds, floor):
         return "overhead-bound"
     if roof.peak_flops is None or roof.bandwidth is None:

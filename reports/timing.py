@@ -8,7 +8,7 @@ wall time of launch plus execution), and the setup before each round writes a bu
 the size of the L2 cache so a memory-bound op can't be served from it. On CPU the buffer is
 twice the last-level cache, the thread count is fixed for the whole session, and every
 benchmark runs warm-up calls first. Copy bandwidth follows STREAM's convention (McCalpin,
-1995): bytes read plus bytes written, median of a few copies; ``reports.calibrate`` uses
+1995): bytes read plus bytes written, median of a few copies; ``attnspec.reports.calibrate`` uses
 the same timer and copy for the measured roof.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reports.roofline import BASELINE_ELEMENT_BYTES, Record, as_traffic
+from attnspec.reports.roofline import BASELINE_ELEMENT_BYTES, Record, as_traffic
 
 MiB = 1 << 20
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -231,7 +231,7 @@ class Bench:
     """The `bench` fixture: time a call through pytest-benchmark, check it, record its roofline."""
 
     def __init__(self, state: Any, benchmark: Any, nodeid: str, run: int = 1) -> None:
-        self.state = state  # reports.bench_state.BenchState: size, flusher(), records
+        self.state = state  # attnspec.reports.bench_state.BenchState: size, flusher(), records
         self.benchmark = benchmark
         self.nodeid = nodeid
         self.size = state.size
@@ -328,9 +328,9 @@ class Bench:
     ) -> Record:
         """Store a roofline record for this benchmark (also in pytest-benchmark's extra_info).
 
-        `cost(E)` gives the op's specs.cost Traffic (or a flat Cost) at E bytes per element.
+        `cost(E)` gives the op's attnspec.specs.cost Traffic (or a flat Cost) at E bytes per element.
         """
-        from specs.dtypes import BYTES_PER_ELEMENT
+        from attnspec.specs.dtypes import BYTES_PER_ELEMENT
 
         run_cost = as_traffic(cost(BYTES_PER_ELEMENT[dtype]))
         base_cost = as_traffic(cost(BASELINE_ELEMENT_BYTES))

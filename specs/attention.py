@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.dtypes import UNIT_ROUNDOFF
-from specs.reference import attention as ref
-from specs.runner import Target
-from specs.strategies import (
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import (
     AttnShape,
     attn_cases,
     hostile_logits,
@@ -24,7 +24,7 @@ from specs.strategies import (
     tie_keys,
     value_kinds,
 )
-from specs.tolerance import ClauseFailure, assert_close, budget, floor
+from attnspec.specs.tolerance import ClauseFailure, assert_close, budget, floor
 
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
 
@@ -59,7 +59,7 @@ def logit_error(dtype: str, q, k, v, **opts: Any) -> float:
     normwise_error. At large logits a few dominant ones set the error, and one plain
     computation's roundings may happen to cancel: a budget of FACTOR x its error alone gave a
     correct float16 decode (two logits near 19) false alarms in 2% of draws. `opts` are those
-    of specs.reference.attention.attention (causal, scale, window, softcap)."""
+    of attnspec.specs.reference.attention.attention (causal, scale, window, softcap)."""
     u = UNIT_ROUNDOFF[dtype]
     s = ref.scores(q, k, **opts)  # (B, Hkv, G, Tq, Tk), -inf where masked
     p = ref.weights(q, k, **opts)  # (B, Hkv, G, Tq, Tk)

@@ -7,7 +7,7 @@ so a masked key keeps weight 0. Both apply to `attention` and `tiled_attention`;
 implementation declares them in `options = {"window", "softcap"}` (else these clauses skip).
 Both are drawn on short shapes and on a few queries over a cache past 2048 keys (a split-KV
 decode path that forgets an option is a real bug), inside the implementation's declared limits
-(specs.limits): head dims, causal-only ops, and the non-causal window convention it declares
+(attnspec.specs.limits): head dims, causal-only ops, and the non-causal window convention it declares
 (left, symmetric, or none: then a window is drawn on causal calls only).
 """
 
@@ -19,16 +19,22 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.attention import LEAK_SCALE, check_inside_values, draw_qkv, logit_error, reduction
-from specs.clauses import clause
-from specs.dtypes import UNIT_ROUNDOFF
-from specs.reference import attention as ref
-from specs.runner import Target
-from specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
-from specs.tiled import draw_blocks
-from specs.tolerance import assert_close, budget
-from specs.varlen import convention, require_option, softcaps, windows
+from attnspec.specs import limits
+from attnspec.specs.attention import (
+    LEAK_SCALE,
+    check_inside_values,
+    draw_qkv,
+    logit_error,
+    reduction,
+)
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
+from attnspec.specs.tiled import draw_blocks
+from attnspec.specs.tolerance import assert_close, budget
+from attnspec.specs.varlen import convention, require_option, softcaps, windows
 
 LONG_CACHE = (2049, 2500)  # decode-sized queries over a cache past 2048 keys (split-KV)
 SHAPE_KINDS = ("long cache", "short", "short")  # the first example, then a third, is long

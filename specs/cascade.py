@@ -3,7 +3,7 @@
 FlashInfer's cascade / vLLM's cascade_attention: every sequence's queries attend the shared
 prefix keys together in one non-causal call (the prefix is read once for the whole batch),
 each sequence's queries attend its own suffix (causal, bottom-right), and the two partial
-states are merged by their log-sum-exp (specs.merge). The result must be each sequence's
+states are merged by their log-sum-exp (attnspec.specs.merge). The result must be each sequence's
 attention over prefix + suffix. With a paged cache the prefix lives in shared blocks that
 one block-table row points to, and the suffixes in each sequence's own blocks.
 """
@@ -15,18 +15,18 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.attention import logit_error
-from specs.clauses import clause
-from specs.dtypes import UNIT_ROUNDOFF
-from specs.merge import merge
-from specs.partial import Packed, run_op
-from specs.reference.lse import lse_dtype
-from specs.reference.serving import dense, sequence_attention, sequence_magnitude
-from specs.runner import Target
-from specs.strategies import normal, seeds
-from specs.tolerance import assert_close, budget
-from specs.varlen import require_option, softcaps, supported
+from attnspec.specs import limits
+from attnspec.specs.attention import logit_error
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.merge import merge
+from attnspec.specs.partial import Packed, run_op
+from attnspec.specs.reference.lse import lse_dtype
+from attnspec.specs.reference.serving import dense, sequence_attention, sequence_magnitude
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import normal, seeds
+from attnspec.specs.tolerance import assert_close, budget
+from attnspec.specs.varlen import require_option, softcaps, supported
 
 LONG_PREFIX = (1025, 2049)  # a system prompt past 1024 keys (small heads)
 

@@ -1,7 +1,7 @@
 """Every clause: imports each area module so the registry is complete, looks clauses up, and
 prints the clause table.
 
-    python -m specs.catalog        # the README's clause table and docs/conformance.md's needs, in Markdown
+    python -m attnspec.specs.catalog        # the README's clause table and docs/conformance.md's needs, in Markdown
 
 The order of AREAS is the order of the conformance table.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from specs import (
+from attnspec.specs import (
     attention,
     attention_options,
     cascade,
@@ -27,7 +27,7 @@ from specs import (
     tiled,
     varlen,
 )
-from specs.clauses import REGISTRY, Clause, get
+from attnspec.specs.clauses import REGISTRY, Clause, get
 
 AREAS = (
     attention,

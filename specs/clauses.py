@@ -1,7 +1,7 @@
 """The clause registry: every invariant attnspec checks, with its ID, one sentence and its check.
 
 Area modules (specs/attention.py, ...) register their clauses here with `@clause`; a clause
-that does not hold raises ClauseFailure. `specs.catalog` imports every area and looks
+that does not hold raises ClauseFailure. `attnspec.specs.catalog` imports every area and looks
 clauses up (`all_clauses`), so this module imports no area and no area imports it back.
 """
 
@@ -56,7 +56,7 @@ def clause(
 
 
 def get(id: str) -> Clause:
-    """The registered clause `id` (import specs.catalog first: it registers every area's clauses)."""
+    """The registered clause `id` (import attnspec.specs.catalog first: it registers every area's clauses)."""
     try:
         return REGISTRY[id]
     except KeyError:

@@ -2,7 +2,7 @@
 
 Every op (`attention`, `kv_cache`, `tiled_attention`, ...) is optional: clauses look ops up by
 name and skip, naming the missing op, when an implementation lacks one. README's contract
-section lists the ops and their signatures; `specs.runner.missing` says what a clause lacks.
+section lists the ops and their signatures; `attnspec.specs.runner.missing` says what a clause lacks.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Batching amortises weights, never the cache, except the part of the cache that requests
 share: cascade attention (FlashInfer's cascade, vLLM's cascade_attention) attends every
 request's query to the shared prefix in one call, so the prefix's keys and values are read
-once for the batch instead of once per request. Conventions as in specs.cost (matmul FLOPs
+once for the batch instead of once per request. Conventions as in attnspec.specs.cost (matmul FLOPs
 only, minimal bytes); the partial states' lse are float32 (`lse_bytes` each).
 
 COST-CASCADE checks the hand-derived figures of one batch: 32 requests sharing a 4,096-token
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.cost import Cost, _element_size, _lengths, _positive_int, attention_cost
-from specs.cost import varlen_attention_cost as varlen_attention_cost
-from specs.cost_clauses import element_sizes
-from specs.cost_counted import mismatch
-from specs.runner import Target
+from attnspec.specs.clauses import clause
+from attnspec.specs.cost import Cost, _element_size, _lengths, _positive_int, attention_cost
+from attnspec.specs.cost import varlen_attention_cost as varlen_attention_cost
+from attnspec.specs.cost_clauses import element_sizes
+from attnspec.specs.cost_counted import mismatch
+from attnspec.specs.runner import Target
 
 # 32 requests, a 4,096-token shared prompt, 128 own tokens each, Llama-3-8B attention, bf16.
 SHARED = {"P": 4096, "suffix": [128] * 32, "Hq": 32, "Hkv": 8, "D": 128, "E": 2}

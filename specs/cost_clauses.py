@@ -1,11 +1,11 @@
-"""Cost clauses: the FLOP and byte formulas of specs.cost, proven against hand derivations,
+"""Cost clauses: the FLOP and byte formulas of attnspec.specs.cost, proven against hand derivations,
 the caches implementations allocate, and the FLOPs torch's FlopCounterMode counts.
 
-The subject of these clauses is a cost model (the module specs.cost, or a mutant namespace
+The subject of these clauses is a cost model (the module attnspec.specs.cost, or a mutant namespace
 with the same functions) wrapped in a ``CostSubject``; COST-KV-BYTES pairs it with an
 implementation (whose caches it measures), COST-COUNTED with a FLOP counter an implementation
-provides (``implementations.discovery.flop_counter()``: torch's FlopCounterMode on the torch
-implementation's decomposed matmul paths; the check itself is in ``specs.cost_counted``).
+provides (``attnspec.implementations.discovery.flop_counter()``: torch's FlopCounterMode on the torch
+implementation's decomposed matmul paths; the check itself is in ``attnspec.specs.cost_counted``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.cost_counted import check_counted, mismatch
-from specs.dtypes import BYTES_PER_ELEMENT
-from specs.presets import ModelConfig
-from specs.runner import Target
+from attnspec.specs.clauses import clause
+from attnspec.specs.cost_counted import check_counted, mismatch
+from attnspec.specs.dtypes import BYTES_PER_ELEMENT
+from attnspec.specs.presets import ModelConfig
+from attnspec.specs.runner import Target
 
 # The scaling book's table, X(B×4096) @ W(4096×11008) with 2-byte elements.
 TEXTBOOK_D, TEXTBOOK_F, TEXTBOOK_E = 4096, 11008, 2
@@ -395,7 +395,7 @@ def small_decoders(draw: st.DrawFn) -> ModelConfig:
     needs=("curve_point", "max_batch", "latency_curve"),
 )
 def cost_latency_curve(t: Target, data: st.DataObject) -> None:
-    from specs.cost import decoder_decode_step_cost, kv_cache_bytes
+    from attnspec.specs.cost import decoder_decode_step_cost, kv_cache_bytes
 
     m, llama = t.impl, ModelConfig("Llama-3-8B", **LLAMA3_8B)
     h100 = (H100_PEAK, H100_BANDWIDTH)

@@ -2,11 +2,11 @@
 its matmul paths, and its bytes against the sizes of the arrays an op reads and writes, for
 matmul, attention and the tiny decoder.
 
-The subject is a ``specs.cost_clauses.CostSubject`` pairing a cost model with a FLOP counter:
+The subject is a ``attnspec.specs.cost_clauses.CostSubject`` pairing a cost model with a FLOP counter:
 an object with ``asarray``/``to_numpy``, the ``counted_attention``, ``counted_matmul`` and
 ``counted_decoder`` paths, and ``count_flops(fn, *args) -> (result, {aten op: FLOPs})``. The
-torch implementation provides one (``implementations.torch_impl.counted``, FlopCounterMode);
-the clause itself is registered in ``specs.cost_clauses``.
+torch implementation provides one (``attnspec.implementations.torch_impl.counted``, FlopCounterMode);
+the clause itself is registered in ``attnspec.specs.cost_clauses``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import ClauseFailure
-from specs.decoder_weights import DecoderConfig, make_weights
-from specs.dtypes import BYTES_PER_ELEMENT
-from specs.runner import Target
-from specs.strategies import seeds
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.decoder_weights import DecoderConfig, make_weights
+from attnspec.specs.dtypes import BYTES_PER_ELEMENT
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import seeds
 
 MATMUL_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm")
 

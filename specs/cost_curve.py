@@ -39,7 +39,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from specs.cost import DecoderShape, decoder_decode_step_cost, kv_cache_bytes
+from attnspec.specs.cost import DecoderShape, decoder_decode_step_cost, kv_cache_bytes
 
 MAX_BATCH = 1024  # the curves run over B = 1 .. MAX_BATCH
 CONTEXTS = (1024, 4096, 16384, 32768)  # the context lengths T of the predicted curves

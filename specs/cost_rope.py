@@ -1,6 +1,6 @@
 """Analytic cost of rotary position embedding: an elementwise op, so pure bandwidth.
 
-Conventions as in specs.cost, with one exception: rope has no matmul, so the FLOPs counted
+Conventions as in attnspec.specs.cost, with one exception: rope has no matmul, so the FLOPs counted
 are the rotation's own (per rotated element, out_a = x_a·cos − x_b·sin: two multiplies and an
 add), 3·T·H·r. The phase position × f_i and its cos/sin are per (token, pair), shared by the
 H heads, and not counted. Bytes: x read and the result written, E·T·H·D each (the pass-through
@@ -15,7 +15,7 @@ Source: the RoPE rotation, Su et al. 2021 (RoFormer), eq. 34; vLLM's
 
 from __future__ import annotations
 
-from specs.cost import Cost, _element_size, _positive_int
+from attnspec.specs.cost import Cost, _element_size, _positive_int
 
 FLOPS_PER_ROTATED = 3  # x_a·cos − x_b·sin: two multiplies and an add
 

@@ -5,7 +5,7 @@ functions relate; COST-RAGGED-COUNTED ties varlen_attention_cost to what torch's
 FlopCounterMode counts when the torch implementation attends each sequence's queries, row by
 row, to the keys they see (a kernel that skips masked keys and empty sequences), and to the
 sizes of the tensors each sequence reads and writes. Subjects are ``CostSubject``s, as in
-specs.cost_clauses.
+attnspec.specs.cost_clauses.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.cost_clauses import element_sizes
-from specs.cost_counted import matmul_flops, mismatch
-from specs.dtypes import BYTES_PER_ELEMENT
-from specs.runner import Target
-from specs.strategies import seeds
+from attnspec.specs.clauses import clause
+from attnspec.specs.cost_clauses import element_sizes
+from attnspec.specs.cost_counted import matmul_flops, mismatch
+from attnspec.specs.dtypes import BYTES_PER_ELEMENT
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import seeds
 
 # 16 decode sequences, long-tailed: 15 of 128 tokens and one of 8192 (Llama-3-8B attention).
 TAIL = [128] * 15 + [8192]

@@ -1,7 +1,7 @@
 """Decoder clauses: a whole tiny model generates the same logits with and without its KV cache.
 
 Two kinds of subject run these clauses. An implementation with `decoder(config, weights)`
-is built from a drawn DecoderConfig and seeded weights (specs.decoder_weights), so its logits
+is built from a drawn DecoderConfig and seeded weights (attnspec.specs.decoder_weights), so its logits
 can also be compared with the float64 reference (DEC-CROSS-IMPL). An implementation that
 brings its own model provides `model()` (no arguments; returns a ready model) and
 `model_config` (any object or mapping with `vocab` and `max_len`, optionally `tolerance`, a
@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.decoder_weights import DecoderConfig, make_weights
-from specs.dtypes import UNIT_ROUNDOFF, round_to
-from specs.reference.decoder import decoder_forward
-from specs.runner import NotImplementedByImpl, Target
-from specs.strategies import decoder_cases, seeds, splits
-from specs.tolerance import FACTOR, ClauseFailure, assert_close, floor, normwise_error
+from attnspec.specs.clauses import clause
+from attnspec.specs.decoder_weights import DecoderConfig, make_weights
+from attnspec.specs.dtypes import UNIT_ROUNDOFF, round_to
+from attnspec.specs.reference.decoder import decoder_forward
+from attnspec.specs.runner import NotImplementedByImpl, Target
+from attnspec.specs.strategies import decoder_cases, seeds, splits
+from attnspec.specs.tolerance import FACTOR, ClauseFailure, assert_close, floor, normwise_error
 
 INDEX_DTYPE = "int64"  # the dtype asarray is asked for token ids
 MAX_T = 12  # longest sequence a clause feeds a small model

@@ -24,8 +24,8 @@ LOGIT_STD = 3.0
 class DecoderConfig:
     """Shape of the tiny decoder. `max_len` is the KV-cache capacity in tokens.
 
-    It satisfies specs.cost.DecoderShape: FLOPs and bytes per step come from
-    specs.cost.decoder_prefill_cost / decoder_decode_step_cost, never from here.
+    It satisfies attnspec.specs.cost.DecoderShape: FLOPs and bytes per step come from
+    attnspec.specs.cost.decoder_prefill_cost / decoder_decode_step_cost, never from here.
     """
 
     vocab: int

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.attention import compare_with_reference
-from specs.clauses import clause
-from specs.dtypes import BYTES_PER_ELEMENT
-from specs.runner import Target
-from specs.strategies import (
+from attnspec.specs.attention import compare_with_reference
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import BYTES_PER_ELEMENT
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import (
     CHUNK_QUERIES,
     AttnShape,
     Sequence,
@@ -20,7 +20,7 @@ from specs.strategies import (
     sequence_cases,
     splits,
 )
-from specs.tolerance import ClauseFailure
+from attnspec.specs.tolerance import ClauseFailure
 
 
 def draw_sequence(

@@ -48,7 +48,7 @@ class Limits:
     head_dims: tuple[int, ...] | None = None
     window: str = "left"  # the non-causal window convention
     causal_only: frozenset[str] = frozenset()
-    kv_dtypes: tuple[str, ...] | None = None  # quantized-cache storage types (specs.quant)
+    kv_dtypes: tuple[str, ...] | None = None  # quantized-cache storage types (attnspec.specs.quant)
     left_out: set[str] = field(default_factory=set, compare=False)  # what the draws moved
 
     @property

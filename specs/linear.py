@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.reference import linear as ref
-from specs.runner import NotImplementedByImpl, Target, call_text
-from specs.strategies import (
+from attnspec.specs.clauses import clause
+from attnspec.specs.reference import linear as ref
+from attnspec.specs.runner import NotImplementedByImpl, Target, call_text
+from attnspec.specs.strategies import (
     LinShape,
     Options,
     chunk_sizes,
@@ -27,7 +27,7 @@ from specs.strategies import (
     options,
     seeds,
 )
-from specs.tolerance import assert_close, budget
+from attnspec.specs.tolerance import assert_close, budget
 
 LEAK_SCALE = 1e3  # perturbed values: a leaked weight of 1e-3 moves an output by about 1
 STATEFUL_FORMS = ("linear_attention_recurrent", "linear_attention_chunked")  # return (o, state)

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.attention import logit_error
-from specs.clauses import clause
-from specs.dtypes import UNIT_ROUNDOFF
-from specs.partial import (
+from attnspec.specs import limits
+from attnspec.specs.attention import logit_error
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.partial import (
     Packed,
     check_packed,
     compare_lse,
@@ -33,14 +33,14 @@ from specs.partial import (
     run_op,
     with_lse,
 )
-from specs.reference import attention as ref
-from specs.reference.lse import log_sum_exp, lse_dtype, lse_rounding
-from specs.runner import Target, call_text
-from specs.strategies import normal, seeds
-from specs.tolerance import ClauseFailure, assert_close, budget
-from specs.varlen import PAST, draw_options, require_option, supported
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.reference.lse import log_sum_exp, lse_dtype, lse_rounding
+from attnspec.specs.runner import Target, call_text
+from attnspec.specs.strategies import normal, seeds
+from attnspec.specs.tolerance import ClauseFailure, assert_close, budget
+from attnspec.specs.varlen import PAST, draw_options, require_option, supported
 
-__all__ = ["Packed", "check_packed", "merge", "with_lse"]  # also used by specs.quant
+__all__ = ["Packed", "check_packed", "merge", "with_lse"]  # also used by attnspec.specs.quant
 LEVELS = (0.0, 0.0, 1e3, 1e4)  # logit offsets of merged parts: LSEs up to 1e4 apart
 
 

@@ -5,7 +5,7 @@ write goes to slot slot_mapping[t] = block * block_size + offset (-1: padding, s
 Sequence b's keys are positions 0..seq_lens[b]-1, position j in block
 block_table[b, j // block_size] at offset j % block_size; its queries are its newest tokens.
 The layouts (shuffled tables, shared prefixes, long sequences, big pools, Dv != D, inside the
-declared limits) are drawn in specs.paged_layouts.
+declared limits) are drawn in attnspec.specs.paged_layouts.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.paged_layouts import (
+from attnspec.specs.clauses import clause
+from attnspec.specs.paged_layouts import (
     BIG_BLOCK_SIZES,
     WIDE_SLOTS,
     Heads,
@@ -30,11 +30,11 @@ from specs.paged_layouts import (
     layouts,
     takes_v_head_dim,
 )
-from specs.reference.serving import sequence_attention, sequence_magnitude
-from specs.runner import Target
-from specs.strategies import normal, seeds
-from specs.tolerance import ClauseFailure, assert_close, budget
-from specs.varlen import PAST, compare_sequences, draw_options, index, serve
+from attnspec.specs.reference.serving import sequence_attention, sequence_magnitude
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import normal, seeds
+from attnspec.specs.tolerance import ClauseFailure, assert_close, budget
+from attnspec.specs.varlen import PAST, compare_sequences, draw_options, index, serve
 
 BIG_WRITE = 256  # tokens of one write to a big pool
 HUGE = {"float64": 1e300, "float32": 1e30, "bfloat16": 1e30, "float16": 3e4}

@@ -1,4 +1,4 @@
-"""Paged layouts: the pools, heads and block tables the paged clauses (specs.paged) draw.
+"""Paged layouts: the pools, heads and block tables the paged clauses (attnspec.specs.paged) draw.
 
 Tables are shuffled (non-contiguous blocks), may share a prefix block between sequences, and
 carry extra columns past each sequence's last block that point anywhere in the pool. Besides
@@ -6,7 +6,7 @@ small pools, a layout holds one sequence past 1024 keys (where the options an im
 declares are drawn first) or lives at the top of a big pool (block ids past 32767, past 65536
 slots: 16-bit block and slot arithmetic wraps there), with small heads so the big pool stays
 cheap. Values may have their own head dim (Dv != D, DeepSeek's 192/128) where paged_kv_cache
-takes `v_head_dim`. Every draw stays inside the implementation's declared limits (specs.limits:
+takes `v_head_dim`. Every draw stays inside the implementation's declared limits (attnspec.specs.limits:
 block sizes, head dims); what they put out of reach is noted for the report.
 """
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.runner import Target
-from specs.strategies import seeds
-from specs.varlen import MLA_DIMS
+from attnspec.specs import limits
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import seeds
+from attnspec.specs.varlen import MLA_DIMS
 
 BLOCK_SIZES = (1, 16, 256)  # vLLM's 16, flash-attn's 256, and the degenerate 1
 HEAD_DIMS = (1, 8, 16, 17, 32, 64)

@@ -1,7 +1,7 @@
 """Partial attention states, the shared machinery: an attention problem as packed sequences,
 the guarded calls that return (o, lse) through attention, varlen_attention or paged_attention,
 and the comparisons (rows that see no key exactly 0 with lse -inf, the rest and the lse against
-float64). The clauses are in specs.merge and specs.cascade.
+float64). The clauses are in attnspec.specs.merge and attnspec.specs.cascade.
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.attention import logit_error
-from specs.attention_options import capped_logit_error
-from specs.paged import new_pool, pages, write
-from specs.paged_layouts import Heads
-from specs.reference import attention as ref
-from specs.reference.lse import sequence_lse, sequence_lse_rounding
-from specs.reference.serving import dense, sequence_attention, sequence_magnitude
-from specs.runner import Target, call_text
-from specs.strategies import normal, seeds
-from specs.tolerance import FACTOR, ClauseFailure, assert_close, budget, floor
-from specs.varlen import convention, draw_packed, index, ragged_batches, split
+from attnspec.specs import limits
+from attnspec.specs.attention import logit_error
+from attnspec.specs.attention_options import capped_logit_error
+from attnspec.specs.paged import new_pool, pages, write
+from attnspec.specs.paged_layouts import Heads
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.reference.lse import sequence_lse, sequence_lse_rounding
+from attnspec.specs.reference.serving import dense, sequence_attention, sequence_magnitude
+from attnspec.specs.runner import Target, call_text
+from attnspec.specs.strategies import normal, seeds
+from attnspec.specs.tolerance import FACTOR, ClauseFailure, assert_close, budget, floor
+from attnspec.specs.varlen import convention, draw_packed, index, ragged_batches, split
 
 LONG_KEYS = (2049, 4097, 65537)  # decode over a split-KV path, up to 65k keys (small heads)
 HUGE_LOGITS = 1e5
@@ -305,7 +305,7 @@ def dense_problem(
 
 
 def packed_problem(t: Target, data: st.DataObject, op: str, *, empty: bool = False) -> Packed:
-    """A ragged batch (specs.varlen.ragged_batches: often one sequence past 1024 keys), or with
+    """A ragged batch (attnspec.specs.varlen.ragged_batches: often one sequence past 1024 keys), or with
     `empty` 1..4 short sequences of which some hold no key or fewer keys than queries."""
     causal = True if op == "paged_attention" else data.draw(st.booleans(), label="causal")
     causal = limits.current().causal(op, causal)

@@ -62,7 +62,7 @@ class ModelConfig:
     """A whole Llama-style model's dimensions, from its config.json (hidden_size, num_hidden_layers,
     intermediate_size, vocab_size, tie_word_embeddings): enough for weight and KV-cache bytes.
 
-    It satisfies specs.cost.DecoderShape, so the decoder cost functions take it directly.
+    It satisfies attnspec.specs.cost.DecoderShape, so the decoder cost functions take it directly.
     """
 
     name: str

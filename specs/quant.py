@@ -2,7 +2,7 @@
 
 `paged_kv_cache(..., kv_dtype=..., k_scale=..., v_scale=...)` makes a pool whose k_pages and
 v_pages hold codes in the storage type (a float per tensor, or one scale per KV head); a write
-stores saturate(round(x / scale)) and every read means code × scale (specs.reference.quant). An
+stores saturate(round(x / scale)) and every read means code × scale (attnspec.specs.reference.quant). An
 implementation declares the "kv_quant" option (and may limit the storage types with
 `limits = {"kv_dtypes": (...)}`); without it these clauses skip, naming the option.
 
@@ -20,19 +20,26 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.clauses import clause
-from specs.cost_clauses import exact
-from specs.cost_counted import mismatch as cost_mismatch
-from specs.merge import Packed, check_packed, merge, with_lse
-from specs.paged import pages
-from specs.paged_layouts import Heads, Layout, block_sizes, blocks_for, layouts, takes_v_head_dim
-from specs.reference import quant as ref
-from specs.reference.serving import sequence_attention, sequence_magnitude
-from specs.runner import Target
-from specs.strategies import normal, scales, seeds
-from specs.tolerance import ClauseFailure, budget, normwise_error
-from specs.varlen import draw_options, index, require_option, serve, supported
+from attnspec.specs import limits
+from attnspec.specs.clauses import clause
+from attnspec.specs.cost_clauses import exact
+from attnspec.specs.cost_counted import mismatch as cost_mismatch
+from attnspec.specs.merge import Packed, check_packed, merge, with_lse
+from attnspec.specs.paged import pages
+from attnspec.specs.paged_layouts import (
+    Heads,
+    Layout,
+    block_sizes,
+    blocks_for,
+    layouts,
+    takes_v_head_dim,
+)
+from attnspec.specs.reference import quant as ref
+from attnspec.specs.reference.serving import sequence_attention, sequence_magnitude
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import normal, scales, seeds
+from attnspec.specs.tolerance import ClauseFailure, budget, normwise_error
+from attnspec.specs.varlen import draw_options, index, require_option, serve, supported
 
 FAR_SCALES = (1e-3, 30.0, 2.0**-10, 32.0)  # far from 1; the powers of two keep exact ties
 SCALE_KINDS = ("per head", "per tensor")

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.clauses import clause
-from specs.dtypes import UNIT_ROUNDOFF
-from specs.reference import rope as ref
-from specs.runner import Target
-from specs.strategies import normal, seeds
-from specs.tolerance import TINY, ClauseFailure, assert_close, floor
+from attnspec.specs.clauses import clause
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.reference import rope as ref
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import normal, seeds
+from attnspec.specs.tolerance import TINY, ClauseFailure, assert_close, floor
 
 MAX_POSITION = 131072  # Llama 3.1's context
 # Each menu leads with the realistic value Hypothesis tries first.

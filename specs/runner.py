@@ -19,15 +19,15 @@ import numpy as np
 from hypothesis import given, reproduce_failure, settings
 from hypothesis import strategies as st
 
-from specs.clauses import Clause, ClauseFailure, get
-from specs.deadline import CallTimeout, deadline
-from specs.dtypes import DTYPES, EXCHANGE_DTYPE, check_dtype, round_to
-from specs.limits import declared
-from specs.limits import of as limits_of
-from specs.presets import Preset
-from specs.presets import get as get_preset
-from specs.threads import one_blas_thread
-from specs.tolerance import floor, normwise_error
+from attnspec.specs.clauses import Clause, ClauseFailure, get
+from attnspec.specs.deadline import CallTimeout, deadline
+from attnspec.specs.dtypes import DTYPES, EXCHANGE_DTYPE, check_dtype, round_to
+from attnspec.specs.limits import declared
+from attnspec.specs.limits import of as limits_of
+from attnspec.specs.presets import Preset
+from attnspec.specs.presets import get as get_preset
+from attnspec.specs.threads import one_blas_thread
+from attnspec.specs.tolerance import floor, normwise_error
 
 DEFAULT_CALL_TIMEOUT_S = 60.0  # the default limit on one call into an implementation
 
@@ -39,7 +39,7 @@ class RunOptions:
 
     call_timeout: float | None = DEFAULT_CALL_TIMEOUT_S  # seconds; None: no limit
     reproduce: str | None = None  # the blob of an @reproduce_failure line
-    shapes: str | None = None  # --shapes: one model's shapes (specs.presets) only
+    shapes: str | None = None  # --shapes: one model's shapes (attnspec.specs.presets) only
 
 
 _OPTIONS: ContextVar[RunOptions | None] = ContextVar("attnspec_run_options", default=None)
@@ -447,10 +447,10 @@ def run_clause(
 ) -> None:
     """Check `clause` on `subject` over Hypothesis-drawn examples; raise on the first violation.
 
-    `clause` is a Clause or a registered ID (import specs.catalog to register them all);
+    `clause` is a Clause or a registered ID (import attnspec.specs.catalog to register them all);
     `locator` is what --impl takes to load `subject` again (for the replay script);
     `options` default to those of the enclosing `run_options` block; with `options.shapes`
-    (a model in specs.presets) shape-drawing clauses draw only that model's shapes.
+    (a model in attnspec.specs.presets) shape-drawing clauses draw only that model's shapes.
     """
     __tracebackhide__ = True
     clause = get(clause) if isinstance(clause, str) else clause

@@ -7,7 +7,7 @@ Real kernels switch code paths by size and magnitude, so besides a small case ev
 of a shape-drawing clause may check a realistic one (`cases`: the first example of every run,
 and REAL_SHARE of the others): key and cache lengths at and around powers of two up to 4096
 (split-KV and tile boundaries), the GQA group sizes and head dims of real models, batches of
-long caches, and the shapes of the models in specs.presets; an attention example's realistic
+long caches, and the shapes of the models in attnspec.specs.presets; an attention example's realistic
 case runs again over LONG_CONTEXT keys (32769, 65537: past the 16-bit wraps) with a head dim
 shrunk to the budgets. A realistic case is decode-shaped
 (one query, or a chunk of 2-16, against a long cache) unless it is a prefill of at most
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.decoder_weights import DecoderConfig
-from specs.presets import PRESETS, Preset
-from specs.reference.linear import FEATURE_MAPS
+from attnspec.specs import limits
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.specs.presets import PRESETS, Preset
+from attnspec.specs.reference.linear import FEATURE_MAPS
 
 HEAD_DIMS = (1, 3, 8, 16, 17, 32, 63, 64, 96, 128)  # odd sizes on purpose
 MODEL_HEAD_DIMS = (64, 80, 96, 112, 128, 192, 256)  # what real models use
@@ -247,7 +247,7 @@ def heads_and_dims(draw: st.DrawFn, preset: Preset | None, *, longest: bool = Fa
     Dv != D, or drawn real-model sizes, the awkward ones (groups 3-7 and 16, head dims 80-112 and
     192-256) first; `longest` leads with the heads that fit 4097 keys (one KV head of 16 query
     heads, head dim 64). Head dims outside the implementation's declared limits move to ones
-    inside (specs.limits)."""
+    inside (attnspec.specs.limits)."""
     kind = "model" if preset is not None else "drawn"
     if preset is None:
         kind = draw(st.sampled_from(("drawn", "drawn", "model", "whole", "mla")), label="heads")

@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs.attention import (
+from attnspec.specs.attention import (
     check_large_logits,
     compare_with_reference,
     draw_qkv,
     logit_error,
     reduction,
 )
-from specs.clauses import clause
-from specs.reference import attention as ref
-from specs.runner import NotImplementedByImpl, Target, call_text
-from specs.strategies import AttnShape, attn_cases, block_sizes, scales
-from specs.tolerance import assert_close
+from attnspec.specs.clauses import clause
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.runner import NotImplementedByImpl, Target, call_text
+from attnspec.specs.strategies import AttnShape, attn_cases, block_sizes, scales
+from attnspec.specs.tolerance import assert_close
 
 
 def draw_blocks(data: st.DataObject, shape: AttnShape) -> tuple[int, int]:

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from specs.clauses import ClauseFailure as ClauseFailure  # its home; imported from here too
-from specs.dtypes import UNIT_ROUNDOFF
+from attnspec.specs.clauses import (
+    ClauseFailure as ClauseFailure,  # its home; imported from here too
+)
+from attnspec.specs.dtypes import UNIT_ROUNDOFF
 
 FACTOR = 3.0  # FlashAttention's tests allow 2x the baseline error; we allow a little more
 OUTPUT_ULPS = 4.0  # rounding the result itself to the working dtype
@@ -59,7 +61,7 @@ _RECORDING: ContextVar[list[Comparison] | None] = ContextVar("attnspec_recording
 def recording() -> Iterator[list[Comparison]]:
     """A list that every assert_close inside the block appends its (error, budget) to, pass or
     fail; comparisons with no finite budget (finiteness checks) are left out. The tolerance
-    audit (python -m suite.meta.budgets) reads budgets this way, from the clauses themselves."""
+    audit (python -m attnspec.suite.meta.budgets) reads budgets this way, from the clauses themselves."""
     comparisons: list[Comparison] = []
     token = _RECORDING.set(comparisons)
     try:
@@ -106,7 +108,7 @@ def budget(
 ) -> float:
     """FACTOR x the baseline's own error, but never below the dtype/length floor, nor below
     FACTOR x `typical`: the error a same-precision computation typically makes, where it can be
-    estimated (for attention, the rounding of the logits: specs.attention.logit_error). One
+    estimated (for attention, the rounding of the logits: attnspec.specs.attention.logit_error). One
     baseline is one sample of that error, and at large logits its few dominant roundings can
     cancel by luck."""
     tol = max(floor(dtype, n), FACTOR * typical)

@@ -5,9 +5,9 @@ int32 offsets say where each sequence's rows start. Sequence b's queries sit at 
 keys (bottom-right causal alignment). Batches mix sequences with no queries, one query, a few
 dozen, and (often) one long sequence past 1024 keys, where the window and softcap options an
 implementation declares are drawn first (a long path that forgets an option is a real bug).
-Draws stay inside the implementation's declared limits (specs.limits: head dims, causal-only
+Draws stay inside the implementation's declared limits (attnspec.specs.limits: head dims, causal-only
 ops, the non-causal window convention). The helpers here (ragged shapes, options, the guarded
-call with index arguments, per-sequence comparison) serve specs.paged too.
+call with index arguments, per-sequence comparison) serve attnspec.specs.paged too.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from specs import limits
-from specs.attention import LEAK_SCALE, logit_error
-from specs.clauses import clause
-from specs.reference.serving import dense, sequence_attention, sequence_magnitude
-from specs.runner import NotImplementedByImpl, Target
-from specs.strategies import normal, scales, seeds
-from specs.tolerance import assert_close, budget
+from attnspec.specs import limits
+from attnspec.specs.attention import LEAK_SCALE, logit_error
+from attnspec.specs.clauses import clause
+from attnspec.specs.reference.serving import dense, sequence_attention, sequence_magnitude
+from attnspec.specs.runner import NotImplementedByImpl, Target
+from attnspec.specs.strategies import normal, scales, seeds
+from attnspec.specs.tolerance import assert_close, budget
 
 LONG = (1025, 2049, 1024, 1500)  # a long sequence in a ragged batch: past 1024 keys mostly
 PAST = 1024  # a sequence longer than this takes a kernel's long path: options drawn first

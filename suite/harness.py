@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-import specs.catalog  # noqa: F401  (registers every clause, so verify can take an ID)
-from implementations.discovery import UnderTest
-from specs.runner import NotImplementedByImpl, run_clause
+import attnspec.specs.catalog  # noqa: F401  (registers every clause, so verify can take an ID)
+from attnspec.implementations.discovery import UnderTest
+from attnspec.specs.runner import NotImplementedByImpl, run_clause
 
 
 def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
@@ -19,7 +19,7 @@ def verify(clause_id: str, impl: Any, dtype: str = "float32") -> None:
 
     `impl` is the test's `impl` argument (an UnderTest, which knows its --impl locator) or any
     subject a clause can run on (the cost model). The run's options (--call-timeout,
-    --reproduce) come from the plugin, which wraps each test in `specs.runner.run_options`.
+    --reproduce) come from the plugin, which wraps each test in `attnspec.specs.runner.run_options`.
     """
     __tracebackhide__ = True
     subject, locator = (impl.impl, impl.locator) if isinstance(impl, UnderTest) else (impl, None)

@@ -7,7 +7,7 @@ conftest.py loads it in a checkout that is not installed. Its objects:
 - `AttnspecSession`, one per run, registered on the plugin manager as "attnspec-session"
   (`session_of(config)` finds it; the benchmark plugin reads `device`, `report_dir`,
   `subjects` and `dtypes` there). Its methods are the hooks that need the run's state.
-- `UnderTest` (implementations.discovery), one per implementation under test: the value of
+- `UnderTest` (attnspec.implementations.discovery), one per implementation under test: the value of
   every `impl` argument. It carries the locator `--impl` took and stands in for the
   implementation, so `verify("CLAUSE-ID", impl, dtype)` needs no lookup by name.
 - `Case`, in each collected clause test's `item.stash[CASE]`: the clause (from a
@@ -25,26 +25,21 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-import suite
-from implementations import discovery
-from implementations.discovery import UnderTest
-from reports import conformance, replay
-from specs import profiles
-from specs.catalog import all_clauses
-from specs.clauses import Clause
-from specs.runner import RunOptions, run_options, summarised
-from suite import known_failures
-from suite.plugin_options import (
-    OPT_CALL_TIMEOUT,
-    OPT_DEVICE,
-    OPT_IMPL,
-    OPT_REPORT_DIR,
-    OPT_REPRODUCE,
-    OPT_SELF_TEST,
-    REPORT_DIR_DEFAULT,
-    add_options,
+from attnspec import suite
+from attnspec.implementations import discovery
+from attnspec.implementations.discovery import UnderTest
+from attnspec.plugin import OPT_CALL_TIMEOUT, OPT_DEVICE, OPT_IMPL, OPT_REPRODUCE, OPT_SELF_TEST
+from attnspec.reports import conformance, replay
+from attnspec.specs import profiles
+from attnspec.specs.catalog import all_clauses
+from attnspec.specs.clauses import Clause
+from attnspec.specs.runner import RunOptions, run_options, summarised
+from attnspec.suite import known_failures
+from attnspec.suite.plugin_options import (
+    IN_CHECKOUT,
     check_rootdir,
     is_within,
+    report_dir,
     resolve_device,
     resolve_dtypes,
     resolve_known,
@@ -64,10 +59,6 @@ SELF_TESTS = (
 )
 
 profiles.register()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_options(parser)
 
 
 @dataclass(frozen=True)
@@ -109,7 +100,7 @@ class AttnspecSession:
         if not config.getoption("hypothesis_profile", None):
             settings.load_profile(f"attnspec-{self.tier}")
         self.device = resolve_device(config.getoption(OPT_DEVICE))
-        self.report_dir = Path(config.getoption(OPT_REPORT_DIR) or REPORT_DIR_DEFAULT)
+        self.report_dir = report_dir(config)
         self.run_options = RunOptions(
             call_timeout=config.getoption(OPT_CALL_TIMEOUT) or None,
             reproduce=config.getoption(OPT_REPRODUCE),
@@ -122,9 +113,10 @@ class AttnspecSession:
         # Clause tests run each implementation in its own dtypes (benchmarks use `dtypes`).
         self.pairs = resolve_pairs(config, self.subjects, self.named, self.tier)
         # The smoke tier is a seconds-long check of implementations: the suite's own tests
-        # (most of a default run's time) join it only when asked for.
-        self.self_test = bool(config.getoption(OPT_SELF_TEST)) or (
-            not locators and self.tier != "smoke"
+        # (most of a default run's time) join it only when asked for. They need a checkout
+        # (they run its files): installed from a wheel, they never run.
+        self.self_test = IN_CHECKOUT and (
+            bool(config.getoption(OPT_SELF_TEST)) or (not locators and self.tier != "smoke")
         )
         self.self_tests_left_out = False
         self.clause_of_test = {c.test_name: c for c in all_clauses()}
@@ -232,7 +224,7 @@ class AttnspecSession:
                 "details": details,
                 "replay": written.command if written else "",
                 "shape": written.shape if written else "",
-                **item.stash.get(SUMMARY, {}),  # limits: declared, left_out: what they moved
+                **summary_of(item),  # limits: declared, left_out: what they moved
             }
             report.user_properties.append(("attnspec", info))  # travels to the xdist controller
         return report
@@ -279,11 +271,21 @@ class AttnspecSession:
             return
         tr = terminalreporter
         if self.self_tests_left_out:
-            why = f"{OPT_IMPL} names the implementations under test" if self.named else "smoke tier"
-            tr.write_line(
-                f"attnspec: the suite's self-tests were left out ({why}); "
-                f"add {OPT_SELF_TEST} to run them too"
-            )
+            if not IN_CHECKOUT:
+                tr.write_line(
+                    "attnspec: the suite's self-tests were left out (they need a checkout of "
+                    "attnspec; this one is installed)"
+                )
+            else:
+                why = (
+                    f"{OPT_IMPL} names the implementations under test"
+                    if self.named
+                    else "smoke tier"
+                )
+                tr.write_line(
+                    f"attnspec: the suite's self-tests were left out ({why}); "
+                    f"add {OPT_SELF_TEST} to run them too"
+                )
         if not self.records:
             return
         for impl, why in conformance.unchecked(self.records).items():
@@ -320,6 +322,12 @@ class AttnspecSession:
         if next_steps:
             tr.write_line("")
             tr.write_line(next_steps)
+
+
+def summary_of(item: pytest.Item) -> dict[str, Any]:
+    """What the item's clause run reported besides its verdict (empty before it ran)."""
+    found: dict[str, Any] | None = item.stash.get(SUMMARY, None)
+    return found or {}
 
 
 def describe(item: pytest.Item) -> tuple[str | None, str | None]:

@@ -1,8 +1,9 @@
-"""The attnspec plugin's options, and their resolution into the session's state.
+"""The attnspec plugin's options resolved into the session's state.
 
-Each option is an OPT_* constant and one addoption call in `add_options`; a value that can't
-be used is a one-line pytest.UsageError. A new option goes into `add_options` (and, when it
-needs resolving, a resolve_* function here read by AttnspecSession in suite/plugin.py).
+The options are registered by the cheap entry point, attnspec/plugin.py (one OPT_* constant
+and one addoption call each, re-exported here); a value that can't be used is a one-line
+pytest.UsageError. A new option goes there, and, when it needs resolving, a resolve_* function
+here read by AttnspecSession in suite/plugin.py.
 """
 
 from __future__ import annotations
@@ -13,104 +14,38 @@ from pathlib import Path
 
 import pytest
 
-import suite
-from implementations import discovery
-from implementations.discovery import UnderTest
-from specs import presets, profiles
-from specs.dtypes import DTYPES
-from specs.runner import DEFAULT_CALL_TIMEOUT_S
-from suite import known_failures
+from attnspec import suite
+from attnspec.implementations import discovery
+from attnspec.implementations.discovery import UnderTest
+from attnspec.plugin import (
+    OPT_DEVICE,
+    OPT_DTYPE,
+    OPT_IMPL,
+    OPT_KNOWN,
+    OPT_REPORT_DIR,
+    OPT_SHAPES,
+    OPT_TIER,
+)
+from attnspec.specs import presets, profiles
+from attnspec.specs.dtypes import DTYPES
+from attnspec.suite import known_failures
 
 CHECKOUT = Path(suite.__file__).resolve().parents[1]
-REPORT_DIR_DEFAULT = CHECKOUT / "reports" / "out"
-
-# --- Options: one OPT_* constant and one addoption each, all in the "attnspec" group. ----------
-OPT_IMPL = "--impl"
-OPT_DEVICE = "--device"
-OPT_DTYPE = "--dtype"
-OPT_TIER = "--tier"
-OPT_REPORT_DIR = "--report-dir"
-OPT_CALL_TIMEOUT = "--call-timeout"
-OPT_KNOWN = "--known-failures"
-OPT_REPRODUCE = "--reproduce"
-OPT_SELF_TEST = "--self-test"
-OPT_SHAPES = "--shapes"
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """The attnspec option group (the benchmark plugin adds its own options to it)."""
-    group = parser.getgroup("attnspec", "attnspec conformance and benchmarks")
-    group.addoption(
-        OPT_IMPL,
-        action="append",
-        default=[],
-        metavar="LOCATOR",
-        help="implementation to test (repeatable): a shipped name (numpy, torch), "
-        "module:attr, path/to/file.py[:attr], or an entry-point name. "
-        f"Default: ${discovery.ENV_VAR}, else every shipped and registered one that imports.",
-    )
-    group.addoption(
-        OPT_DEVICE,
-        default=None,
-        help="torch device for implementations that support one (default: cuda if available, else cpu)",
-    )
-    group.addoption(
-        OPT_DTYPE,
-        action="append",
-        default=[],
-        metavar="DTYPE",
-        help=f"working dtype (repeatable): {', '.join(DTYPES)}. Default: every dtype an "
-        f"implementation named by {OPT_IMPL} declares (at --tier smoke its first half-precision "
-        "one); float32 for the default implementations and the benchmarks.",
-    )
-    group.addoption(
-        OPT_TIER,
-        default=None,
-        help=f"run tier: {', '.join(profiles.TIERS)} (default: ${profiles.TIER_ENV}, else default)",
-    )
-    group.addoption(
-        OPT_CALL_TIMEOUT,
-        type=float,
-        default=DEFAULT_CALL_TIMEOUT_S,
-        metavar="SECONDS",
-        help="time limit for one call into an implementation; a hang fails that clause "
-        f"(default {DEFAULT_CALL_TIMEOUT_S:g}; 0 disables)",
-    )
-    group.addoption(
-        OPT_KNOWN,
-        default=None,
-        metavar="FILE",
-        help="file of known failures (one 'SELECTOR  # reason' per line); listed tests are "
-        "xfail(strict), entries that match nothing warn",
-    )
-    group.addoption(
-        OPT_REPRODUCE,
-        default=None,
-        metavar="BLOB",
-        help="replay one failing example: the blob from the @reproduce_failure line of a failure "
-        "(run it with that failure's test id)",
-    )
-    group.addoption(
-        OPT_SHAPES,
-        default=None,
-        metavar="MODEL",
-        help="draw only one real model's attention shapes (a slice of its KV head groups): "
-        + ", ".join(p.name for p in presets.PRESETS),
-    )
-    group.addoption(
-        OPT_REPORT_DIR,
-        default=None,
-        help=f"folder for generated reports (default: {REPORT_DIR_DEFAULT})",
-    )
-    group.addoption(
-        OPT_SELF_TEST,
-        action="store_true",
-        help="also run the suite's self-tests (mutants, gallery, registry, plugin runs) when "
-        f"{OPT_IMPL} or ${discovery.ENV_VAR} names implementations (a plain run includes them)",
-    )
+IN_CHECKOUT = (CHECKOUT / "pyproject.toml").is_file()  # else installed from a wheel
+REPORT_DIR_CHECKOUT = CHECKOUT / "reports" / "out"
+REPORT_DIR_NAME = "attnspec-report"  # under the rootdir, when attnspec runs installed
 
 
 # --- Resolving the options into the session's state. -------------------------------------------
+def report_dir(config: pytest.Config) -> Path:
+    """--report-dir, else reports/out in a checkout of attnspec, else attnspec-report in the
+    rootdir (a user's repository: never inside the installed package)."""
+    given = config.getoption(OPT_REPORT_DIR)
+    if given:
+        return Path(given)
+    return REPORT_DIR_CHECKOUT if IN_CHECKOUT else config.rootpath / REPORT_DIR_NAME
+
+
 def resolve_device(requested: str | None) -> str:
     """The torch device to use; a device torch cannot use is a usage error."""
     try:

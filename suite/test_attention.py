@@ -1,6 +1,6 @@
 """Attention clauses, one test each, run on every selected implementation and dtype."""
 
-from suite.harness import verify
+from attnspec.suite.harness import verify
 
 
 def test_attn_ref(impl, dtype):

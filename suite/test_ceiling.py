@@ -6,11 +6,11 @@ import pytest
 
 pytest.importorskip("torch", reason="torch is not installed: calibration and samples use it")
 
-import reports.calibrate as calibrate
-import reports.detect as detect
-from reports import timing
-from reports.ceiling import SessionCeiling
-from suite.test_device import fake_measured
+import attnspec.reports.calibrate as calibrate
+import attnspec.reports.detect as detect
+from attnspec.reports import timing
+from attnspec.reports.ceiling import SessionCeiling
+from attnspec.suite.test_device import fake_measured
 
 
 def cpu_roof(tmp_path, monkeypatch, **overrides):

@@ -1,4 +1,4 @@
-"""Cost clauses, one test each, plus hand-derivation checks of specs.cost itself.
+"""Cost clauses, one test each, plus hand-derivation checks of attnspec.specs.cost itself.
 
 The clause tests without an `impl` argument check the cost model alone (the "spec" column
 of the conformance table); COST-KV-BYTES also measures each implementation's cache. An
@@ -10,17 +10,17 @@ implementation that brings its own cost functions (`matmul_cost`, `decode_attent
 import numpy as np
 import pytest
 
-import implementations.numpy_impl as numpy_impl
-import specs.cost as cost
-from implementations.discovery import flop_counter
-from specs.cost import Cost
-from specs.cost_clauses import CostSubject
-from specs.decoder_weights import DecoderConfig
-from specs.profiles import KILL
-from specs.runner import run_clause
-from specs.tolerance import ClauseFailure
-from suite.harness import verify
-from suite.meta.mutants import derive
+import attnspec.implementations.numpy_impl as numpy_impl
+import attnspec.specs.cost as cost
+from attnspec.implementations.discovery import flop_counter
+from attnspec.specs.cost import Cost
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import run_clause
+from attnspec.specs.tolerance import ClauseFailure
+from attnspec.suite.harness import verify
+from attnspec.suite.meta.mutants import derive
 
 MODEL = CostSubject(cost)
 

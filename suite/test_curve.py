@@ -1,4 +1,4 @@
-"""Latency vs throughput: the COST-LATENCY-CURVE clause on specs.cost_curve, the shape of its
+"""Latency vs throughput: the COST-LATENCY-CURVE clause on attnspec.specs.cost_curve, the shape of its
 curves (memory stop, knees, longer contexts flatten), and the report's plot and CLI."""
 
 import json
@@ -6,14 +6,14 @@ from itertools import pairwise
 
 import pytest
 
-import specs.cost_curve as cost_curve
-from reports import curve
-from reports.__main__ import main
-from specs.cost import decoder_decode_step_cost
-from specs.cost_clauses import CostSubject
-from specs.decoder_weights import DecoderConfig
-from specs.presets import MODELS, PRESETS, model
-from suite.harness import verify
+import attnspec.specs.cost_curve as cost_curve
+from attnspec.reports import curve
+from attnspec.reports.__main__ import main
+from attnspec.specs.cost import decoder_decode_step_cost
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.specs.presets import MODELS, PRESETS, model
+from attnspec.suite.harness import verify
 
 H100 = (989e12, 3.35e12)
 LLAMA = model("Llama-3-8B")
@@ -109,7 +109,7 @@ def test_bad_curve_arguments_name_themselves():
 
 
 def test_cli_draws_predicted_curves_without_a_benchmark(tmp_path, capsys):
-    """`python -m reports --shapes M --device-spec K` prints the curves and writes latency.png,
+    """`python -m attnspec.reports --shapes M --device-spec K` prints the curves and writes latency.png,
     .md and .json with the same points; an unknown model or device is a one-line error."""
     code = main(
         ["--shapes", "llama-3-8b", "--device-spec", "h100-sxm", "--report-dir", str(tmp_path)]
@@ -136,8 +136,8 @@ def test_bench_block_puts_measured_points_beside_the_prediction(tmp_path):
     the same roof, and plots it with the model's curves."""
     from types import SimpleNamespace
 
-    from reports.hardware import DeviceRoof, h100_baseline
-    from reports.roofline import Record, analyse
+    from attnspec.reports.hardware import DeviceRoof, h100_baseline
+    from attnspec.reports.roofline import Record, analyse
 
     cpu = DeviceRoof(name="cpu", kind="cpu", device="cpu", dtype="float32", spec=None,
                      measured=None, peak_flops=100e9, bandwidth=10e9, peak_source="test",

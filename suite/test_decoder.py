@@ -1,6 +1,6 @@
 """Decoder clauses, one test each: a tiny model generates the same logits with and without its cache."""
 
-from suite.harness import verify
+from attnspec.suite.harness import verify
 
 
 def test_dec_cached_eq_full(impl, dtype):

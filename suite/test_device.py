@@ -9,13 +9,13 @@ torch = pytest.importorskip(
     "torch", reason="torch is not installed: detection and calibration use it"
 )
 
-import reports.calibrate as calibrate  # noqa: E402  (after the skip: these import torch)
-import reports.detect as detect  # noqa: E402
-import reports.hardware as hardware  # noqa: E402
-from reports import timing  # noqa: E402
-from reports.__main__ import main  # noqa: E402
-from reports.hardware import H100_SXM, SPECS  # noqa: E402
-from specs.cost import decode_attention_cost  # noqa: E402
+import attnspec.reports.calibrate as calibrate  # noqa: E402  (after the skip: these import torch)
+import attnspec.reports.detect as detect  # noqa: E402
+import attnspec.reports.hardware as hardware  # noqa: E402
+from attnspec.reports import timing  # noqa: E402
+from attnspec.reports.__main__ import main  # noqa: E402
+from attnspec.reports.hardware import H100_SXM, SPECS  # noqa: E402
+from attnspec.specs.cost import decode_attention_cost  # noqa: E402
 
 # Dense BF16/FP16 FLOP/s and bytes/s as DESIGN.md quotes them (MI300X: AMD's 1307.4).
 DENSE = {
@@ -294,7 +294,7 @@ def test_cli_bad_values_exit_2_with_one_line(argv, capsys):
     """Bad values print one error line, no traceback, and exit with status 2."""
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m reports: error:")
+    assert err.count("\n") == 1 and err.startswith("python -m attnspec.reports: error:")
     assert "Traceback" not in err
 
 

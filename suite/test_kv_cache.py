@@ -1,6 +1,6 @@
 """KV-cache clauses, one test each, run on every selected implementation and dtype."""
 
-from suite.harness import verify
+from attnspec.suite.harness import verify
 
 
 def test_kv_decode_eq_recompute(impl, dtype):

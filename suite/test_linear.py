@@ -1,6 +1,6 @@
 """Causal linear attention clauses, one test each, run on every selected implementation and dtype."""
 
-from suite.harness import verify
+from attnspec.suite.harness import verify
 
 
 def test_lin_ref(impl, dtype):

@@ -1,8 +1,8 @@
 """Partial attention states (LSE, empty rows, merging, cascade) and the cascade cost, one test each."""
 
-import specs.cost_cascade as cost_cascade
-from specs.cost_clauses import CostSubject
-from suite.harness import verify
+import attnspec.specs.cost_cascade as cost_cascade
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.harness import verify
 
 MODEL = CostSubject(cost_cascade)
 

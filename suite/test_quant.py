@@ -1,8 +1,8 @@
 """Quantized KV-cache clauses (fp8 / int8 pages with scales), one test each."""
 
-import specs.cost as cost
-from specs.cost_clauses import CostSubject
-from suite.harness import verify
+import attnspec.specs.cost as cost
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.harness import verify
 
 MODEL = CostSubject(cost)
 
@@ -32,9 +32,9 @@ def test_declared_kv_dtypes_narrow_the_draws():
     quantized clauses run on it without a skip or failure."""
     from types import SimpleNamespace
 
-    import implementations.numpy_impl as base
-    from specs.profiles import KILL
-    from specs.runner import run_clause
+    import attnspec.implementations.numpy_impl as base
+    from attnspec.specs.profiles import KILL
+    from attnspec.specs.runner import run_clause
 
     def int8_only(*args, kv_dtype=None, **kwargs):
         if kv_dtype not in (None, "int8"):

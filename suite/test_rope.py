@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from specs.cost_rope import rope_cost
-from specs.reference.rope import inv_freq
-from suite.harness import verify
+from attnspec.specs.cost_rope import rope_cost
+from attnspec.specs.reference.rope import inv_freq
+from attnspec.suite.harness import verify
 
 
 def test_rope_ref(impl, dtype):

@@ -2,10 +2,10 @@
 
 import pytest
 
-import specs.cost as cost
-from implementations.discovery import flop_counter
-from specs.cost_clauses import CostSubject
-from suite.harness import verify
+import attnspec.specs.cost as cost
+from attnspec.implementations.discovery import flop_counter
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.harness import verify
 
 MODEL = CostSubject(cost)
 

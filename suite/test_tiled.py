@@ -1,6 +1,6 @@
 """Tiled (FlashAttention-style) attention clauses, one test each, per implementation and dtype."""
 
-from suite.harness import verify
+from attnspec.suite.harness import verify
 
 
 def test_flash_eq_attn(impl, dtype):

@@ -3,7 +3,7 @@
 - `kv_cache`: a transformers StaticCache of one layer, allocated up front (implementations.
   hf_impl.kv_cache);
 - `decoder(config, weights)`: a LlamaForCausalLM carrying the suite's weights, generating with
-  its own StaticCache (implementations.hf_impl.decoder).
+  its own StaticCache (attnspec.implementations.hf_impl.decoder).
 
 float64 is not offered: transformers computes RMSNorm and RoPE in float32 whatever the model's
 dtype, so a float64 model is a float32 model in parts, which DEC-CROSS-IMPL rightly flags.
@@ -22,10 +22,10 @@ except ImportError as exc:  # one line for --impl hf without the extra
         "the hf implementation needs transformers>=5: pip install -e '.[hf]'"
     ) from exc
 
-from implementations.hf_impl.decoder import HFDecoder
-from implementations.hf_impl.kv_cache import HFKVCache
-from implementations.library_base import TorchLibrary
-from specs.decoder_weights import DecoderConfig
+from attnspec.implementations.hf_impl.decoder import HFDecoder
+from attnspec.implementations.hf_impl.kv_cache import HFKVCache
+from attnspec.implementations.library_base import TorchLibrary
+from attnspec.specs.decoder_weights import DecoderConfig
 
 if int(transformers.__version__.split(".")[0]) < 5:
     raise ImportError(

@@ -1,6 +1,6 @@
 """The suite's tiny decoder as a transformers LlamaForCausalLM, generating with a StaticCache.
 
-The suite's weights (specs.decoder_weights: x @ W with W (in, out), rotate-half RoPE, RMSNorm
+The suite's weights (attnspec.specs.decoder_weights: x @ W with W (in, out), rotate-half RoPE, RMSNorm
 weights multiplying the normalised x) map one to one onto Llama's modules; nn.Linear stores
 W (out, in), so each projection is transposed. head_dim is given explicitly, so d_model need
 not be n_heads * head_dim. `prefill` makes a StaticCache of config.max_len tokens and `decode`
@@ -15,7 +15,7 @@ from typing import Any, cast
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, StaticCache
 
-from specs.decoder_weights import DecoderConfig, check_weights
+from attnspec.specs.decoder_weights import DecoderConfig, check_weights
 
 LAYER_NAMES = {  # suite name -> (Llama module path, transposed)
     "attn_norm": ("input_layernorm", False),

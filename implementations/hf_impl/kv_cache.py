@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from transformers import LlamaConfig, StaticCache
 
-from implementations.kv_base import CacheFull
-from implementations.torch_impl.dtypes import TORCH_DTYPES
-from implementations.validate import check_positive
+from attnspec.implementations.kv_base import CacheFull
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.validate import check_positive
 
 ONE_LAYER = LlamaConfig(num_hidden_layers=1)  # StaticCache reads only the layer count and types
 

@@ -7,25 +7,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.numpy_impl.attention import attention
-from implementations.numpy_impl.decoder import decoder
-from implementations.numpy_impl.kv_cache import kv_cache
-from implementations.numpy_impl.linear import (
+from attnspec.implementations.numpy_impl.attention import attention
+from attnspec.implementations.numpy_impl.decoder import decoder
+from attnspec.implementations.numpy_impl.kv_cache import kv_cache
+from attnspec.implementations.numpy_impl.linear import (
     linear_attention,
     linear_attention_chunked,
     linear_attention_recurrent,
 )
-from implementations.numpy_impl.masking import OPTIONS as options
-from implementations.numpy_impl.matmul import matmul
-from implementations.numpy_impl.merge import merge_attention_states
-from implementations.numpy_impl.rope import rope
-from implementations.numpy_impl.serving import (
+from attnspec.implementations.numpy_impl.masking import OPTIONS as options
+from attnspec.implementations.numpy_impl.matmul import matmul
+from attnspec.implementations.numpy_impl.merge import merge_attention_states
+from attnspec.implementations.numpy_impl.rope import rope
+from attnspec.implementations.numpy_impl.serving import (
     paged_attention,
     paged_kv_cache,
     paged_kv_write,
     varlen_attention,
 )
-from implementations.numpy_impl.tiled import tiled_attention
+from attnspec.implementations.numpy_impl.tiled import tiled_attention
 
 name = "numpy"
 dtypes = ("float32", "float16", "float64")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.numpy_impl.masking import restrict
-from implementations.validate import check_attention_shapes
+from attnspec.implementations.numpy_impl.masking import restrict
+from attnspec.implementations.validate import check_attention_shapes
 
 
 def work_dtype(x: np.ndarray) -> np.dtype:

@@ -1,6 +1,6 @@
 """Tiny Llama-style decoder in numpy with a preallocated per-layer KV cache.
 
-The function is specs.reference.decoder's (RMSNorm, rotate-half RoPE, GQA attention,
+The function is attnspec.specs.reference.decoder's (RMSNorm, rotate-half RoPE, GQA attention,
 SwiGLU, tied or untied LM head); this file adds the cache: `prefill` fills it, `decode`
 appends T >= 1 tokens at RoPE positions len(cache) .. len(cache) + T - 1 and attends
 with the bottom-right causal mask (query i sees key j iff j <= i + start). Computation
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from implementations.decoder_base import CachedDecoder
-from implementations.kv_base import DecoderCache, PreallocatedKVCache
-from implementations.numpy_impl.kv_cache import NumpyKVCache
-from specs.decoder_weights import DecoderConfig, check_weights
+from attnspec.implementations.decoder_base import CachedDecoder
+from attnspec.implementations.kv_base import DecoderCache, PreallocatedKVCache
+from attnspec.implementations.numpy_impl.kv_cache import NumpyKVCache
+from attnspec.specs.decoder_weights import DecoderConfig, check_weights
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -140,5 +140,5 @@ class NumpyDecoder(CachedDecoder):
 
 
 def decoder(config: DecoderConfig, weights: Mapping[str, np.ndarray]) -> NumpyDecoder:
-    """Build the tiny decoder from weights named as in specs.decoder_weights.make_weights."""
+    """Build the tiny decoder from weights named as in attnspec.specs.decoder_weights.make_weights."""
     return NumpyDecoder(config, weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.kv_base import PreallocatedKVCache
+from attnspec.implementations.kv_base import PreallocatedKVCache
 
 
 class NumpyKVCache(PreallocatedKVCache):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.validate import check_linear_args, check_positive
+from attnspec.implementations.validate import check_linear_args, check_positive
 
 LinearState = tuple[np.ndarray, np.ndarray]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 # "lse": return_lse=True on every attention op; "empty_rows": a query that sees no key (causal
-# Tq > Tk, a sequence without keys) gives output 0 and log-sum-exp -inf (specs.merge).
-# "kv_quant": paged_kv_cache(..., kv_dtype, k_scale, v_scale), an 8-bit cache (specs.quant).
+# Tq > Tk, a sequence without keys) gives output 0 and log-sum-exp -inf (attnspec.specs.merge).
+# "kv_quant": paged_kv_cache(..., kv_dtype, k_scale, v_scale), an 8-bit cache (attnspec.specs.quant).
 OPTIONS = frozenset({"window", "softcap", "lse", "empty_rows", "kv_quant"})
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from implementations.quant_base import MAX
+from attnspec.implementations.quant_base import MAX
 
 
 def storage(kv_dtype: str) -> np.dtype:

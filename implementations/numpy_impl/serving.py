@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from implementations.numpy_impl import quant
-from implementations.numpy_impl.attention import attention_lse
-from implementations.paged_base import (
+from attnspec.implementations.numpy_impl import quant
+from attnspec.implementations.numpy_impl.attention import attention_lse
+from attnspec.implementations.paged_base import (
     check_cu_seqlens,
     check_packed,
     check_paged,
@@ -18,7 +18,7 @@ from implementations.paged_base import (
     check_slots,
     check_varlen,
 )
-from implementations.quant_base import check_scales
+from attnspec.implementations.quant_base import check_scales
 
 
 def dense(

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from implementations.numpy_impl.masking import restrict
-from implementations.validate import check_attention_shapes, check_positive
+from attnspec.implementations.numpy_impl.masking import restrict
+from attnspec.implementations.validate import check_attention_shapes, check_positive
 
 
 def _last_visible_key(q_end: int, tq: int, tk: int, causal: bool) -> int:

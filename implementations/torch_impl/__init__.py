@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from implementations.torch_impl import attention as _attention
-from implementations.torch_impl import decoder as _decoder
-from implementations.torch_impl import linear as _linear
-from implementations.torch_impl import matmul as _matmul
-from implementations.torch_impl import merge as _merge
-from implementations.torch_impl import rope as _rope
-from implementations.torch_impl import serving as _serving
-from implementations.torch_impl import tiled as _tiled
-from implementations.torch_impl.dtypes import TORCH_DTYPES
-from implementations.torch_impl.kv_cache import TorchKVCache
-from implementations.torch_impl.masking import OPTIONS
+from attnspec.implementations.torch_impl import attention as _attention
+from attnspec.implementations.torch_impl import decoder as _decoder
+from attnspec.implementations.torch_impl import linear as _linear
+from attnspec.implementations.torch_impl import matmul as _matmul
+from attnspec.implementations.torch_impl import merge as _merge
+from attnspec.implementations.torch_impl import rope as _rope
+from attnspec.implementations.torch_impl import serving as _serving
+from attnspec.implementations.torch_impl import tiled as _tiled
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.torch_impl.kv_cache import TorchKVCache
+from attnspec.implementations.torch_impl.masking import OPTIONS
 
 
 def default_device() -> str:

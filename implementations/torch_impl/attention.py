@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from implementations.torch_impl.masking import attention_lse
-from implementations.validate import check_attention_shapes
+from attnspec.implementations.torch_impl.masking import attention_lse
+from attnspec.implementations.validate import check_attention_shapes
 
 GROUPED_MAX_TQ = 16  # up to this many query tokens the grouped-matmul path is used
 

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from implementations.torch_impl import TorchImplementation
-from implementations.torch_impl.attention import attention_grouped
-from implementations.torch_impl.decoder import TorchDecoder, decoder
-from implementations.torch_impl.dtypes import TORCH_DTYPES
-from implementations.torch_impl.matmul import matmul
-from specs.decoder_weights import DecoderConfig
+from attnspec.implementations.torch_impl import TorchImplementation
+from attnspec.implementations.torch_impl.attention import attention_grouped
+from attnspec.implementations.torch_impl.decoder import TorchDecoder, decoder
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.torch_impl.matmul import matmul
+from attnspec.specs.decoder_weights import DecoderConfig
 
 
 class FlopCounter:

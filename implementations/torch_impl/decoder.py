@@ -1,6 +1,6 @@
 """Tiny Llama-style decoder in torch, any device, with a gpt-fast style static KV cache.
 
-The function is specs.reference.decoder's (RMSNorm, rotate-half RoPE, GQA attention,
+The function is attnspec.specs.reference.decoder's (RMSNorm, rotate-half RoPE, GQA attention,
 SwiGLU, tied or untied LM head). As in gpt-fast's model.py, each layer's cache is
 allocated once at max_len and written in place; q/k/v and gate/up projections are
 fused into one matmul each; RMSNorm and RoPE run in float32 (float64 for float64
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from implementations.decoder_base import CachedDecoder
-from implementations.kv_base import DecoderCache
-from implementations.torch_impl.kv_cache import TorchKVCache
-from specs.decoder_weights import DecoderConfig, check_weights
+from attnspec.implementations.decoder_base import CachedDecoder
+from attnspec.implementations.kv_base import DecoderCache
+from attnspec.implementations.torch_impl.kv_cache import TorchKVCache
+from attnspec.specs.decoder_weights import DecoderConfig, check_weights
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -154,5 +154,5 @@ class TorchDecoder(CachedDecoder):
 
 
 def decoder(config: DecoderConfig, weights: Mapping[str, torch.Tensor]) -> TorchDecoder:
-    """Build the tiny decoder from weights named as in specs.decoder_weights.make_weights."""
+    """Build the tiny decoder from weights named as in attnspec.specs.decoder_weights.make_weights."""
     return TorchDecoder(config, weights)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from implementations.kv_base import PreallocatedKVCache
-from implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.kv_base import PreallocatedKVCache
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
 
 
 class TorchKVCache(PreallocatedKVCache):

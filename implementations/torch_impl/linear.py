@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from implementations.validate import check_linear_args, check_positive
+from attnspec.implementations.validate import check_linear_args, check_positive
 
 LinearState = tuple[torch.Tensor, torch.Tensor]
 

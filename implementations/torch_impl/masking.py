@@ -13,8 +13,8 @@ import math
 
 import torch
 
-from implementations.numpy_impl.masking import OPTIONS, check_options
-from implementations.validate import check_attention_shapes
+from attnspec.implementations.numpy_impl.masking import OPTIONS, check_options
+from attnspec.implementations.validate import check_attention_shapes
 
 __all__ = ["OPTIONS", "attention_lse", "attention_options", "cap", "visible"]
 

@@ -1,7 +1,7 @@
 """Merging two partial attention states by their log-sum-exp, in torch (vLLM's
 merge_attn_states layout: outputs (T, H, Dv), natural-log lse (T, H)).
 
-As implementations.numpy_impl.merge: weights e^(lse_x - m) from m = max(lse_a, lse_b), an
+As attnspec.implementations.numpy_impl.merge: weights e^(lse_x - m) from m = max(lse_a, lse_b), an
 empty side (lse -inf) weighs exactly 0 whatever its output slot holds, two empty sides give
 (0, -inf). Computed in float32 (float64 for float64 outputs) on the outputs' device.
 """
@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from implementations.numpy_impl.merge import check_states
+from attnspec.implementations.numpy_impl.merge import check_states
 
 
 def merge_attention_states(

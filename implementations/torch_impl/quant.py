@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from implementations.quant_base import MAX
+from attnspec.implementations.quant_base import MAX
 
 STORAGE = {
     "float8_e4m3fn": torch.float8_e4m3fn,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from implementations.numpy_impl.rope import STYLES, frequencies
+from attnspec.implementations.numpy_impl.rope import STYLES, frequencies
 
 
 def rope(

@@ -20,18 +20,18 @@ import math
 import numpy as np
 import torch
 
-from implementations.numpy_impl.masking import check_options
-from implementations.paged_base import (
+from attnspec.implementations.numpy_impl.masking import check_options
+from attnspec.implementations.paged_base import (
     check_packed,
     check_paged,
     check_pool,
     check_slots,
     check_varlen,
 )
-from implementations.quant_base import check_scales
-from implementations.torch_impl import quant
-from implementations.torch_impl.dtypes import TORCH_DTYPES
-from implementations.torch_impl.masking import cap, visible
+from attnspec.implementations.quant_base import check_scales
+from attnspec.implementations.torch_impl import quant
+from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
+from attnspec.implementations.torch_impl.masking import cap, visible
 
 CHUNK = 1024  # the most keys per split-KV chunk; fewer when sequences are short
 

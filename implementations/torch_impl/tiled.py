@@ -17,9 +17,9 @@ import math
 
 import torch
 
-from implementations.numpy_impl.masking import check_options
-from implementations.torch_impl.masking import cap, visible
-from implementations.validate import check_attention_shapes, check_positive
+from attnspec.implementations.numpy_impl.masking import check_options
+from attnspec.implementations.torch_impl.masking import cap, visible
+from attnspec.implementations.validate import check_attention_shapes, check_positive
 
 
 def tiled_attention(

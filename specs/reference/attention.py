@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specs.dtypes import WORK, stored
+from attnspec.specs.dtypes import WORK, stored
 
 
 def causal_mask(Tq: int, Tk: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def logits(q: np.ndarray, k: np.ndarray) -> np.ndarray:
     return s.reshape(B, Hq, Tq, k.shape[2])
 
 
-WINDOW_KINDS = ("left", "symmetric")  # the non-causal window conventions (specs.limits)
+WINDOW_KINDS = ("left", "symmetric")  # the non-causal window conventions (attnspec.specs.limits)
 
 
 def visible_mask(
@@ -152,7 +152,7 @@ def attention(
     """softmax(q k^T * scale [+ causal mask]) v, with max-subtraction; rows seeing no key give 0.
 
     Source: Vaswani et al. 2017, eq. 1; GQA head mapping as in Ainslie et al. 2023. Options
-    (specs.reference.serving): `softcap` c caps the scaled logits to c*tanh(s/c) before the
+    (attnspec.specs.reference.serving): `softcap` c caps the scaled logits to c*tanh(s/c) before the
     mask (Gemma 2); `window` w lets the query at absolute position p see keys in (p-w, p]
     (causal), after p - w (non-causal, `window_kind` "left") or within w of p ("symmetric").
     """

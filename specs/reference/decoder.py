@@ -5,15 +5,15 @@ Sources: RMSNorm, Zhang & Sennrich 2019 (x / sqrt(mean(x^2) + eps) * w); RoPE, S
 with the last D/2, frequency base^(-2j/D)); GQA, Ainslie et al. 2023 (query head h
 reads kv head h // (Hq // Hkv)); SwiGLU, Shazeer 2020 (w_down(silu(x w_gate) * x w_up)).
 Token t (0-based) sits at RoPE position t. Weight names are those of
-specs.decoder_weights.make_weights.
+attnspec.specs.decoder_weights.make_weights.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from specs.decoder_weights import DecoderConfig
-from specs.dtypes import round_to
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.specs.dtypes import round_to
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specs.dtypes import WORK, stored
+from attnspec.specs.dtypes import WORK, stored
 
 FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
 BLOCK = 64  # positions per block of the reference's prefix sums

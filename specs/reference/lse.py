@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from specs.dtypes import UNIT_ROUNDOFF, WORK, stored
-from specs.reference import attention as ref
-from specs.reference.serving import dense
+from attnspec.specs.dtypes import UNIT_ROUNDOFF, WORK, stored
+from attnspec.specs.reference import attention as ref
+from attnspec.specs.reference.serving import dense
 
 LSE_DTYPE = {"float64": "float64"}  # others: float32 (the dtype kernels return the lse in)
 
@@ -29,7 +29,7 @@ def log_sum_exp(
     q: np.ndarray, k: np.ndarray, *, precision: str = "float64", **opts: Any
 ) -> np.ndarray:
     """log sum_j exp(s_j) over the visible keys (B, Hq, Tq), -inf where none is; `opts` are
-    those of specs.reference.attention.scores (causal, scale, window, softcap, window_kind). In
+    those of attnspec.specs.reference.attention.scores (causal, scale, window, softcap, window_kind). In
     a working `precision`: the plain max-subtracted computation, every stored value rounded."""
     work, rnd = WORK[precision], stored(precision)
     B, Hq, Tq, _ = q.shape
@@ -53,7 +53,7 @@ def lse_rounding(dtype: str, q: np.ndarray, k: np.ndarray, **opts: Any) -> np.nd
     """The typical absolute lse error (B, Hq, Tq) that rounding the logits in `dtype` causes:
     d lse = sum_j p_j d(cap(s_j)), and a logit computed as a dot product is off by about u times
     the root-sum-square of its products times the scale, through the cap's slope sech²(s/c) (the
-    output's version is specs.attention_options.capped_logit_error). `opts`: causal, scale,
+    output's version is attnspec.specs.attention_options.capped_logit_error). `opts`: causal, scale,
     window, softcap, window_kind."""
     B, Hq, Tq, D = q.shape
     if k.shape[2] == 0:

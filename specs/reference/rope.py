@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from specs.dtypes import round_to
+from attnspec.specs.dtypes import round_to
 
 STYLES = ("neox", "gptj")
 Scaling = tuple[Any, ...] | None  # None, ("linear", factor), ("llama3", f, lo, hi, L)

@@ -1,5 +1,5 @@
 """Float64 references for the serving ops: each sequence of a packed batch is dense attention
-over its own keys (specs.reference.attention), with the same options."""
+over its own keys (attnspec.specs.reference.attention), with the same options."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from specs.reference import attention as ref
+from attnspec.specs.reference import attention as ref
 
 
 def dense(x: np.ndarray) -> np.ndarray:
@@ -19,7 +19,7 @@ def sequence_attention(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, precision: str = "float64", **opts: Any
 ) -> np.ndarray:
     """One sequence's packed q (Tq, Hq, D) over k, v (Tk, Hkv, D) -> (Tq, Hq, Dv); `opts` are
-    causal, scale, window and softcap as for specs.reference.attention.attention."""
+    causal, scale, window and softcap as for attnspec.specs.reference.attention.attention."""
     out = ref.attention(dense(q), dense(k), dense(v), precision=precision, **opts)
     return out[0].transpose(1, 0, 2)  # (Tq, Hq, Dv)
 

@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reports import timing
-from reports.timing import Bench, Timed
-from specs.dtypes import round_to
-from specs.reference import attention as attn_ref
-from specs.runner import missing
-from specs.tolerance import assert_close, budget
+from attnspec.reports import timing
+from attnspec.reports.timing import Bench, Timed
+from attnspec.specs.dtypes import round_to
+from attnspec.specs.reference import attention as attn_ref
+from attnspec.specs.runner import missing
+from attnspec.specs.tolerance import assert_close, budget
 
 
 def need(impl: Any, dtype: str, *ops: str) -> None:
     """Skip unless `impl` provides every op in `ops` and supports `dtype`, exactly as a clause
-    needing those ops is skipped (specs.runner.missing gives the reason)."""
+    needing those ops is skipped (attnspec.specs.runner.missing gives the reason)."""
     reason = missing(tuple(ops), impl, dtype)
     if reason:
         pytest.skip(reason)
@@ -60,7 +60,7 @@ def output(impl: Any, y: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
 def attention_reference(
     q: np.ndarray, k: np.ndarray, v: np.ndarray, *, causal: bool, precision: str = "float64"
 ) -> np.ndarray:
-    """specs.reference.attention, one (batch row, query head) at a time to bound memory."""
+    """attnspec.specs.reference.attention, one (batch row, query head) at a time to bound memory."""
     B, Hq, Tq, _ = q.shape
     G = Hq // k.shape[1]
     out = np.empty((B, Hq, Tq, v.shape[-1]))  # (B, Hq, Tq, Dv)
@@ -134,7 +134,7 @@ def matmul_probe(
     torch = probe_torch(impl)
     if torch is None:
         return None
-    from implementations.torch_impl.dtypes import TORCH_DTYPES
+    from attnspec.implementations.torch_impl.dtypes import TORCH_DTYPES
 
     device = timing.device_of(impl)
     label = f"{what} as one torch GEMM, {batch}x({M}x{K})@({K}x{N}),"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reports.bench_plugin import BENCH
-from suite.bench.grids import cases
+from attnspec.reports.bench_plugin import BENCH
+from attnspec.suite.bench.grids import cases
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

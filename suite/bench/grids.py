@@ -173,7 +173,7 @@ for _size, (_model, _points) in {
     GRIDS[_size]["decode_step"] = [{"B": b, "T": t, "model": _model} for b, t in _points]
 
 # Cascade decode (suite/bench/test_bench_cascade.py): B requests sharing a P-token prompt, each
-# with `suffix` own tokens; `large` is the hand-derived batch of specs.cost_cascade (Llama-3-8B).
+# with `suffix` own tokens; `large` is the hand-derived batch of attnspec.specs.cost_cascade (Llama-3-8B).
 for _size, _cascade in {
     "small": {"Hq": 8, "Hkv": 2, "D": 64, "B": 8, "P": 512, "suffix": 16},
     "default": {"Hq": 8, "Hkv": 2, "D": 64, "B": 16, "P": 1024, "suffix": 32},

@@ -2,8 +2,8 @@
 
 import pytest
 
-from specs.cost import attention_traffic
-from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
+from attnspec.specs.cost import attention_traffic
+from attnspec.suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
 
 pytestmark = pytest.mark.bench
 

@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from implementations.discovery import last_line
-from reports.bench_plugin import BENCH
-from specs.cost import attention_cost
-from suite.bench.common import Inputs, check_attention, measure, need
-from suite.bench.grids import cases
-from suite.bench.test_bench_tiled import case_text
-from suite.plugin import session_of
+from attnspec.implementations.discovery import last_line
+from attnspec.reports.bench_plugin import BENCH
+from attnspec.specs.cost import attention_cost
+from attnspec.suite.bench.common import Inputs, check_attention, measure, need
+from attnspec.suite.bench.grids import cases
+from attnspec.suite.bench.test_bench_tiled import case_text
+from attnspec.suite.plugin import session_of
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
 

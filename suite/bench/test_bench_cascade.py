@@ -7,7 +7,7 @@
   the two states merged (`merge_attention_states`): FlashInfer's cascade / vLLM's
   cascade_attention. Needs the "lse" option.
 
-Each row's cost comes from specs.cost_cascade.cascade_decode_cost (dense and cascade); the
+Each row's cost comes from attnspec.specs.cost_cascade.cascade_decode_cost (dense and cascade); the
 cascade row names its measured speedup over the dense run beside the predicted one (dense
 bytes / cascade bytes: decode is memory-bound).
 """
@@ -15,10 +15,10 @@ bytes / cascade bytes: decode is memory-bound).
 import numpy as np
 import pytest
 
-from specs.cost_cascade import cascade_decode_cost
-from specs.reference.serving import sequence_attention
-from specs.tolerance import assert_close
-from suite.bench.common import Inputs, measure, need
+from attnspec.specs.cost_cascade import cascade_decode_cost
+from attnspec.specs.reference.serving import sequence_attention
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.common import Inputs, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="cascade decode")]
 

@@ -8,14 +8,19 @@ follows MLPerf: (total - TTFT) / (tokens - 1), where the first token comes from 
 import numpy as np
 import pytest
 
-from reports import timing
-from reports.timing import FLOOR_REPEATS
-from specs.cost import Cost, decoder_decode_step_cost, decoder_prefill_cost, decoder_prefill_traffic
-from specs.decoder_weights import DecoderConfig, make_weights
-from specs.dtypes import BYTES_PER_ELEMENT, round_to
-from specs.reference.decoder import decoder_forward
-from specs.tolerance import assert_close
-from suite.bench.common import matmul_probe, need
+from attnspec.reports import timing
+from attnspec.reports.timing import FLOOR_REPEATS
+from attnspec.specs.cost import (
+    Cost,
+    decoder_decode_step_cost,
+    decoder_prefill_cost,
+    decoder_prefill_traffic,
+)
+from attnspec.specs.decoder_weights import DecoderConfig, make_weights
+from attnspec.specs.dtypes import BYTES_PER_ELEMENT, round_to
+from attnspec.specs.reference.decoder import decoder_forward
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.common import matmul_probe, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="generation")]
 

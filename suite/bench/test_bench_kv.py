@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from reports.timing import FLOOR_REPEATS
-from specs.cost import kv_append_cost
-from suite.bench.common import Inputs, copy_probe, measure, need
+from attnspec.reports.timing import FLOOR_REPEATS
+from attnspec.specs.cost import kv_append_cost
+from attnspec.suite.bench.common import Inputs, copy_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="kv-cache append")]
 

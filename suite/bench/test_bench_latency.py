@@ -4,17 +4,17 @@ latency-vs-throughput plot, each beside the roofline's time for the same shapes.
 Each case prefills B sequences of T tokens once (untimed), then times single-token decode
 steps through that cache, one new token per round (the cache grows by one token per call; the
 cost is taken at the median context of the timed calls). TPOT is the step time and throughput
-B / TPOT. The report (reports.curve) puts the rows beside the cost model's curve on the same
+B / TPOT. The report (attnspec.reports.curve) puts the rows beside the cost model's curve on the same
 roof and draws latency.png.
 """
 
 import numpy as np
 import pytest
 
-from specs.cost import decoder_decode_step_traffic
-from specs.reference.decoder import decoder_forward
-from specs.tolerance import assert_close
-from suite.bench.test_bench_generation import CLAUSE, Setup, floors, mlp_probe
+from attnspec.specs.cost import decoder_decode_step_traffic
+from attnspec.specs.reference.decoder import decoder_forward
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.test_bench_generation import CLAUSE, Setup, floors, mlp_probe
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="latency")]
 

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from specs.cost import (
+from attnspec.specs.cost import (
     linear_attention_chunked_traffic,
     linear_attention_recurrent_step_cost,
     linear_attention_recurrent_traffic,
 )
-from specs.reference.linear import linear_attention_ref, linear_state_ref
-from specs.tolerance import assert_close, floor
-from suite.bench.common import Inputs, matmul_probe, measure, need, output
+from attnspec.specs.reference.linear import linear_attention_ref, linear_state_ref
+from attnspec.specs.tolerance import assert_close, floor
+from attnspec.suite.bench.common import Inputs, matmul_probe, measure, need, output
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="linear attention")]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from specs.cost import matmul_cost
-from suite.bench.common import Inputs, check_matmul, matmul_probe, measure, need
+from attnspec.specs.cost import matmul_cost
+from attnspec.suite.bench.common import Inputs, check_matmul, matmul_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="matmul")]
 

@@ -3,7 +3,7 @@
 One decode token for each of B sequences of T cached tokens, read through shuffled 16-token
 blocks, twice per implementation: pages in the 16-bit working dtype (bfloat16, or float16
 where the implementation has no bfloat16) and pages in float8_e4m3fn with a scale per KV head.
-Decode is memory-bound, so the speedup to expect is the bytes ratio (specs.cost:
+Decode is memory-bound, so the speedup to expect is the bytes ratio (attnspec.specs.cost:
 decode_attention_cost against quantized_decode_cost at E_kv = 1): the fp8 row names its
 measured speed relative to the 16-bit run beside that prediction. Both outputs are checked
 against float64 attention over the cache as stored (the fp8 one over its dequantized codes).
@@ -14,11 +14,11 @@ import math
 import numpy as np
 import pytest
 
-from specs.cost import decode_attention_cost, quantized_decode_cost
-from specs.reference.quant import MAX, dequantize, quantize
-from specs.reference.serving import sequence_attention
-from specs.tolerance import assert_close
-from suite.bench.common import Inputs, measure, need
+from attnspec.specs.cost import decode_attention_cost, quantized_decode_cost
+from attnspec.specs.reference.quant import MAX, dequantize, quantize
+from attnspec.specs.reference.serving import sequence_attention
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.common import Inputs, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="decode attention")]
 

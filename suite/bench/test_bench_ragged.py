@@ -9,7 +9,7 @@
 - varlen: `varlen_attention` on the packed cache (flash-attn layout).
 - paged: `paged_attention` over a shuffled pool of 16-token blocks (vLLM layout).
 
-Each row's cost comes from specs.cost (attention_cost of the padded batch, varlen_attention_cost,
+Each row's cost comes from attnspec.specs.cost (attention_cost of the padded batch, varlen_attention_cost,
 paged_decode_cost). The varlen and paged rows then name their measured speedup over the padded
 run beside the one padding_waste predicts (padded bytes / ragged bytes: decode is memory-bound).
 """
@@ -19,10 +19,15 @@ import math
 import numpy as np
 import pytest
 
-from specs.cost import attention_cost, padding_waste, paged_decode_cost, varlen_attention_cost
-from specs.reference.serving import sequence_attention
-from specs.tolerance import assert_close
-from suite.bench.common import Inputs, matmul_probe, measure, need
+from attnspec.specs.cost import (
+    attention_cost,
+    padding_waste,
+    paged_decode_cost,
+    varlen_attention_cost,
+)
+from attnspec.specs.reference.serving import sequence_attention
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.common import Inputs, matmul_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="ragged decode")]
 
@@ -70,7 +75,7 @@ WAYS = {
 
 
 # Implementations whose dense `attention` copies its keys into a fresh paged pool on every call
-# (implementations.vllm_cpu_impl): timing that copy would inflate their padded baseline, so their
+# (attnspec.implementations.vllm_cpu_impl): timing that copy would inflate their padded baseline, so their
 # padded run is their own paged kernel over a pool in which every sequence holds max T tokens
 # (the same padding keys), cache-resident like the ragged runs.
 PADDED_IN_POOL = ("vllm-cpu",)

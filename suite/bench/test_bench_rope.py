@@ -2,7 +2,7 @@
 
 Two rows per implementation: a prefill chunk (consecutive positions past 8k) and a decode batch
 (one token per sequence at scattered positions up to 131,072), both with Llama 3.1's base and
-scaling, q and k together (32 + 8 heads of 128). Each row's cost is specs.cost_rope.rope_cost
+scaling, q and k together (32 + 8 heads of 128). Each row's cost is attnspec.specs.cost_rope.rope_cost
 and its limit a contiguous copy of the same bytes; the output is checked against the float64
 reference within ROPE-REF's budget.
 """
@@ -10,12 +10,12 @@ reference within ROPE-REF's budget.
 import numpy as np
 import pytest
 
-from reports.bench_plugin import BENCH
-from specs.cost_rope import rope_cost
-from specs.reference.rope import rope as rope_reference
-from specs.rope import LLAMA31, RopeCase, budget
-from specs.tolerance import assert_close
-from suite.bench.common import Inputs, copy_probe, measure, need
+from attnspec.reports.bench_plugin import BENCH
+from attnspec.specs.cost_rope import rope_cost
+from attnspec.specs.reference.rope import rope as rope_reference
+from attnspec.specs.rope import LLAMA31, RopeCase, budget
+from attnspec.specs.tolerance import assert_close
+from attnspec.suite.bench.common import Inputs, copy_probe, measure, need
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="rope")]
 

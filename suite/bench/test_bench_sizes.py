@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from suite.bench.test_plugin import check_report, run_pytest
-from suite.plugin import session_of
+from attnspec.suite.bench.test_plugin import check_report, run_pytest
+from attnspec.suite.plugin import session_of
 
 
 def locators(config) -> list[str]:

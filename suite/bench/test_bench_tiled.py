@@ -2,9 +2,9 @@
 
 import pytest
 
-from specs.cost import attention_traffic, tiled_attention_traffic
-from suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
-from suite.plugin import session_of
+from attnspec.specs.cost import attention_traffic, tiled_attention_traffic
+from attnspec.suite.bench.common import Inputs, check_attention, matmul_probe, measure, need
+from attnspec.suite.plugin import session_of
 
 pytestmark = [pytest.mark.bench, pytest.mark.benchmark(group="tiled attention")]
 
@@ -47,7 +47,7 @@ def test_tiled_attention(bench, impl, dtype, case):
 def test_sdpa_baseline(bench, request, dtype, case):
     """torch.nn.functional.scaled_dot_product_attention on the tiled benchmark's shapes."""
     torch = pytest.importorskip("torch")
-    from implementations.torch_impl import TorchImplementation
+    from attnspec.implementations.torch_impl import TorchImplementation
 
     session = session_of(request.config)
     device = session.device if session else "cpu"

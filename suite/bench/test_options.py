@@ -4,8 +4,8 @@ import types
 
 import pytest
 
-from reports import bench_state
-from suite.meta import background
+from attnspec.reports import bench_state
+from attnspec.suite.meta import background
 
 BAD = [
     (bench_state.size_option, bench_state.OPT_BENCH_SIZE, "huge"),

@@ -8,9 +8,9 @@ checks from suite/bench/test_bench_sizes.py.
 import json
 from pathlib import Path
 
-from suite.meta import background
-from suite.meta.subprocess_run import ROOT, SHIPPED, impl_args
-from suite.meta.subprocess_run import run_pytest as run_subprocess
+from attnspec.suite.meta import background
+from attnspec.suite.meta.subprocess_run import ROOT, SHIPPED, impl_args
+from attnspec.suite.meta.subprocess_run import run_pytest as run_subprocess
 
 
 def bench_args(*args, folder, locators=SHIPPED) -> list[str]:

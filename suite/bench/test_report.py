@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from reports import bench_state, render
-from reports.roofline import Record, analyse, repeatability, section_spread
-from specs.cost import tiled_attention_traffic
+from attnspec.reports import bench_state, render
+from attnspec.reports.roofline import Record, analyse, repeatability, section_spread
+from attnspec.specs.cost import tiled_attention_traffic
 
 MiB = 1 << 20
 CPU = SimpleNamespace(

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.meta.subprocess_run import TIMEOUT_S, run_pytest
+from attnspec.suite.meta.subprocess_run import TIMEOUT_S, run_pytest
 
 Build = Callable[[Path], Sequence[str]]  # the pytest arguments, given a fresh folder
 

@@ -1,13 +1,13 @@
 """The tolerance audit: every budget against the error of computations that are correct.
 
-    python -m suite.meta.budgets [--tier default|smoke] [--dtype D ...] [--clause ID ...]
+    python -m attnspec.suite.meta.budgets [--tier default|smoke] [--dtype D ...] [--clause ID ...]
                                  [--subject NAME ...] [--markdown FILE]
-    python -m suite.meta.budgets --hf-draws 1000
+    python -m attnspec.suite.meta.budgets --hf-draws 1000
 
 Runs each clause that compares with a reference (or with another output of the same
 implementation) on correct subjects: the shipped numpy and torch implementations, plain
 reorderings of them (the same computation, in the same precision, summed in another order;
-see `reordered`), and attention as Hugging Face's eager path computes it (`eager`). `specs.tolerance.recording` captures every (error, budget) pair the clause's
+see `reordered`), and attention as Hugging Face's eager path computes it (`eager`). `attnspec.specs.tolerance.recording` captures every (error, budget) pair the clause's
 own `assert_close` calls make, so no clause is re-implemented here. Prints, per clause and
 dtype, the median and the worst (smallest) ratio budget / error over the tier's draws: a worst
 ratio below 1 is a false alarm on a correct computation; a large worst ratio is a budget far
@@ -31,16 +31,16 @@ import numpy as np
 from hypothesis import settings
 from tabulate import tabulate
 
-import implementations.numpy_impl as numpy_impl
-from specs import profiles
-from specs.catalog import all_clauses
-from specs.clauses import ClauseFailure
-from specs.decoder_weights import DecoderConfig
-from specs.dtypes import round_to
-from specs.runner import NotImplementedByImpl, Target, run_clause
-from specs.threads import one_blas_thread
-from specs.tolerance import Comparison, recording
-from specs.varlen import compare_sequences
+import attnspec.implementations.numpy_impl as numpy_impl
+from attnspec.specs import profiles
+from attnspec.specs.catalog import all_clauses
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.specs.dtypes import round_to
+from attnspec.specs.runner import NotImplementedByImpl, Target, run_clause
+from attnspec.specs.threads import one_blas_thread
+from attnspec.specs.tolerance import Comparison, recording
+from attnspec.specs.varlen import compare_sequences
 
 DTYPES = ("float32", "bfloat16", "float16")
 REORDER_SEED = 12345
@@ -154,7 +154,7 @@ def subjects() -> dict[str, Any]:
     torch's tensors through Hugging Face's eager attention recipe (`eager`)."""
     found: dict[str, Any] = {"numpy": numpy_impl, "numpy-reordered": reordered(numpy_impl)}
     try:
-        from implementations.torch_impl import impl as torch_impl
+        from attnspec.implementations.torch_impl import impl as torch_impl
     except ImportError:
         return found
     found.update(torch=torch_impl, **{"torch-reordered": reordered(torch_impl)})
@@ -225,7 +225,7 @@ HF_KEYS, HF_D, HF_SCALE = 15, 64, 1.64  # issue 21's false alarm: two dominant l
 
 
 def hf_float16_decode(draws: int, heads: int = 1) -> tuple[int, np.ndarray]:
-    """PAGED-EQ-DENSE's comparison (specs.varlen.compare_sequences) of a correct float16 decode:
+    """PAGED-EQ-DENSE's comparison (attnspec.specs.varlen.compare_sequences) of a correct float16 decode:
     one query over HF_KEYS keys, head dim HF_D, scale HF_SCALE, computed as Hugging Face's
     eager paged attention does (q k^T stored in float16, scaled in float16, softmax in float32
     stored in float16, P V accumulated in float32 and stored in float16). Returns the number of

@@ -3,7 +3,7 @@ and run the tests that read them last, so the in-process tests overlap with the 
 
 import pytest
 
-from suite.meta import background
+from attnspec.suite.meta import background
 
 
 def waits(item: pytest.Item) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
+import attnspec.implementations.numpy_impl as base
 
 
 def gallery(name: str, attention: Any) -> SimpleNamespace:
@@ -82,7 +82,7 @@ def _spins(q, k, v, *, causal, scale=None):
 
 def _wrong_device_impl() -> SimpleNamespace:
     """torch on the CPU, but its result lands on the `meta` device (the stand-in for a GPU)."""
-    import implementations.torch_impl as torch_impl
+    import attnspec.implementations.torch_impl as torch_impl
 
     cpu = torch_impl.TorchImplementation("cpu")
 

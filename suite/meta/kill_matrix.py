@@ -1,6 +1,6 @@
 """The mutation kill matrix: every shipped mutant against every clause it can run.
 
-    python -m suite.meta.kill_matrix [--markdown FILE]
+    python -m attnspec.suite.meta.kill_matrix [--markdown FILE]
 
 Prints mutant x clause (killed / survived; blank where the mutant lacks the clause's ops),
 then the kill rate, and exits 1 if any mutant survives the clauses written for it.
@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from specs.catalog import all_clauses
-from specs.clauses import ClauseFailure
-from specs.profiles import KILL
-from specs.runner import NotImplementedByImpl, run_clause
-from suite.meta.mutants import Mutant, all_mutants
+from attnspec.specs.catalog import all_clauses
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import NotImplementedByImpl, run_clause
+from attnspec.suite.meta.mutants import Mutant, all_mutants
 
 
 def verdict(mutant: Mutant, clause_id: str) -> str | None:

@@ -1,6 +1,6 @@
 """Which regimes a clause run actually reaches: the shapes and magnitudes its calls received.
 
-    python -m suite.meta.regimes [CLAUSE ...]
+    python -m attnspec.suite.meta.regimes [CLAUSE ...]
 
 `Recorder` wraps an implementation and notes, for every call the clauses make, the key or
 cache length, the head group, the head dim, the batch and the largest |logit|; `reached`
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from hypothesis import settings
 
-from specs import profiles
-from specs.catalog import all_clauses, get
-from specs.runner import NotImplementedByImpl, run_clause
-from specs.strategies import BOUNDARY_LENGTHS
+from attnspec.specs import profiles
+from attnspec.specs.catalog import all_clauses, get
+from attnspec.specs.runner import NotImplementedByImpl, run_clause
+from attnspec.specs.strategies import BOUNDARY_LENGTHS
 
 SPLIT_KV = 1024  # flash-decoding / split-KV kernels switch paths past about this many keys
 
@@ -419,7 +419,7 @@ def missing_by_family(seen: dict[str, Seen]) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import implementations.numpy_impl as numpy_impl
+    import attnspec.implementations.numpy_impl as numpy_impl
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clauses", nargs="*", help="clause IDs (default: all with regimes)")

@@ -1,11 +1,11 @@
-"""Mutants by locator, so a replay script can load one: `suite.meta.replay_subjects:<name>`,
+"""Mutants by locator, so a replay script can load one: `attnspec.suite.meta.replay_subjects:<name>`,
 where <name> is the mutant's name with "-" written "_" (`scale_1_over_d`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from suite.meta.mutants import all_mutants
+from attnspec.suite.meta.mutants import all_mutants
 
 
 def locator(mutant_name: str) -> str:

@@ -1,6 +1,6 @@
 """Meta-tests of the tolerance budgets: neither below a correct computation's error nor far above.
 
-The full audit is `python -m suite.meta.budgets` (minutes); these sample it at the smoke tier.
+The full audit is `python -m attnspec.suite.meta.budgets` (minutes); these sample it at the smoke tier.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-import implementations.numpy_impl as numpy_impl
-from specs import profiles
-from specs.attention import compare_with_reference
-from specs.runner import Target
-from specs.strategies import AttnShape
-from specs.tolerance import assert_close, recording
-from suite.meta import budgets
+import attnspec.implementations.numpy_impl as numpy_impl
+from attnspec.specs import profiles
+from attnspec.specs.attention import compare_with_reference
+from attnspec.specs.runner import Target
+from attnspec.specs.strategies import AttnShape
+from attnspec.specs.tolerance import assert_close, recording
+from attnspec.suite.meta import budgets
 
 SMOKE = settings(**profiles.COMMON, **profiles.TIERS["smoke"])  # type: ignore[arg-type]
 # A tightened budget stays within this many times a correct computation's error (issue 29's
@@ -76,7 +76,7 @@ def test_paged_float16_decode_with_two_dominant_logits():
 
 
 def test_audit_command_runs():
-    """python -m suite.meta.budgets prints the table and exits 0 on a correct subject."""
+    """python -m attnspec.suite.meta.budgets prints the table and exits 0 on a correct subject."""
     argv = [
         "--tier",
         "smoke",

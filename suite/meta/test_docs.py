@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.meta.subprocess_run import ROOT
+from attnspec.suite.meta.subprocess_run import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}

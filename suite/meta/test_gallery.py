@@ -8,9 +8,9 @@ from xml.etree import ElementTree
 
 import pytest
 
-from suite.meta import background, gallery
-from suite.meta.gallery import EXPECTED
-from suite.meta.subprocess_run import ROOT, impl_args
+from attnspec.suite.meta import background, gallery
+from attnspec.suite.meta.gallery import EXPECTED
+from attnspec.suite.meta.subprocess_run import ROOT, impl_args
 
 GALLERY = ROOT / "suite" / "meta" / "gallery.py"
 

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from suite.meta.subprocess_run import ROOT, run_pytest
-from suite.plugin import session_of
+from attnspec.suite.meta.subprocess_run import ROOT, run_pytest
+from attnspec.suite.plugin import session_of
 
 DOC = ROOT / "docs" / "libraries.md"
 SELF_CONSISTENCY = ("DEC-CACHED-EQ-FULL", "DEC-CHUNKED-PREFILL", "DEC-GREEDY-EQ", "DEC-BATCH-INDEP")

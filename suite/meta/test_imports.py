@@ -11,14 +11,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from suite.meta.subprocess_run import ROOT
+from attnspec.suite.meta.subprocess_run import ROOT
 
 PACKAGES = ("specs", "implementations", "reports", "suite")
 
 
 def module_name(path: Path) -> str:
-    """`specs/reference/attention.py` -> `specs.reference.attention` (a package: its __init__)."""
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    """`specs/reference/attention.py` -> `attnspec.specs.reference.attention` (a package: its __init__)."""
+    parts = ("attnspec", *path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -89,9 +89,9 @@ GRAPH = {name: imports_of(name) for name in MODULES}
 def test_specs_import_no_implementation_or_report():
     """No module in specs/ imports anything from implementations/ or reports/."""
     bad = {
-        name: sorted(t for t in targets if t.split(".")[0] in ("implementations", "reports"))
+        name: sorted(t for t in targets if t.split(".")[1] in ("implementations", "reports"))
         for name, targets in GRAPH.items()
-        if name.split(".")[0] == "specs"
+        if name.split(".")[1] == "specs"
     }
     assert not {k: v for k, v in bad.items() if v}, bad
 
@@ -105,6 +105,10 @@ def test_the_import_reader_sees_circles_and_layers():
     """The reader finds a planted circle and a planted upward import (so the tests can fail)."""
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"a"}}) == [["a"]]
-    assert "specs.clauses" in GRAPH["specs.catalog"]
-    assert "specs.attention" in GRAPH["specs.catalog"]  # `from specs import attention`
-    assert "reports.measured" in GRAPH["reports.hardware"]  # under TYPE_CHECKING: it counts
+    assert "attnspec.specs.clauses" in GRAPH["attnspec.specs.catalog"]
+    assert (
+        "attnspec.specs.attention" in GRAPH["attnspec.specs.catalog"]
+    )  # `from attnspec.specs import attention`
+    assert (
+        "attnspec.reports.measured" in GRAPH["attnspec.reports.hardware"]
+    )  # under TYPE_CHECKING: it counts

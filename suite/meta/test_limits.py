@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-import implementations.examples.limited_kernel as kernel
-import specs.catalog
-from specs import profiles
-from specs.clauses import ClauseFailure
-from specs.profiles import KILL
-from specs.reference.attention import visible_mask
-from specs.runner import run_clause, summarised
-from specs.threads import one_blas_thread
+import attnspec.implementations.examples.limited_kernel as kernel
+import attnspec.specs.catalog
+from attnspec.specs import profiles
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.profiles import KILL
+from attnspec.specs.reference.attention import visible_mask
+from attnspec.specs.runner import run_clause, summarised
+from attnspec.specs.threads import one_blas_thread
 
 CLAUSES = [
     "VARLEN-EQ-PER-SEQ",
@@ -44,7 +44,7 @@ def variant(name: str, **changes: object) -> SimpleNamespace:
 
 def default_tier() -> settings:
     profiles.register()
-    specs.catalog.all_clauses()
+    attnspec.specs.catalog.all_clauses()
     return settings.get_profile("attnspec-default")
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from implementations.discovery import flop_counter
-from specs.catalog import all_clauses
-from specs.clauses import ClauseFailure
-from specs.profiles import KILL
-from specs.runner import run_clause
-from suite.meta.mutants import all_mutants
+from attnspec.implementations.discovery import flop_counter
+from attnspec.specs.catalog import all_clauses
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import run_clause
+from attnspec.suite.meta.mutants import all_mutants
 
 MUTANTS = all_mutants()
 PAIRS = [(m, c) for m in MUTANTS for c in m.kills]

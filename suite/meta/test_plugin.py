@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from suite.meta import background
-from suite.meta.subprocess_run import ROOT
+from attnspec.suite.meta import background
+from attnspec.suite.meta.subprocess_run import ROOT
 
 EXAMPLE = ROOT / "implementations" / "examples" / "naive_attention.py"
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -12,13 +12,13 @@ from functools import cache
 import pytest
 from hypothesis import settings
 
-import implementations.numpy_impl as numpy_impl
-from specs.profiles import KILL
-from specs.runner import run_clause
-from specs.threads import one_blas_thread
-from specs.tolerance import ClauseFailure
-from suite.meta.mutants import derive
-from suite.meta.regimes import (
+import attnspec.implementations.numpy_impl as numpy_impl
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import run_clause
+from attnspec.specs.threads import one_blas_thread
+from attnspec.specs.tolerance import ClauseFailure
+from attnspec.suite.meta.mutants import derive
+from attnspec.suite.meta.regimes import (
     FAMILIES,
     REQUIRED,
     Seen,
@@ -67,7 +67,7 @@ def test_half_dtypes_reach_the_regimes(clause_id, half):
     contexts, a whole wide layer and a decoder past 512 positions."""
     impl = numpy_impl
     if half == "bfloat16":
-        impl = pytest.importorskip("implementations.torch_impl").impl
+        impl = pytest.importorskip("attnspec.implementations.torch_impl").impl
     with one_blas_thread():
         got = reached(record(clause_id, impl, "smoke", half))
     lacks = [r for r in HALF_REACH[clause_id] if r not in got]
@@ -77,7 +77,7 @@ def test_half_dtypes_reach_the_regimes(clause_id, half):
 def test_native_dtype_is_checked_before_to_numpy():
     """A bfloat16 call answered in float32 fails ATTN-REF, though to_numpy of a bfloat16 tensor
     and of a float32 one look alike (both come back as float32 numpy arrays)."""
-    torch_impl = pytest.importorskip("implementations.torch_impl").impl
+    torch_impl = pytest.importorskip("attnspec.implementations.torch_impl").impl
 
     def upcast(q, k, v, **kw):
         return torch_impl.attention(q, k, v, **kw).float()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import suite
-from specs.catalog import all_clauses, markdown_table, needs_legend
-from suite.meta.subprocess_run import ROOT
+from attnspec import suite
+from attnspec.specs.catalog import all_clauses, markdown_table, needs_legend
+from attnspec.suite.meta.subprocess_run import ROOT
 
 
 def suite_test_names() -> set[str]:
@@ -27,13 +27,17 @@ def test_every_clause_has_its_test():
 
 
 def test_readme_clause_table_matches_registry():
-    """README's clause table is the registry's (regenerate with `python -m specs.catalog`)."""
+    """README's clause table is the registry's (regenerate with `python -m attnspec.specs.catalog`)."""
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "README clause table is stale: run python -m specs.catalog"
+    assert markdown_table() in readme, (
+        "README clause table is stale: run python -m attnspec.specs.catalog"
+    )
 
 
 def test_needs_legend_matches_registry():
     """docs/conformance.md lists what each clause family needs, as the registry says."""
     page = (ROOT / "docs" / "conformance.md").read_text()
     legend = needs_legend(all_clauses())
-    assert legend in page, "docs/conformance.md's needs list is stale: run python -m specs.catalog"
+    assert legend in page, (
+        "docs/conformance.md's needs list is stale: run python -m attnspec.specs.catalog"
+    )

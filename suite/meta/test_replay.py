@@ -11,12 +11,12 @@ import runpy
 import numpy as np
 import pytest
 
-from reports import replay
-from specs.clauses import ClauseFailure
-from specs.profiles import KILL
-from specs.runner import run_clause
-from suite.meta.mutants import all_mutants
-from suite.meta.replay_subjects import locator
+from attnspec.reports import replay
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import run_clause
+from attnspec.suite.meta.mutants import all_mutants
+from attnspec.suite.meta.replay_subjects import locator
 
 # A single-call clause; a multi-call one whose failing call reads the cache's contents; and a
 # model built from drawn weights, whose forward the script compares with the reference decoder.

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-import implementations.numpy_impl as numpy_impl
-from specs import profiles
-from specs.profiles import KILL
-from specs.rope import HEAD_DIMS, MAX_POSITION
-from specs.runner import run_clause
-from specs.threads import one_blas_thread
-from specs.tolerance import ClauseFailure
-from suite.harness import few_threads
-from suite.meta.mutants import derive
+import attnspec.implementations.numpy_impl as numpy_impl
+from attnspec.specs import profiles
+from attnspec.specs.profiles import KILL
+from attnspec.specs.rope import HEAD_DIMS, MAX_POSITION
+from attnspec.specs.runner import run_clause
+from attnspec.specs.threads import one_blas_thread
+from attnspec.specs.tolerance import ClauseFailure
+from attnspec.suite.harness import few_threads
+from attnspec.suite.meta.mutants import derive
 
 
 @dataclass
@@ -117,7 +117,7 @@ def torch_rope(phase: str):
     torch = pytest.importorskip("torch")
 
     def rope(x, positions, *, base=10000.0, rotary_dim=None, style="neox", scaling=None):
-        from implementations.numpy_impl.rope import frequencies
+        from attnspec.implementations.numpy_impl.rope import frequencies
 
         D = x.shape[-1]
         r = rotary_dim or D
@@ -144,7 +144,7 @@ def torch_rope(phase: str):
 def test_float32_phase_passes_and_bf16_phase_fails(working):
     """ROPE-REF's budget admits a phase computed in float32 as vLLM computes it, in every dtype,
     and rejects the same kernel with the phase rounded to bf16 (the autocast bug)."""
-    torch_impl = pytest.importorskip("implementations.torch_impl").impl
+    torch_impl = pytest.importorskip("attnspec.implementations.torch_impl").impl
     few = settings(KILL, max_examples=10)
     good = derive(torch_impl, "vllm-style-rope", rope=torch_rope("float32"))
     bad = derive(torch_impl, "autocast-bf16-rope", rope=torch_rope("bfloat16"))

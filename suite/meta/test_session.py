@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from implementations.discovery import UnderTest, under_test
-from reports.conformance import failure_message
-from suite.meta import background
+from attnspec.implementations.discovery import UnderTest, under_test
+from attnspec.reports.conformance import failure_message
+from attnspec.suite.meta import background
 
 GROUP = "attnspec conformance and benchmarks:"
 HELP_RUNS = [
@@ -45,7 +45,7 @@ def test_summary_message_drops_hypothesis_report():
     """The summary keeps the clause's own message and our notes, not Hypothesis's case block."""
     longrepr = "\n".join(
         [
-            "E   specs.clauses.ClauseFailure: non-finite output nan",
+            "E   attnspec.specs.clauses.ClauseFailure: non-finite output nan",
             "E     in attention(q(1, 1, 1, 1)) on x [float32]",
             "E   Failing test case: ATTN_REF__x__float32(",
             "E       data=data(...),",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from suite.meta import background
-from suite.meta.subprocess_run import ROOT, impl_args
+from attnspec.suite.meta import background
+from attnspec.suite.meta.subprocess_run import ROOT, impl_args
 
 USER_MODELS = ROOT / "suite" / "meta" / "user_models.py"
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from implementations import vllm_cpu_impl
-from implementations.discovery import LIBRARIES, SHIPPED
-from specs.clauses import ClauseFailure
-from specs.profiles import KILL
-from specs.runner import run_clause
-from suite.meta.subprocess_run import ROOT
+from attnspec.implementations import vllm_cpu_impl
+from attnspec.implementations.discovery import LIBRARIES, SHIPPED
+from attnspec.specs.clauses import ClauseFailure
+from attnspec.specs.profiles import KILL
+from attnspec.specs.runner import run_clause
+from attnspec.suite.meta.subprocess_run import ROOT
 
 FEW = settings(KILL, max_examples=4)
 

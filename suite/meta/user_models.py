@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from implementations.numpy_impl.decoder import NumpyDecoder, decoder
-from specs.decoder_weights import DecoderConfig, make_weights
+import attnspec.implementations.numpy_impl as base
+from attnspec.implementations.numpy_impl.decoder import NumpyDecoder, decoder
+from attnspec.specs.decoder_weights import DecoderConfig, make_weights
 
 CONFIG = DecoderConfig(
     vocab=40,

@@ -52,5 +52,5 @@ def all_mutants() -> list[Mutant]:
     """Every shipped mutant, area by area."""
     found: list[Mutant] = []
     for area in AREAS:
-        found.extend(importlib.import_module(f"suite.meta.mutants.{area}").MUTANTS)
+        found.extend(importlib.import_module(f"attnspec.suite.meta.mutants.{area}").MUTANTS)
     return found

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.suite.meta.mutants import Mutant, derive
 
 
 def broken_attention(
@@ -297,7 +297,7 @@ def half_positions_mask() -> Mutant | None:
         return None
     import torch
 
-    import implementations.torch_impl as torch_impl
+    import attnspec.implementations.torch_impl as torch_impl
 
     def attention(q: Any, k: Any, v: Any, *, causal: bool, scale: float | None = None) -> Any:
         Hq, Tq, D, Hkv, Tk = q.shape[1], q.shape[2], q.shape[3], k.shape[1], k.shape[2]

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-import implementations.numpy_impl as numpy_impl
-import specs.cost as cost
-import specs.cost_curve as cost_curve
-from implementations.discovery import flop_counter
-from specs.cost import Cost, visible_pairs
-from specs.cost_clauses import CostSubject
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as numpy_impl
+import attnspec.specs.cost as cost
+import attnspec.specs.cost_curve as cost_curve
+from attnspec.implementations.discovery import flop_counter
+from attnspec.specs.cost import Cost, visible_pairs
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.meta.mutants import Mutant, derive
 
 MODEL_FUNCTIONS = (
     "matmul_cost",
@@ -33,7 +33,7 @@ MODEL_FUNCTIONS = (
 
 
 def model(name: str, **broken: Callable[..., Any]) -> SimpleNamespace:
-    """specs.cost with the given functions replaced."""
+    """attnspec.specs.cost with the given functions replaced."""
     funcs = {f: getattr(cost, f) for f in MODEL_FUNCTIONS}
     return SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken})
 
@@ -235,11 +235,11 @@ MUTANTS.append(
     )
 )
 
-# --- COST-LATENCY-CURVE: the latency-throughput curve of a decode step (specs.cost_curve) ---
+# --- COST-LATENCY-CURVE: the latency-throughput curve of a decode step (attnspec.specs.cost_curve) ---
 
 
 def curve_model(name: str, **broken: Callable[..., Any]) -> CostSubject:
-    """specs.cost_curve's curve functions with the given ones replaced."""
+    """attnspec.specs.cost_curve's curve functions with the given ones replaced."""
     funcs = {f: getattr(cost_curve, f) for f in ("curve_point", "max_batch", "latency_curve")}
     return CostSubject(SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken}))
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from implementations.kv_base import DecoderCache
-from implementations.numpy_impl.decoder import NumpyDecoder
-from implementations.numpy_impl.kv_cache import NumpyKVCache
-from specs.decoder_weights import DecoderConfig
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.implementations.kv_base import DecoderCache
+from attnspec.implementations.numpy_impl.decoder import NumpyDecoder
+from attnspec.implementations.numpy_impl.kv_cache import NumpyKVCache
+from attnspec.specs.decoder_weights import DecoderConfig
+from attnspec.suite.meta.mutants import Mutant, derive
 
 
 class RopeRestarts(NumpyDecoder):
@@ -187,8 +187,8 @@ def bf16_positions_rope() -> Mutant:
     position ids in the model dtype. Only in half precision and past 256 tokens."""
     import torch
 
-    import implementations.torch_impl as torch_impl
-    from implementations.torch_impl.decoder import TorchDecoder
+    import attnspec.implementations.torch_impl as torch_impl
+    from attnspec.implementations.torch_impl.decoder import TorchDecoder
 
     class Bf16PositionsRope(TorchDecoder):
         def __init__(self, config: DecoderConfig, weights: Mapping[str, Any]) -> None:

@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from implementations.kv_base import CacheFull
-from implementations.numpy_impl.kv_cache import NumpyKVCache
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.implementations.kv_base import CacheFull
+from attnspec.implementations.numpy_impl.kv_cache import NumpyKVCache
+from attnspec.suite.meta.mutants import Mutant, derive
 
 
 class OverwriteLastSlot(NumpyKVCache):

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from implementations.numpy_impl import linear as good
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.implementations.numpy_impl import linear as good
+from attnspec.suite.meta.mutants import Mutant, derive
 
 State = tuple[np.ndarray, np.ndarray]
 

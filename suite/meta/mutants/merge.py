@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-import specs.cost_cascade as cost_cascade
-from implementations.numpy_impl.merge import merge_attention_states
-from specs.cost import Cost
-from specs.cost_clauses import CostSubject
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+import attnspec.specs.cost_cascade as cost_cascade
+from attnspec.implementations.numpy_impl.merge import merge_attention_states
+from attnspec.specs.cost import Cost
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.meta.mutants import Mutant, derive
 
 OPS = ("attention", "varlen_attention", "paged_attention")
 ALL = frozenset({"window", "softcap", "lse", "empty_rows"})

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from implementations.numpy_impl import quant, serving
-from implementations.numpy_impl.masking import OPTIONS
-from implementations.paged_base import check_slots
-from specs.reference.quant import MANTISSA_BITS, MAX, grid
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.implementations.numpy_impl import quant, serving
+from attnspec.implementations.numpy_impl.masking import OPTIONS
+from attnspec.implementations.paged_base import check_slots
+from attnspec.specs.reference.quant import MANTISSA_BITS, MAX, grid
+from attnspec.suite.meta.mutants import Mutant, derive
 
 
 def scaled(codes: np.ndarray, scale: np.ndarray, dtype: Any) -> np.ndarray:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from specs.dtypes import round_to
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+from attnspec.specs.dtypes import round_to
+from attnspec.suite.meta.mutants import Mutant, derive
 
 CACHE_POSITIONS = 4096  # a cos/sin cache built for this many positions
 

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
-import implementations.numpy_impl as base
-import specs.cost as cost
-from implementations.discovery import flop_counter
-from implementations.numpy_impl import serving
-from specs.cost import Cost
-from specs.cost_clauses import CostSubject
-from suite.meta.mutants import Mutant, derive
+import attnspec.implementations.numpy_impl as base
+import attnspec.specs.cost as cost
+from attnspec.implementations.discovery import flop_counter
+from attnspec.implementations.numpy_impl import serving
+from attnspec.specs.cost import Cost
+from attnspec.specs.cost_clauses import CostSubject
+from attnspec.suite.meta.mutants import Mutant, derive
 
 OPTIONS = frozenset({"window", "softcap"})
 
@@ -399,7 +399,7 @@ MUTANTS = [
 
 
 def cost_model(name: str, **broken: Any) -> CostSubject:
-    """specs.cost's serving functions (and attention_cost) with some replaced."""
+    """attnspec.specs.cost's serving functions (and attention_cost) with some replaced."""
     names = ("attention_cost", "varlen_attention_cost", "paged_decode_cost", "padding_waste")
     funcs = {f: getattr(cost, f) for f in names}
     return CostSubject(SimpleNamespace(name=f"mutant-{name}", **{**funcs, **broken}))

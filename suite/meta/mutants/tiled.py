@@ -6,9 +6,9 @@ from functools import partial
 
 import numpy as np
 
-import implementations.numpy_impl as base
-from suite.meta.mutants import Mutant, derive
-from suite.meta.mutants.attention import split_kv
+import attnspec.implementations.numpy_impl as base
+from attnspec.suite.meta.mutants import Mutant, derive
+from attnspec.suite.meta.mutants.attention import split_kv
 
 
 def broken_tiled_attention(
