@@ -23,7 +23,9 @@ order is learned once per pool shape by writing each element's index through the
 Limits (declared, so the strategies draw inside them): block sizes multiples of 16, head dims
 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512 (D and Dv; a call with Dv != D pads the
 smaller side with zeros to the larger, with the scale passed explicitly: exact), and a
-non-causal window that is symmetric (|j - p| < w).
+non-causal window that is symmetric (|j - p| < w). Options: window and softcap, not
+"empty_rows": a query whose symmetric window holds no key gets NaN or is left unwritten, so the
+clauses leave such rows out (docs/libraries.md).
 """
 
 from __future__ import annotations

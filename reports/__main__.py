@@ -19,8 +19,6 @@ from pathlib import Path
 from tabulate import tabulate
 
 from attnspec.reports import curve, render
-from attnspec.reports.calibrate import cache_path
-from attnspec.reports.detect import resolve_device
 from attnspec.reports.hardware import DATASHEETS, DeviceRoof, h100_baseline, parse_rate
 from attnspec.specs.cost import matmul_cost
 from attnspec.specs.presets import model
@@ -154,9 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.bandwidth is None
             else parse_rate(args.bandwidth, "bandwidth (bytes/s)", "--bandwidth")
         )
-        if args.device is None:
-            import torch
+        # torch (detect, calibrate) is imported here: the latency curves above need none
+        import torch
 
+        from attnspec.reports.detect import resolve_device
+
+        if args.device is None:
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         roof = resolve_device(
             args.device,
@@ -175,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("\n".join(describe(roof, "Detected device")))
     if roof.measured is not None:
+        from attnspec.reports.calibrate import cache_path
+
         print(
             f"  cache          {cache_path(args.calibration_file)} (--recalibrate to measure again)"
         )
@@ -236,6 +239,8 @@ def detected_roof(args: argparse.Namespace) -> DeviceRoof:
         else parse_rate(args.bandwidth, "bandwidth (bytes/s)", "--bandwidth")
     )
     import torch
+
+    from attnspec.reports.detect import resolve_device
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return resolve_device(

@@ -8,7 +8,8 @@ implementation declares them in `options = {"window", "softcap"}` (else these cl
 Both are drawn on short shapes and on a few queries over a cache past 2048 keys (a split-KV
 decode path that forgets an option is a real bug), inside the implementation's declared limits
 (attnspec.specs.limits): head dims, causal-only ops, and the non-causal window convention it declares
-(left, symmetric, or none: then a window is drawn on causal calls only).
+(left, symmetric, or none: then a window is drawn on causal calls only). A query that a
+symmetric window leaves without a key is compared as attnspec.specs.varlen says.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from attnspec.specs.runner import Target
 from attnspec.specs.strategies import AttnShape, attn_shapes, normal, scales, seeds
 from attnspec.specs.tiled import draw_blocks
 from attnspec.specs.tolerance import assert_close, budget
-from attnspec.specs.varlen import convention, require_option, softcaps, windows
+from attnspec.specs.varlen import convention, require_option, seen_rows, softcaps, windows
 
 LONG_CACHE = (2049, 2500)  # decode-sized queries over a cache past 2048 keys (split-KV)
 SHAPE_KINDS = ("long cache", "short", "short")  # the first example, then a third, is long
@@ -89,11 +90,17 @@ def run(t: Target, op: str, shape: AttnShape, q, k, v, **kwargs: Any) -> np.ndar
 def against_reference(
     t: Target, shape: AttnShape, out: np.ndarray, q, k, v, *, what: str, **opts: Any
 ) -> None:
-    """The output against the float64 reference with the same options."""
+    """The output against the float64 reference with the same options; queries that see no key
+    (a symmetric non-causal window) as attnspec.specs.varlen.seen_rows says."""
     __tracebackhide__ = True
+    rows = np.moveaxis(out, 2, 0)  # (Tq, B, Hq, Dv)
+    seen = seen_rows(t, rows, shape.Tk, causal=opts["causal"], opts=opts, what=what)
+    if not seen.any():
+        return
+    expected = ref.attention(q, k, v, **opts)  # (B, Hq, Tq, Dv)
     assert_close(
-        out,
-        ref.attention(q, k, v, **opts),
+        np.where(seen[:, None], out, expected),  # left-out rows: as expected
+        expected,
         dtype=t.dtype,
         n=reduction(shape),
         baseline=ref.attention(q, k, v, precision=t.dtype, **opts),

@@ -60,7 +60,7 @@ LONGEST_HEADS = (1, 16, 64)  # (Hkv, G, D) of a longest-first clause's first exa
 # head count, and a wrong head map needs two KV heads to show. It keeps its heads and shrinks
 # its batch and length instead, down to WHOLE_MIN_T keys.
 WHOLE_MIN_T = 33
-WIDE_LAYER = 8  # KV heads (and the least query heads per KV head) of `whole_layer`'s case
+WIDE_LAYER = (4, 8)  # KV heads, and the least query heads per KV head, of `whole_layer`'s case
 MLA_DIMS = (192, 128)  # DeepSeek-V2/V3 attention: q.k over 192 dims, values of 128 (Dv != D)
 PREFILL_MAX = 513  # longest prefill (Tq = Tk) a real attention case draws
 CHUNK_QUERIES = (2, 16)  # chunked-prefill / speculative-verify chunk sizes against a long cache
@@ -372,16 +372,15 @@ def derived_cases(shape: AttnShape, *, min_Tq: int) -> list[AttnShape]:
 
 
 def whole_layer(shape: AttnShape) -> list[AttnShape]:
-    """The realistic case's queries and head dims with a whole wide layer's heads: WIDE_LAYER
-    KV heads of at least as many query heads each (Llama-3-70B's 64 over 8, or more), keeping
-    its heads while the batch and length shrink to the budgets (`fit`). Kernels pick launch
-    shapes by head count, and a wrong head map only shows with a wide group over several KV
-    heads."""
-    G = max(shape.Hq // shape.Hkv, WIDE_LAYER)
-    prefill = shape.Tq == shape.Tk and shape.Tq > 1
-    B, Hkv, Tq, Tk, D = fit(
-        1, WIDE_LAYER, G, shape.Tq, shape.Tk, shape.D, prefill=prefill, whole=True
-    )
+    """The realistic case's queries and head dims with a wide layer's heads: 4 KV heads of at
+    least 8 query heads each (32+ query heads, as every 7B+ model has), keeping its heads while
+    the batch and length shrink to the budgets (`fit`). Kernels pick launch shapes by head
+    count, and a wrong head map only shows with a wide group over several KV heads. Decode and
+    chunk cases only (a prefill of 32 heads leaves few keys in the budget)."""
+    if shape.Tq == shape.Tk and shape.Tq > 1:
+        return []
+    Hkv, G = WIDE_LAYER[0], max(shape.Hq // shape.Hkv, WIDE_LAYER[1])
+    B, Hkv, Tq, Tk, D = fit(1, Hkv, G, shape.Tq, shape.Tk, shape.D, prefill=False, whole=True)
     return [AttnShape(B, Hkv * G, Hkv, Tq, Tk, D, shape.Dv if D == shape.D else D)]
 
 

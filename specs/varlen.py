@@ -8,6 +8,11 @@ implementation declares are drawn first (a long path that forgets an option is a
 Draws stay inside the implementation's declared limits (attnspec.specs.limits: head dims, causal-only
 ops, the non-causal window convention). The helpers here (ragged shapes, options, the guarded
 call with index arguments, per-sequence comparison) serve attnspec.specs.paged too.
+
+A query that sees no key (under a symmetric non-causal window, a query far enough before its
+sequence's keys) is compared only where the implementation declares "empty_rows" (then it must be
+exactly 0, attnspec.specs.merge); elsewhere it is outside the contract and left out of the
+comparison, never out of the draws: the other rows of such a call are still compared.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from hypothesis import strategies as st
 
 from attnspec.specs import limits
 from attnspec.specs.attention import LEAK_SCALE, logit_error
-from attnspec.specs.clauses import clause
+from attnspec.specs.clauses import ClauseFailure, clause
+from attnspec.specs.reference.attention import visible_mask
 from attnspec.specs.reference.serving import dense, sequence_attention, sequence_magnitude
 from attnspec.specs.runner import NotImplementedByImpl, Target
 from attnspec.specs.strategies import normal, scales, seeds
@@ -169,6 +175,28 @@ def index(t: Target, x: np.ndarray) -> Any:
     return t.native(np.asarray(x, np.int32), "int32")
 
 
+def seen_rows(
+    t: Target, out: np.ndarray, Tk: int, *, causal: bool, opts: dict[str, Any], what: str
+) -> np.ndarray:
+    """(Tq,) the queries of one sequence that see a key, for output rows `out` (Tq, ...) over Tk
+    keys under the reference's options. The others must be exactly 0 where the implementation
+    declares "empty_rows"; elsewhere they are outside the contract and left out."""
+    __tracebackhide__ = True
+    window, kind = opts.get("window"), opts.get("window_kind", "left")
+    seen = visible_mask(len(out), Tk, causal=causal, window=window, window_kind=kind).any(axis=1)
+    zero = (out == 0).reshape(len(out), -1).all(axis=1)  # (Tq,) NaN is not 0
+    bad = np.flatnonzero(~seen & ~zero)
+    if "empty_rows" in supported(t) and bad.size:
+        i = int(bad[0])
+        raise ClauseFailure(
+            f"query {i} sees no key, yet its output is {out[i].ravel()[:4]}..., not 0 "
+            f"(the implementation declares 'empty_rows')\n  in {what}",
+            misbehaviour="NaN/Inf" if not np.isfinite(out[bad]).all() else "wrong result",
+            call=what,
+        )
+    return np.asarray(seen, bool)
+
+
 def compare_sequences(
     t: Target,
     out: np.ndarray,
@@ -182,25 +210,31 @@ def compare_sequences(
     what: str,
 ) -> None:
     """Each sequence's rows of a packed output (total_q, Hq, Dv) against float64 dense attention
-    over its own keys[b] (Tk, Hkv, D), within the budget of a plain same-precision run."""
+    over its own keys[b] (Tk, Hkv, D), within the budget of a plain same-precision run; rows
+    that see no key as seen_rows says."""
     __tracebackhide__ = True
     opts = convention(opts, causal=causal)
     for b, (kb, vb) in enumerate(zip(keys, values, strict=True)):
         rows = slice(int(cu_q[b]), int(cu_q[b + 1]))
         if rows.stop == rows.start:
             continue
+        where = t.where(
+            f"{what}: sequence {b} (rows {rows.start}..{rows.stop - 1}, {kb.shape[0]} keys)"
+        )
+        seen = seen_rows(t, out[rows], kb.shape[0], causal=causal, opts=opts, what=where)
+        if not seen.any():
+            continue
         args = (q[rows], kb, vb)
+        expected = sequence_attention(*args, causal=causal, **opts)  # (Tq, Hq, Dv)
         assert_close(
-            out[rows],
-            sequence_attention(*args, causal=causal, **opts),
+            np.where(seen[:, None, None], out[rows], expected),  # left-out rows: as expected
+            expected,
             dtype=t.dtype,
             n=max(q.shape[2], kb.shape[0]),
             baseline=sequence_attention(*args, causal=causal, precision=t.dtype, **opts),
             magnitude=sequence_magnitude(*args, causal=causal, **opts),
             typical=logit_error(t.dtype, *map(dense, args), causal=causal, **opts),
-            what=t.where(
-                f"{what}: sequence {b} (rows {rows.start}..{rows.stop - 1}, {kb.shape[0]} keys)"
-            ),
+            what=where,
         )
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from attnspec.implementations import vllm_cpu_impl
 from attnspec.implementations.discovery import LIBRARIES, SHIPPED
 from attnspec.specs.clauses import ClauseFailure
 from attnspec.specs.profiles import KILL
@@ -25,7 +24,16 @@ FEW = settings(KILL, max_examples=4)
 
 
 @pytest.fixture(scope="module")
-def vllm():
+def vllm_cpu_impl():
+    """The adapter module, imported at run time (it is torch code: skipped without torch)."""
+    pytest.importorskip("torch", reason="torch is not installed: the vllm-cpu adapter needs it")
+    from attnspec.implementations import vllm_cpu_impl
+
+    return vllm_cpu_impl
+
+
+@pytest.fixture(scope="module")
+def vllm(vllm_cpu_impl):
     """The adapter, skipped with its one-line reason where vLLM's CPU kernels cannot run."""
     try:
         vllm_cpu_impl.kernels()
@@ -71,7 +79,7 @@ def test_vllm_cpu_pages_are_views_where_the_layout_is_strided(vllm):
     assert cache.v_pages.untyped_storage().data_ptr() == cache.kv.untyped_storage().data_ptr()
 
 
-def test_vllm_cpu_missing_vllm_is_one_line(monkeypatch):
+def test_vllm_cpu_missing_vllm_is_one_line(vllm_cpu_impl, monkeypatch):
     """Without vllm installed the adapter's kernels raise Unavailable with a one-line reason
     that says how to install it."""
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
@@ -90,7 +98,7 @@ def test_vllm_cpu_stays_out_of_the_default_run():
     assert not any(name.split(".")[0] == "vllm" for name in imported), sorted(imported)
 
 
-def test_vllm_cpu_noncausal_window_leaves_rows_unwritten(vllm):
+def test_vllm_cpu_noncausal_window_leaves_rows_unwritten(vllm_cpu_impl, vllm):
     """The finding of docs/libraries.md: non-causal, window 3, 20 queries over 10 keys: rows
     0..7 see no key, and vLLM's `vec` kernel never writes rows 12..19, whose windows hold
     keys."""
