@@ -293,7 +293,9 @@ class VllmCpu(TorchLibrary):
         """get_scheduler_metadata + cpu_attention_with_kv_cache: (total_q, Hq, Dv)."""
         total_q, Hq, _ = q.shape
         Hkv, w = cache.kv.shape[1], cache.width
-        out = torch.empty(total_q, Hq, w, dtype=q.dtype)  # (total_q, Hq, width), as vLLM's
+        # Zeroed, not empty as in vLLM: rows the kernel leaves unwritten (its third bug,
+        # docs/libraries.md) then read 0 on every call, so that failure replays exactly.
+        out = torch.zeros(total_q, Hq, w, dtype=q.dtype)  # (total_q, Hq, width)
         if total_q == 0:
             return out[..., : cache.Dv]
         ops = kernels()

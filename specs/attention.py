@@ -62,7 +62,7 @@ def logit_error(dtype: str, q, k, v, **opts: Any) -> float:
     of attnspec.specs.reference.attention.attention (causal, scale, window, softcap)."""
     u = UNIT_ROUNDOFF[dtype]
     s = ref.scores(q, k, **opts)  # (B, Hkv, G, Tq, Tk), -inf where masked
-    p = ref.weights(q, k, **opts)  # (B, Hkv, G, Tq, Tk)
+    p = ref.softmax(s)  # (B, Hkv, G, Tq, Tk)
     w = (p * np.where(np.isfinite(s), s, 0.0)) ** 2  # (B, Hkv, G, Tq, Tk)
     vv = np.asarray(v, np.float64)[:, :, None]  # (B, Hkv, 1, Tk, Dv)
     o = p @ vv  # (B, Hkv, G, Tq, Dv)

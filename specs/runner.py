@@ -73,6 +73,14 @@ class NotImplementedByImpl(Exception):
     """The subject lacks an op (or dtype) the clause needs: the clause is skipped, not failed."""
 
 
+def same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b hold the same values, NaN matching NaN: one vectorised comparison for
+    the usual arrays without NaN, numpy's NaN-aware one otherwise."""
+    if a.shape != b.shape:
+        return False
+    return bool((a == b).all()) or bool(np.array_equal(a, b, equal_nan=True))
+
+
 def describe(x: Any) -> str:
     """A short description of an argument for failure messages: shape for arrays, repr otherwise."""
     shape = getattr(x, "shape", None)
@@ -270,7 +278,7 @@ class Target:
         """Fail if the call changed any of its input arrays."""
         __tracebackhide__ = True
         for i, (x, old) in enumerate(zip(natives, before, strict=True)):
-            if not np.array_equal(self.numpy(x), old, equal_nan=True):
+            if not same_values(self.numpy(x), old):
                 raise ClauseFailure(
                     f"mutated its input #{i} {describe(x)}\n  in {self.where(text)}",
                     misbehaviour="mutated input",
@@ -321,7 +329,7 @@ class Target:
         """Make the call again: a different answer means the result depends on earlier calls."""
         __tracebackhide__ = True
         again = self.result(self.guard(text, getattr(self.impl, op), *natives, **kwargs), text)
-        if np.array_equal(again, out, equal_nan=True):
+        if same_values(again, out):
             return
         same_nans = np.array_equal(np.isnan(again), np.isnan(out))
         err = normwise_error(np.nan_to_num(again), np.nan_to_num(out)) if same_nans else np.inf
@@ -358,7 +366,7 @@ class Target:
         """
         __tracebackhide__ = True
         for c in self.log:
-            if not np.array_equal(self.numpy(c.result), c.value, equal_nan=True):
+            if not same_values(self.numpy(c.result), c.value):
                 raise ClauseFailure(
                     f"a later call overwrote the result of {c.text}: it returns the same "
                     f"buffer for different inputs\n  in {self.where(c.text)}",

@@ -108,8 +108,6 @@ def weights(
 ) -> np.ndarray:
     """softmax of `scores` per kv head group (B, Hkv, G, Tq, Tk); rows that see no key are 0.
     Max-subtracted; in a working `precision`, every stored value rounded."""
-    work = WORK[precision]
-    rnd = stored(precision)
     s = scores(
         q,
         k,
@@ -120,6 +118,13 @@ def weights(
         softcap=softcap,
         window_kind=window_kind,
     )
+    return softmax(s, precision)
+
+
+def softmax(s: np.ndarray, precision: str = "float64") -> np.ndarray:
+    """softmax of `scores` s (B, Hkv, G, Tq, Tk) over the keys; rows that see no key are 0."""
+    work = WORK[precision]
+    rnd = stored(precision)
     with np.errstate(over="ignore", invalid="ignore"):
         m = np.max(s, axis=-1, keepdims=True)  # (B, Hkv, G, Tq, 1)
         m = np.where(np.isfinite(m), m, 0).astype(work)
