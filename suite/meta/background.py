@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnspec.suite.meta.subprocess_run import TIMEOUT_S, run_pytest
+from attnspec.suite.meta.subprocess_run import TIMEOUT_S, run_module, run_pytest
 
 Build = Callable[[Path], Sequence[str]]  # the pytest arguments, given a fresh folder
 # One at a time, beside the in-process tests on the other core (two at a time measured slower:
@@ -53,6 +53,7 @@ class Run:
     build: Build
     timeout: float
     enabled: bool  # False: never started in the background (its test skips first)
+    module_run: str = ""  # run `python -m module_run ARGS` instead of pytest
     future: Future[Finished] | None = field(default=None, repr=False)
 
 
@@ -61,16 +62,27 @@ _LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 
 
-def register(key: str, build: Build, *, timeout: float = TIMEOUT_S, enabled: bool = True) -> str:
-    """Declare the run `key` of the calling test module; return the key."""
+def register(
+    key: str,
+    build: Build,
+    *,
+    timeout: float = TIMEOUT_S,
+    enabled: bool = True,
+    module_run: str = "",
+) -> str:
+    """Declare the run `key` of the calling test module (pytest with `build`'s arguments, or
+    `python -m module_run` with them); return the key."""
     module = sys._getframe(1).f_globals["__name__"]
-    RUNS[key] = Run(key, module, build, timeout, enabled)
+    RUNS[key] = Run(key, module, build, timeout, enabled, module_run=module_run)
     return key
 
 
 def execute(run: Run) -> Finished:
     folder = Path(tempfile.mkdtemp(prefix=f"attnspec-{run.key}-"))
-    return Finished(run_pytest(*run.build(folder), timeout=run.timeout), folder)
+    args = run.build(folder)
+    if run.module_run:
+        return Finished(run_module(run.module_run, *args, timeout=run.timeout), folder)
+    return Finished(run_pytest(*args, timeout=run.timeout), folder)
 
 
 def start(modules: Iterable[str]) -> None:

@@ -26,10 +26,17 @@ def impl_args(*specs: str) -> list[str]:
 
 def run_pytest(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     """Run pytest from the project root in a subprocess with a clean environment."""
+    return run_module("pytest", "-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+def run_module(
+    module: str, *args: str, timeout: float = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m module args` from the project root with a clean environment."""
     if timeout >= 300:
         raise ValueError(f"timeout must stay below pytest-timeout's 300 s, got {timeout}")
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,
