@@ -250,8 +250,9 @@ class Bench:
         flush: bool = True,
         max_rounds: int = MAX_ROUNDS,
     ) -> Timed:
-        """Time fn(*make_args()) with fresh inputs every round, the cache flushed before each."""
-        flusher = self.state.flusher(device) if flush else None
+        """Time fn(*make_args()) with fresh inputs every round, the cache flushed before each
+        (untimed, under --benchmark-disable, one call and no flush: nothing is measured)."""
+        flusher = self.state.flusher(device) if flush and self.timed else None
         last: list[tuple[Any, ...]] = [()]
 
         def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:

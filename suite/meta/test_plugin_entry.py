@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,8 @@ from attnspec.implementations import discovery
 from attnspec.specs import presets, profiles
 from attnspec.specs.dtypes import DTYPES
 from attnspec.specs.runner import DEFAULT_CALL_TIMEOUT_S
-from attnspec.suite.meta.subprocess_run import ROOT, clean_env
+from attnspec.suite.meta import background
+from attnspec.suite.meta.subprocess_run import ROOT
 
 HEAVY = re.compile(r"^(torch|hypothesis|attnspec\.(specs|suite|reports|implementations))\b")
 
@@ -64,47 +64,38 @@ def test_command_runs_the_installed_suite_from_here():
     assert "--benchmark-only" not in cli.pytest_args(["--impl=x.py"], "/r")
 
 
-PROBE = """
-import sys, pytest
-code = pytest.main(sys.argv[2:])
-open(sys.argv[1], "w").write("\\n".join(sorted(sys.modules)))
-sys.exit(code)
-"""
+# The probe's own package chain (light: docstrings only), which `python -m` imports.
+PROBE_ITSELF = {"attnspec.suite", "attnspec.suite.meta", "attnspec.suite.meta.entry_probe"}
+INERT = background.register(
+    "entry-inert", lambda folder: [str(folder)], module_run="attnspec.suite.meta.entry_probe"
+)
+ASKED = background.register(
+    "entry-asked",
+    lambda folder: [str(folder), "--tier", "smoke"],
+    module_run="attnspec.suite.meta.entry_probe",
+)
 
 
-def imported_modules(
-    tmp_path: Path, *args: str
-) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run pytest on one trivial test in a foreign folder (entry points off, attnspec's loaded
-    with -p); the modules loaded by the end of the session."""
-    (tmp_path / "test_other.py").write_text("def test_other():\n    assert True\n")
-    env = {**clean_env(), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONPATH": str(ROOT)}
-    out = tmp_path / "modules.txt"
-    plugins = ["-p", "no:cacheprovider", "-p", "attnspec.plugin", "-p", "pytest_benchmark.plugin"]
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(out), *plugins, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def imported_modules(key: str) -> tuple[background.Finished, set[str]]:
+    """The probe run `key` (suite/meta/entry_probe.py) and the modules it had loaded."""
+    done = background.result(key)
+    out = done.folder / "modules.txt"
     return done, set(out.read_text().split()) if out.exists() else set()
 
 
-def test_entry_point_is_inert_in_another_project(tmp_path):
+def test_entry_point_is_inert_in_another_project():
     """In a project that does not run attnspec, the entry point registers its options and imports
-    neither torch, numpy, Hypothesis nor any of attnspec's contract, suite or reports."""
-    done, names = imported_modules(tmp_path)
+    neither torch, Hypothesis nor any of attnspec's contract, suite or reports."""
+    done, names = imported_modules(INERT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "attnspec.plugin" in names
-    heavy = sorted(n for n in names if HEAVY.match(n))
+    heavy = sorted(n for n in names if HEAVY.match(n) and n not in PROBE_ITSELF)
     assert not heavy, f"the entry point imported {heavy[:10]}"
 
 
-def test_entry_point_loads_the_suite_when_asked(tmp_path):
+def test_entry_point_loads_the_suite_when_asked():
     """An attnspec option (here --tier) makes the same session load the suite's plugins."""
-    done, names = imported_modules(tmp_path, "--tier", "smoke")
+    done, names = imported_modules(ASKED)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert {"attnspec.suite.plugin", "attnspec.reports.bench_plugin"} <= names
 
