@@ -198,7 +198,7 @@ def suite_dir() -> Path | None:
 
 def asked(config: pytest.Config) -> bool:
     """Whether this session runs attnspec: an attnspec option given, $ATTNSPEC_IMPL set, or a
-    test path (or --pyargs module) inside attnspec's suite, or one that contains it."""
+    test path (or --pyargs module) inside attnspec's suite, or the folder that holds it."""
     if os.environ.get(ENV_IMPL):
         return True
     if any(config.getoption(name) != default for name, default in DEFAULTS.items()):
@@ -210,6 +210,8 @@ def asked(config: pytest.Config) -> bool:
         if config.getoption("pyargs", False) and target.split(".")[0] == "attnspec":
             return True
         path = (here / target).resolve()
-        if home is not None and (path.is_relative_to(home) or home.is_relative_to(path)):
+        # Inside the suite, or the folder that holds it (`pytest .` in a checkout); not any
+        # folder above it: a project's own venv may hold an installed attnspec.
+        if home is not None and (path.is_relative_to(home) or path == home.parent):
             return True
     return False

@@ -49,6 +49,7 @@ def test_packaged_ini_is_the_projects():
     assert packaged["addopts"].split() == ours["addopts"]
     assert packaged["markers"].strip().splitlines() == ours["markers"]
     assert packaged["filterwarnings"].split() == ours["filterwarnings"]
+    assert packaged["norecursedirs"].split() == ours["norecursedirs"]
     for key in ("strict", "xfail_strict", "timeout"):
         assert packaged[key] == str(ours[key]).lower()
 
