@@ -1,7 +1,7 @@
 """Every clause: imports each area module so the registry is complete, looks clauses up, and
 prints the clause table.
 
-    python -m attnspec.specs.catalog        # the README's clause table and docs/conformance.md's needs, in Markdown
+    python -m attnspec.specs.catalog        # README's clause index and docs/clauses.md's table, in Markdown
 
 The order of AREAS is the order of the conformance table.
 """
@@ -41,7 +41,15 @@ AREAS = (
     *(merge, cascade, cost_cascade),
     quant,
 )
-__all__ = ["AREAS", "all_clauses", "get", "markdown_table", "needs_legend"]
+__all__ = [
+    "AREAS",
+    "all_clauses",
+    "clauses_page",
+    "get",
+    "markdown_index",
+    "markdown_table",
+    "needs_legend",
+]
 
 
 def all_clauses() -> list[Clause]:
@@ -73,14 +81,29 @@ def needs_legend(clauses: list[Clause]) -> str:
 
 
 def markdown_table() -> str:
-    """| ID | sentence | for every registered clause (README's clause table)."""
+    """| ID | sentence | for every registered clause (docs/clauses.md)."""
     rows = ["| clause | it checks that |", "|---|---|"]
     rows += [f"| {c.id} | {c.sentence} |" for c in all_clauses()]
     return "\n".join(rows)
 
 
+def markdown_index() -> str:
+    """| family | its clauses | : README's short index of the clauses, one row per ID prefix."""
+    families: dict[str, list[str]] = {}
+    for c in all_clauses():
+        families.setdefault(c.id.split("-")[0], []).append(c.id)
+    rows = ["| family | clauses |", "|---|---|"]
+    rows += [f"| {name} | {', '.join(ids)} |" for name, ids in families.items()]
+    return "\n".join(rows)
+
+
+def clauses_page() -> str:
+    """docs/clauses.md's generated part: what each family needs, then every clause's sentence."""
+    return needs_legend(all_clauses()) + "\n\n" + markdown_table()
+
+
 if __name__ == "__main__":
-    print("README.md, the clause table:\n")
-    print(markdown_table())
-    print("\ndocs/conformance.md, what each clause needs:\n")
-    print(needs_legend(all_clauses()))
+    print("README.md, the clause index:\n")
+    print(markdown_index())
+    print("\ndocs/clauses.md, what each clause needs and every clause:\n")
+    print(clauses_page())

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 from attnspec import suite
-from attnspec.specs.catalog import all_clauses, markdown_table, needs_legend
+from attnspec.specs.catalog import all_clauses, clauses_page, markdown_index
 from attnspec.suite.meta.subprocess_run import ROOT
 
 
@@ -26,18 +26,16 @@ def test_every_clause_has_its_test():
     assert not missing, f"clauses without a test_<id> in suite/: {missing}"
 
 
-def test_readme_clause_table_matches_registry():
-    """README's clause table is the registry's (regenerate with `python -m attnspec.specs.catalog`)."""
+def test_readme_clause_index_matches_registry():
+    """README's clause index is the registry's (regenerate with `python -m attnspec.specs.catalog`)."""
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, (
-        "README clause table is stale: run python -m attnspec.specs.catalog"
+    assert markdown_index() in readme, (
+        "README clause index is stale: run python -m attnspec.specs.catalog"
     )
 
 
-def test_needs_legend_matches_registry():
-    """docs/conformance.md lists what each clause family needs, as the registry says."""
-    page = (ROOT / "docs" / "conformance.md").read_text()
-    legend = needs_legend(all_clauses())
-    assert legend in page, (
-        "docs/conformance.md's needs list is stale: run python -m attnspec.specs.catalog"
-    )
+def test_clauses_page_matches_registry():
+    """docs/clauses.md lists what each clause family needs and every clause's sentence, as the
+    registry says."""
+    page = (ROOT / "docs" / "clauses.md").read_text()
+    assert clauses_page() in page, "docs/clauses.md is stale: run python -m attnspec.specs.catalog"
