@@ -107,7 +107,7 @@ class BenchState:
         self.records: list[Record] = []
         self.load_at_start = load_average()
         self._roofs: dict[tuple[str, str], DeviceRoof] = {}
-        self._flushers: dict[str, Callable[[], None]] = {}
+        self._flushers: dict[str, Callable[[], object]] = {}
         self.probes: dict[str, float] = {}  # single-op probe seconds, by description
         self.ceiling = SessionCeiling(self.flusher)  # samples beside the benchmarks
         self._analysis: tuple[int, list[Row], dict[str, DeviceRoof]] | None = None
@@ -131,10 +131,21 @@ class BenchState:
             return session.report_dir
         return report_dir(self.config)
 
-    def flusher(self, device: str) -> Callable[[], None]:
+    def flusher(self, device: str) -> Callable[[], object]:
+        """The device's cache flush, sized by ``cache_bound``."""
         if device not in self._flushers:
-            self._flushers[device] = timing.flusher(device)
+            self._flushers[device] = timing.flusher(device, self.cache_bound(device))
         return self._flushers[device]
+
+    def cache_bound(self, device: str) -> int:
+        """Bytes of cache a flush must evict: on a CPU the calibration's probed bound (the
+        smallest working set that re-read at main-memory speed, attnspec.reports.cache_probe),
+        else (a GPU, or no calibration) the size reported."""
+        if not timing.is_cuda(device):
+            measured = self.roof(device, "float32").measured
+            if measured is not None and measured.cache_nominal:
+                return measured.cache_bytes
+        return timing.cache_bytes(device)
 
     def roof(self, device: str, dtype: str) -> DeviceRoof:
         """The device's roof for `dtype` (CPU: always the measured float32 roof)."""

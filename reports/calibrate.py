@@ -2,8 +2,9 @@
 
 Main-memory bandwidth follows STREAM (McCalpin, 1995): copy ``a = b``, triad ``a = b + s·c``,
 a read-only reduction ``sum(b)`` and two read-only matrix-vector products (W @ x and x @ W,
-the patterns decode and batch-1 matmul read with), on random-filled buffers 8× the last
-cache level (a constant fill can be deduplicated or compressed by a hypervisor), counting
+the patterns decode and batch-1 matmul read with), on random-filled buffers twice a bound on
+the cache the device holds (a constant fill can be deduplicated or compressed by a hypervisor;
+on a CPU the bound is probed first, attnspec.reports.cache_probe, and kept in the file), counting
 bytes read + written (2, 3 and 1 elements per index; write-allocate traffic is not counted,
 as in STREAM). Each figure is the fastest rate reached twice in a few repeats after a
 warm-up, each from a flushed cache as the benchmarks run (``timing.confirmed_seconds``):
@@ -12,7 +13,7 @@ glitched timing can't set it. A copy or triad that beats the read-only streams b
 READ_MARGIN is measured again and, if it still does, recorded but not trusted (a read-only
 stream is what a memory system does fastest). The roof is the best trusted stream.
 
-The cache roof is a copy whose two buffers together fill a quarter of the last cache level
+The cache roof is a copy whose two buffers together fill a quarter of the cache bound
 (LLC on a CPU, L2 on a GPU; sizes from the OS or the driver), repeated back to back so the
 data stays resident, best of CACHE_REPEATS short timings; one that is not faster than main
 memory is measured again and then rejected (no cache roof). Peak FLOP/s is the best of
@@ -37,14 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnspec.reports import timing
+from attnspec.reports import cache_probe, timing
 from attnspec.reports.hardware import cpu_name
 from attnspec.reports.measured import Measured, utc_now
 
 MiB = 1 << 20
 CALIBRATION_ENV = "ATTNSPEC_CALIBRATION_FILE"
 DEFAULT_PATH = Path(__file__).resolve().parent / "out" / "calibration.json"
-FILE_VERSION = 4
+FILE_VERSION = 5  # 5: the probed cache bound (cache_probe) sizes the buffers
 _DTYPES = {
     "float64": torch.float64,
     "float32": torch.float32,
@@ -104,10 +105,27 @@ def _stream_calls(device: str, n: int) -> dict[str, tuple[Callable[[], object], 
     return calls | read_streams(b, device)
 
 
-def stream_bytes(device: str) -> int:
-    """The size of a stream buffer: eight times the last cache level, at least 64 MiB on a
-    CPU and 1 GiB on a GPU."""
-    return max(8 * timing.cache_bytes(device), MiB * (1024 if timing.is_cuda(device) else 64))
+STREAM_FACTOR = 2  # a stream buffer is this many times the cache bound: twice a working set
+# that already re-read at main-memory speed (attnspec.reports.cache_probe); a triad's three
+# buffers are 6x it, past STREAM's rule of 4x the cache (8x the sysfs LLC took 3.8 GB a buffer)
+
+
+def stream_bytes(device: str, cache: int | None = None) -> int:
+    """The size of a stream buffer: STREAM_FACTOR times ``cache`` (the probed bound on the held
+    cache; the size the OS or driver reports when not given), at least 64 MiB on a CPU and 1 GiB
+    on a GPU."""
+    bound = timing.cache_bytes(device) if cache is None else cache
+    return max(STREAM_FACTOR * bound, MiB * (1024 if timing.is_cuda(device) else 64))
+
+
+def cache_bound(device: str) -> tuple[int, int, dict[str, float]]:
+    """(bound on the size held, size reported, re-read rates by size) of the device's last
+    cache level: probed on a CPU (attnspec.reports.cache_probe), the driver's figure on a GPU."""
+    nominal = timing.cache_bytes(device)
+    if timing.is_cuda(device):
+        return nominal, nominal, {}
+    found = cache_probe.probe_cpu(nominal)
+    return found.bound, found.nominal, found.rates
 
 
 def random_buffer(n: int, device: str, *, seed: int) -> torch.Tensor:
@@ -150,12 +168,12 @@ def _matvec(
 
 
 def _streams(
-    device: str, n: int, repeats: int, inner: int
+    device: str, n: int, repeats: int, inner: int, cache: int
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Each stream's bandwidth (the fastest reached twice in ``repeats``), and the streams not
-    trusted (with why)."""
+    trusted (with why); ``cache`` is the cache bound the flush evicts."""
     calls = _stream_calls(device, n)
-    flush = timing.flusher(device)  # each timing streams from memory, as the benchmarks do
+    flush = timing.flusher(device, cache)  # each timing streams from memory, as benchmarks do
 
     def rate(name: str) -> float:
         call, moved = calls[name]
@@ -246,8 +264,10 @@ def measure(
     buffer_bytes: int | None = None,
     gemm_n: int | None = None,
     threads: int | None = None,
+    cache_bytes: int | None = None,
 ) -> Measured:
-    """Measure streams, cache copy and GEMMs on ``device`` (about 5 s on 2 cores)."""
+    """Measure the cache bound, streams, cache copy and GEMMs on ``device`` (4-6 s on 2
+    cores); ``cache_bytes`` (a bound) given skips the cache probe."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CalibrationError(f"device {device!r} requested but CUDA is not available")
@@ -261,12 +281,15 @@ def measure(
         torch.set_num_threads(n_threads)
     t_start = time.perf_counter()
     name = str(dev)
-    cache = timing.cache_bytes(name)
     try:
+        if cache_bytes is None:
+            cache, nominal, cache_rates = cache_bound(name)
+        else:
+            cache, nominal, cache_rates = cache_bytes, timing.cache_bytes(name), {}
         if buffer_bytes is None:
-            buffer_bytes = stream_bytes(name)
+            buffer_bytes = stream_bytes(name, cache)
         n = buffer_bytes // 4
-        streams, rejected = _streams(name, n, repeats, 10 if on_gpu else 1)
+        streams, rejected = _streams(name, n, repeats, 10 if on_gpu else 1, cache)
         trusted = {k: v for k, v in streams.items() if k not in rejected}
         cache_bw, cache_why = _cache_bandwidth(name, cache, max(trusted.values()))
         if cache_why:
@@ -285,6 +308,8 @@ def measure(
         rejected=rejected,
         cache_level="L2" if on_gpu else "LLC",
         cache_bytes=cache,
+        cache_nominal=nominal,
+        cache_rates=cache_rates,
         cache_bandwidth=None if cache_why else cache_bw,
         gemm_flops=gemms[gemm_method],
         gemm_method=gemm_method,

@@ -5,7 +5,8 @@ the 2-core CI VM a read-only stream measured 32 to 68 GB/s within one minute, th
 A calibration of a few seconds can land in a busy stretch, and a row timed in a quiet one
 then beats the roof. So after every timed benchmark the session samples, on the same device,
 the two read-only matrix-vector streams (from a flushed cache, as the benchmarks run) and
-the calibration's best GEMM, about 30 ms on 2 cores. A sample reached twice that beats the
+the calibration's best GEMM, while the samples so far took under a twentieth of the session
+(SAMPLE_SHARE): about 0.15 s each on 2 cores. A sample reached twice that beats the
 calibrated bandwidth or peak by more than 5% (measured.RAISE_MARGIN) raises it for the whole
 report: one bandwidth and one peak per report. The calibration file keeps the samples for the
 next session (attnspec.reports.calibrate.keep_ceiling), so the roof only rises, in steps of more than
@@ -16,6 +17,7 @@ from the spec table or from --peak-flops / --bandwidth is never raised.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -40,12 +42,12 @@ GEMM_SAMPLE_N = 1024  # the GEMM sample's largest size on a CPU: n=2048 would ta
 
 def probes(device: str, measured: Measured) -> list[tuple[str, Probe]]:
     """The sampled calls on ``device``, in the order they run after one cache flush: x @ W, W @ x
-    and x @ W again, over two buffers the calibration's size (eight times the last-level
-    cache: each read evicts the other buffer and streams from memory), then the calibration's
+    and x @ W again, over two buffers the calibration's size (twice the cache bound: each read
+    evicts the other buffer and streams from memory), then the calibration's
     best GEMM (at most GEMM_SAMPLE_N on a CPU). Each is called once here (warm-up)."""
     from attnspec.reports import calibrate
 
-    n = calibrate.stream_bytes(device) // 4
+    n = measured.buffer_bytes // 4
     a, b = (calibrate.random_buffer(n, device, seed=seed) for seed in (2, 3))  # (n,) each
     gemv, gemv_t = (
         calibrate.read_streams(a, device)["gemv"],
@@ -67,22 +69,36 @@ def probes(device: str, measured: Measured) -> list[tuple[str, Probe]]:
     return calls
 
 
+SAMPLE_SHARE = 0.05  # the samples take at most this share of the session's time (on the CI VM
+# one takes ~0.15 s, as long as several benchmarks of small ops)
+
+
 class SessionCeiling:
     """The two best rates each sampled method reached in this session, per device roof."""
 
-    def __init__(self, flusher: Callable[[str], Callable[[], None]]) -> None:
+    def __init__(
+        self, flusher: Callable[[str], Callable[[], object]], share: float | None = SAMPLE_SHARE
+    ) -> None:
         self._flusher = flusher
         self._probes: dict[Key, list[tuple[str, Probe]]] = {}
         self.best: dict[Key, dict[str, list[float]]] = defaultdict(dict)  # two best per method
         self.count: Counter[Key] = Counter()
+        self.share = share  # None: sample every time asked
+        self.started = time.perf_counter()
+        self.spent = 0.0  # seconds of sampling so far (the probes' one-time set-up left out)
 
     def sample(self, roof: DeviceRoof) -> None:
-        """Flush the cache, then time each probe once more on the roof's device."""
+        """Flush the cache, then time each probe once more on the roof's device; skipped while
+        the samples so far took more than ``share`` of the session."""
         if not measured_figures(roof) or roof.measured is None:
             return
         key = (roof.device, roof.dtype)
         if key not in self._probes:
             self._probes[key] = probes(roof.device, roof.measured)
+        elapsed = time.perf_counter() - self.started
+        if self.share is not None and self.count[key] and self.spent > self.share * elapsed:
+            return
+        began = time.perf_counter()
         self._flusher(roof.device)()
         best = self.best[key]
         for method, (fn, work) in self._probes[key]:
@@ -91,6 +107,7 @@ class SessionCeiling:
             rate = work / max(timing.now(roof.device) - start, 1e-12)
             best[method] = top_two(rate, *best.get(method, []))
         self.count[key] += 1
+        self.spent += time.perf_counter() - began
 
     def raised(self, roof: DeviceRoof) -> DeviceRoof:
         """``roof`` with its measured figures raised to a session sample that beat them by more

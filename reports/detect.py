@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
-from attnspec.reports import timing
+from attnspec.reports import cache_probe, timing
 from attnspec.reports.calibrate import Measured, calibrate
 from attnspec.reports.hardware import SPECS, DeviceRoof, DeviceSpec, cpu_name, parse_rate
 
@@ -170,11 +170,15 @@ def _cache_roof(
     spec: DeviceSpec | None,
     measured: Measured | None,
 ) -> tuple[str, int | None, float | None, str]:
-    """(level name, size, bandwidth, source) of the last cache level: the size from the OS
-    (CPU) or the driver / spec table (GPU), the bandwidth published where it is, else measured."""
+    """(level name, size, bandwidth, source) of the last cache level: on a CPU the size its
+    tenant holds (probed by the calibration; the OS's figure when nothing was probed), on a
+    GPU the driver's or the spec table's; the bandwidth published where it is, else measured."""
     size: int | None
     if dev.type == "cpu":
         name, size, size_src = "LLC", timing.cpu_cache_bytes(), "size from sysfs"
+        if measured is not None and measured.cache_nominal:
+            size = cache_probe.held_size(measured.cache_bytes, measured.cache_nominal)
+            size_src = cache_probe.held_source(measured.cache_bytes, measured.cache_nominal)
     else:
         l2 = props.get("L2_cache_size")
         size = spec.l2_bytes if spec and spec.l2_bytes else (int(str(l2)) if l2 else None)

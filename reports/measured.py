@@ -28,7 +28,10 @@ class Measured:
     rates; ``ceiling_samples`` counts them, ``ceiling_at`` is when one last rose. A method's
     ceiling figure is its second best (reached twice); one that beats ``bandwidth`` or
     ``gemm_flops`` by more than RAISE_MARGIN replaces it (``with_samples``), and the method
-    then names the sample ("session gemv").
+    then names the sample ("session gemv"). ``cache_bytes`` bounds the cache the device's
+    tenant holds (on a CPU the smallest working set that re-read at main-memory speed,
+    attnspec.reports.cache_probe; a GPU's L2), ``cache_nominal`` is the size reported and
+    ``cache_rates`` the probe's re-read rates by size.
     """
 
     device_key: str
@@ -51,6 +54,8 @@ class Measured:
     ceiling: dict[str, list[float]] = field(default_factory=dict)
     ceiling_samples: int = 0
     ceiling_at: str = ""
+    cache_nominal: int = 0  # the size the OS or driver reports; 0: nothing was probed
+    cache_rates: dict[str, float] = field(default_factory=dict)  # attnspec.reports.cache_probe
 
     def source(self, figure: str) -> tuple[float, str]:
         """(rate, where it comes from) of ``figure`` ("bandwidth" or "gemm_flops"): the method,

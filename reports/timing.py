@@ -29,8 +29,9 @@ from attnspec.reports.roofline import BASELINE_ELEMENT_BYTES, Record, as_traffic
 MiB = 1 << 20
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 MIN_FLUSH_BYTES = 64 * MiB
-# Seconds of timed rounds each benchmark aims for, and the bounds on its round count.
-ROUND_BUDGET_S = {"small": 0.2, "default": 0.6, "large": 2.0}
+# Seconds each benchmark's rounds aim for, each round's cache flush included (on the 2-core CI
+# VM a flush takes ~10 ms, 100-1000x a decode step's time), and the bounds on the round count.
+ROUND_BUDGET_S = {"small": 0.15, "default": 0.2, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
 PROBE_REPEATS = 5  # timings of a single-op probe after its warm-up call (best of)
@@ -91,30 +92,28 @@ def cache_bytes(device: str) -> int:
     return cpu_cache_bytes()
 
 
-def streaming_bytes(device: str, nbytes: int = 0) -> int:
-    """`nbytes`, raised to twice the last-level cache (and MIN_FLUSH_BYTES): a buffer that
-    size streams from main memory."""
-    return max(int(nbytes), 2 * cache_bytes(device), MIN_FLUSH_BYTES)
+def streaming_bytes(device: str, nbytes: int = 0, cache: int | None = None) -> int:
+    """`nbytes`, raised to twice the cache (`cache`: the probed bound on the size held,
+    attnspec.reports.cache_probe; the size the OS or driver reports when not given) and to
+    MIN_FLUSH_BYTES: a buffer that size streams from main memory."""
+    bound = cache_bytes(device) if cache is None else cache
+    return max(int(nbytes), 2 * bound, MIN_FLUSH_BYTES)
 
 
-def flusher(device: str) -> Callable[[], None]:
-    """A function that evicts the device's last-level cache by writing 2x its size."""
-    nbytes = streaming_bytes(device)
-    if is_cuda(device):
+def flusher(device: str, cache: int | None = None) -> Callable[[], object]:
+    """A function that evicts the device's cache (`cache`: the probed bound on the size held;
+    the reported size when not given) by reading a buffer twice its size, filled with distinct values (a hypervisor
+    can share constant pages). Reads, not writes: the flush leaves no dirty lines for the timed
+    call to write back, and it is faster (on the 2-core CI VM, 256 MiB: 11 ms summed with
+    torch's threads, 16 ms filled, 2x that with numpy's one thread). numpy without torch."""
+    n = streaming_bytes(device, cache=cache) // 4
+    try:
         import torch
-
-        buf = torch.empty(nbytes // 4, dtype=torch.float32, device=device)  # (n,)
-
-        def flush_cuda() -> None:
-            buf.fill_(0.0)
-
-        return flush_cuda
-    host = np.empty(nbytes // 8, dtype=np.float64)  # (n,)
-
-    def flush() -> None:
-        host.fill(0.0)
-
-    return flush
+    except ImportError:
+        host = np.arange(n, dtype=np.float32)  # (n,)
+        return lambda: host.sum()
+    buf = torch.arange(n, dtype=torch.float32, device=device)  # (n,)
+    return lambda: buf.sum()
 
 
 def fix_threads(threads: int | None) -> int | None:
@@ -269,12 +268,14 @@ class Bench:
 
         rounds, warmup = 1, 0
         if self.timed:
-            args, _ = setup()
             start = now(device)
+            args, _ = setup()
+            setup_end = now(device)
             target(*args)
-            estimate = max(now(device) - start, 1e-9)
+            estimate = max(now(device) - setup_end, 1e-9)
             budget = ROUND_BUDGET_S[self.size]
-            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / estimate)))
+            per_round = now(device) - start  # inputs, flush and call
+            rounds = max(MIN_ROUNDS, min(max_rounds, math.ceil(budget / per_round)))
             warmup = 1 if estimate < 0.1 else 0
         result = self.benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=warmup)
         return Timed(result, last[0], self.benchmark.stats)

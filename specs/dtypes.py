@@ -49,6 +49,15 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in the arrays' working dtype. numpy's float16 matmul has no BLAS: it sums each dot
+    product in float32 and rounds it once. float32 BLAS, rounded once, computes the same (up to
+    summation order: 1 ulp in 0.4% of the entries of a 4096-long product) 10-20x faster."""
+    if a.dtype == np.float16 and b.dtype == np.float16:
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+    return np.matmul(a, b)
+
+
 # The numpy dtype a plain computation in each working dtype runs in (bfloat16: float32, rounded).
 WORK: dict[str, type] = {
     "float64": np.float64,

@@ -72,10 +72,9 @@ def test_a_given_bandwidth_is_never_raised(tmp_path, monkeypatch):
 
 def test_samples_time_real_streams_and_the_calibrated_gemm(tmp_path, monkeypatch):
     """A real sample on the CPU times both matrix-vector streams and the calibration's GEMM."""
-    monkeypatch.setattr(calibrate, "stream_bytes", lambda device: 4 << 20)
     flushes = []
-    roof = cpu_roof(tmp_path, monkeypatch)
-    ceiling = SessionCeiling(lambda device: lambda: flushes.append(device))
+    roof = cpu_roof(tmp_path, monkeypatch)  # 1 MiB buffers, the calibration's
+    ceiling = SessionCeiling(lambda device: lambda: flushes.append(device), share=None)
     ceiling.sample(roof)
     ceiling.sample(roof)
     best = ceiling.best[(roof.device, roof.dtype)]

@@ -197,8 +197,9 @@ def test_measure_reports_positive_rates(monkeypatch):
     the best trusted stream and the best GEMM (a small flush buffer and few cache copies: the
     methods run, not their accuracy)."""
     monkeypatch.setattr(calibrate, "CACHE_REPEATS", 5)
-    monkeypatch.setattr(timing, "streaming_bytes", lambda device: 8 << 20)
-    m = calibrate.measure("cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1)
+    m = calibrate.measure(
+        "cpu", repeats=1, buffer_bytes=4 << 20, gemm_n=64, threads=1, cache_bytes=4 << 20
+    )
     assert (
         set(m.streams) == {"copy", "triad", "read", "gemv", "gemv-t"}
         and min(m.streams.values()) > 0
@@ -206,7 +207,7 @@ def test_measure_reports_positive_rates(monkeypatch):
     trusted = {k: v for k, v in m.streams.items() if k not in m.rejected}
     assert m.bandwidth == max(trusted.values()) and m.streams[m.bandwidth_method] == m.bandwidth
     assert set(m.gemms) == {"torch n=64", "numpy n=64"} and m.gemm_flops == max(m.gemms.values())
-    assert m.cache_bytes == timing.cpu_cache_bytes()
+    assert (m.cache_bytes, m.cache_nominal) == (4 << 20, timing.cpu_cache_bytes())
     assert m.cache_bandwidth is None if "cache" in m.rejected else m.cache_bandwidth > m.bandwidth
     assert (m.threads, m.gemm_dtype, m.buffer_bytes, m.cache_level) == (
         1,
@@ -236,7 +237,7 @@ def test_stream_faster_than_reading_is_remeasured_then_rejected(monkeypatch):
 
     monkeypatch.setattr(calibrate, "_stream_calls", stream_calls)
     monkeypatch.setattr(timing, "confirmed_seconds", best)
-    found, rejected = calibrate._streams("cpu", 1024, 1, 1)
+    found, rejected = calibrate._streams("cpu", 1024, 1, 1, 4 << 20)
     assert calls.count("copy") == 1 + calibrate.REMEASURE and list(rejected) == ["copy"]
     assert found["copy"] == 20 * found["read"] and "not a memory rate" in rejected["copy"]
 
@@ -246,7 +247,7 @@ def test_each_stream_counts_the_bytes_it_moves(monkeypatch):
     size overstated x @ W by 1.4x (256 MiB counted, 180 MB read)."""
     monkeypatch.setattr(timing, "confirmed_seconds", lambda *a, **k: 1.0)
     n = 4096 * 64 + 100  # neither matrix shape covers the whole buffer
-    found, _ = calibrate._streams("cpu", n, 1, 1)
+    found, _ = calibrate._streams("cpu", n, 1, 1, 4 << 20)
     assert found == {
         "copy": 8 * n,
         "triad": 12 * n,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnspec.specs.dtypes import WORK, stored
+from attnspec.specs.dtypes import WORK, matmul, stored
 
 
 def causal_mask(Tq: int, Tk: int) -> np.ndarray:
@@ -86,7 +86,7 @@ def scores(
     kk: np.ndarray = np.asarray(k, work)[:, :, None]  # (B, Hkv, 1, Tk, D)
     # A float16 baseline may overflow (a NaN baseline error leaves the budget to its floor).
     with np.errstate(over="ignore", invalid="ignore"):
-        s = rnd(rnd(qq @ kk.swapaxes(-1, -2)) * work(scale))  # (B, Hkv, G, Tq, Tk)
+        s = rnd(rnd(matmul(qq, kk.swapaxes(-1, -2))) * work(scale))  # (B, Hkv, G, Tq, Tk)
         if softcap is not None:
             s = rnd(work(softcap) * np.tanh(s / work(softcap)))
     if causal or window is not None:
@@ -138,7 +138,7 @@ def weighted(p: np.ndarray, v: np.ndarray, precision: str = "float64") -> np.nda
     B, Hkv, G, Tq, _ = p.shape
     vv: np.ndarray = np.asarray(v, WORK[precision])[:, :, None]  # (B, Hkv, 1, Tk, Dv)
     with np.errstate(over="ignore", invalid="ignore"):  # as in weights: a float16 baseline
-        o = stored(precision)(p @ vv)  # (B, Hkv, G, Tq, Dv)
+        o = stored(precision)(matmul(p, vv))  # (B, Hkv, G, Tq, Dv)
     return o.reshape(B, Hkv * G, Tq, v.shape[-1]).astype(np.float64)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attnspec.specs.dtypes import WORK, stored
+from attnspec.specs.dtypes import WORK, matmul, stored
 
 FEATURE_MAPS: tuple[str, ...] = ("relu", "elu1")
 BLOCK = 64  # positions per block of the reference's prefix sums
@@ -116,9 +116,9 @@ def linear_attention_plain(
     fk = rnd(feature_map_ref(k, feature_map).astype(work))  # (B, H, T, Dk)
     # A plain float16 computation may overflow; its error is then NaN and the budget's floor rules.
     with np.errstate(over="ignore", invalid="ignore"):
-        a = rnd(fq @ fk.swapaxes(-1, -2))  # (B, H, T - first, T)
+        a = rnd(matmul(fq, fk.swapaxes(-1, -2)))  # (B, H, T - first, T)
         if causal:
             a = np.tril(a, k=first)  # (B, H, T - first, T): position first + r sees j <= it
-        num = rnd(a @ np.asarray(v, work))  # (B, H, T, Dv)
+        num = rnd(matmul(a, np.asarray(v, work)))  # (B, H, T, Dv)
         den = rnd(a.sum(axis=-1, keepdims=True) + work(eps))  # (B, H, T, 1)
         return rnd(num / den).astype(np.float64)  # (B, H, T, Dv)

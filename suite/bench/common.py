@@ -7,6 +7,7 @@ specs/reference under the same tolerance rule as the matching clause.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from attnspec.reports import timing
 from attnspec.reports.timing import Bench, Timed
-from attnspec.specs.dtypes import round_to
+from attnspec.specs.dtypes import WORK, matmul, round_to
 from attnspec.specs.reference import attention as attn_ref
 from attnspec.specs.runner import missing
 from attnspec.specs.tolerance import assert_close, budget
@@ -29,6 +30,14 @@ def need(impl: Any, dtype: str, *ops: str) -> None:
         pytest.skip(reason)
 
 
+@functools.lru_cache(maxsize=1)
+def _drawn(shape: tuple[int, ...]) -> np.ndarray:
+    """Seeded standard-normal float32 values of `shape`, read-only (Inputs.shared)."""
+    values = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    values.flags.writeable = False
+    return values
+
+
 class Inputs:
     """Seeded standard-normal inputs in an implementation's native arrays and dtype."""
 
@@ -39,6 +48,12 @@ class Inputs:
     def normal(self, *shape: int) -> Any:
         """A fresh native array of standard-normal values."""
         return self.impl.asarray(self.rng.standard_normal(shape, dtype=np.float32), self.dtype)
+
+    def shared(self, *shape: int) -> Any:
+        """A native copy of standard-normal values drawn once per shape in the session: a large
+        operand every case of a benchmark reads the same (the textbook W, 180 MB, takes ~0.5 s
+        to draw on the 2-core CI VM, as long as a case's timed rounds)."""
+        return self.impl.asarray(_drawn(shape), self.dtype)
 
     def minimal(self, n: int) -> Callable[[], tuple[Any, ...]]:
         """A maker of n one-element (1, 1, 1, 1) arrays: the input of a per-call floor."""
@@ -89,13 +104,29 @@ def check_attention(
     assert_close(out, expected, dtype=inputs.dtype, n=n, baseline=baseline, what=what)
 
 
+COLUMN_BLOCK = 512  # columns of W the float64 reference converts at a time (16 MiB at D=4096)
+
+
 def check_matmul(inputs: Inputs, y: Any, x: Any, w: Any, *, what: str) -> None:
-    """X @ W equals the float64 product within the budget of a same-precision product."""
-    xn, wn = inputs.numpy(x), inputs.numpy(w)
-    out = output(inputs.impl, y, (xn.shape[0], wn.shape[1]), what)
-    expected = xn @ wn  # (B, F)
-    work = np.float32 if inputs.dtype == "bfloat16" else np.dtype(inputs.dtype)
-    baseline = round_to(xn.astype(work) @ wn.astype(work), inputs.dtype)  # (B, F)
+    """X @ W equals the float64 product within the budget of a same-precision product.
+
+    Both products run a block of W's columns at a time: a whole float64 copy of the textbook
+    W (4096 x 11008) is 360 MB of fresh pages, ~0.9 s to fault in on the 2-core CI VM."""
+    xn = inputs.numpy(x)  # (B, D)
+    wn = np.asarray(inputs.impl.to_numpy(w))  # (D, F), the native values (bfloat16 as float32)
+    B, F = xn.shape[0], wn.shape[1]
+    out = output(inputs.impl, y, (B, F), what)
+    work = WORK[inputs.dtype]
+    xw = xn.astype(work)
+    expected, baseline = np.empty((B, F)), np.empty((B, F))  # (B, F) each
+    block = np.empty((wn.shape[0], min(COLUMN_BLOCK, F)))  # (D, block), reused
+    for j in range(0, F, COLUMN_BLOCK):
+        cols = slice(j, min(j + COLUMN_BLOCK, F))
+        wb = block[:, : cols.stop - j]
+        np.copyto(wb, wn[:, cols])
+        expected[:, cols] = xn @ wb
+        baseline[:, cols] = matmul(xw, wn[:, cols].astype(work, copy=False))
+    baseline = round_to(baseline, inputs.dtype)
     tol = budget(inputs.dtype, xn.shape[1], expected, baseline)
     assert_close(out, expected, dtype=inputs.dtype, n=xn.shape[1], tol=tol, what=what)
 
@@ -162,7 +193,7 @@ def copy_probe(bench: Bench, impl: Any, nbytes: int, what: str) -> dict[str, Any
     if torch is None:
         return None
     device = timing.device_of(impl)
-    nbytes = timing.streaming_bytes(device, nbytes)
+    nbytes = timing.streaming_bytes(device, nbytes, bench.state.cache_bound(device))
     src = torch.randn(nbytes // 4, device=device)  # (n,)
     dst = torch.empty_like(src)  # (n,)
     label = f"{what} as one contiguous torch copy of {nbytes / 2**20:.3g} MiB"

@@ -114,7 +114,7 @@ GRIDS: dict[str, dict[str, list[Case]]] = {
         append={"B": 4, "Hkv": 8, "D": 128, "P": 1024},
         appends=(1, 256),
         model=DEFAULT_MODEL,
-        generation=[(1, 128, 16), (4, 128, 16), (16, 128, 16), (1, 512, 16), (1, 1024, 16)],
+        generation=[(1, 128, 16), (4, 128, 16), (16, 128, 16), (1, 1024, 16)],
         cache_cmp=[(1, 128, 16)],
     ),
     "large": _grid(

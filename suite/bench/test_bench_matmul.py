@@ -13,7 +13,7 @@ def test_matmul(bench, impl, dtype, case):
     need(impl, dtype, "matmul")
     B, D, F = case["B"], case["D"], case["F"]
     inputs = Inputs(impl, dtype)
-    w = inputs.normal(D, F)  # (D, F)
+    w = inputs.shared(D, F)  # (D, F), the same in every case
 
     def check(timed):
         check_matmul(inputs, timed.result, *timed.args, what=f"matmul(x({B},{D}), w({D},{F}))")
