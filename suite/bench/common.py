@@ -185,12 +185,12 @@ def matmul_probe(
 
 
 def copy_probe(bench: Bench, impl: Any, nbytes: int, what: str) -> dict[str, Any] | None:
-    """Time one contiguous torch copy of `nbytes` (float32, at least twice the last cache
-    level, so it streams from memory) on the implementation's device: the copy limit of an
+    """Time one contiguous torch copy of `nbytes` (float32, at least twice the cache bound, so
+    it streams from memory) on the implementation's device: the copy limit of an
     op that moves bytes without FLOPs (a single-op probe). None when untimed, torch is
     missing, or the row is not the torch implementation's."""
     torch = probe_torch(impl)
-    if torch is None:
+    if torch is None or not bench.timed:  # untimed: nothing to compare, no buffers to allocate
         return None
     device = timing.device_of(impl)
     nbytes = timing.streaming_bytes(device, nbytes, bench.state.cache_bound(device))
