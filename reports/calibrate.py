@@ -14,7 +14,7 @@ READ_MARGIN is measured again and, if it still does, recorded but not trusted (a
 stream is what a memory system does fastest). The roof is the best trusted stream.
 
 The cache roof is a copy whose two buffers together fill a quarter of the cache bound
-(LLC on a CPU, L2 on a GPU; sizes from the OS or the driver), repeated back to back so the
+(LLC on a CPU, probed; L2 on a GPU, the driver's size), repeated back to back so the
 data stays resident, best of CACHE_REPEATS short timings; one that is not faster than main
 memory is measured again and then rejected (no cache roof). Peak FLOP/s is the best of
 square GEMMs of several sizes, with torch and (on CPU, for float32/float64) numpy, at 2n³
@@ -106,8 +106,8 @@ def _stream_calls(device: str, n: int) -> dict[str, tuple[Callable[[], object], 
 
 
 STREAM_FACTOR = 2  # a stream buffer is this many times the cache bound: twice a working set
-# that already re-read at main-memory speed (attnspec.reports.cache_probe); a triad's three
-# buffers are 6x it, past STREAM's rule of 4x the cache (8x the sysfs LLC took 3.8 GB a buffer)
+# that already re-read at main-memory speed (attnspec.reports.cache_probe), 4x the largest one
+# seen held, STREAM's rule for each array (8x the sysfs LLC took 3.8 GB a buffer)
 
 
 def stream_bytes(device: str, cache: int | None = None) -> int:
@@ -118,14 +118,13 @@ def stream_bytes(device: str, cache: int | None = None) -> int:
     return max(STREAM_FACTOR * bound, MiB * (1024 if timing.is_cuda(device) else 64))
 
 
-def cache_bound(device: str) -> tuple[int, int, dict[str, float]]:
-    """(bound on the size held, size reported, re-read rates by size) of the device's last
-    cache level: probed on a CPU (attnspec.reports.cache_probe), the driver's figure on a GPU."""
+def cache_bound(device: str) -> cache_probe.CacheProbe:
+    """The bound on the last cache level the device's tenant holds: probed on a CPU
+    (attnspec.reports.cache_probe), the driver's figure on a GPU."""
     nominal = timing.cache_bytes(device)
     if timing.is_cuda(device):
-        return nominal, nominal, {}
-    found = cache_probe.probe_cpu(nominal)
-    return found.bound, found.nominal, found.rates
+        return cache_probe.CacheProbe(bound=nominal, held=nominal, nominal=nominal, rates={})
+    return cache_probe.probe_cpu(nominal)
 
 
 def random_buffer(n: int, device: str, *, seed: int) -> torch.Tensor:
@@ -283,9 +282,10 @@ def measure(
     name = str(dev)
     try:
         if cache_bytes is None:
-            cache, nominal, cache_rates = cache_bound(name)
+            found = cache_bound(name)
         else:
-            cache, nominal, cache_rates = cache_bytes, timing.cache_bytes(name), {}
+            found = cache_probe.CacheProbe(cache_bytes, cache_bytes, timing.cache_bytes(name), {})
+        cache = found.bound
         if buffer_bytes is None:
             buffer_bytes = stream_bytes(name, cache)
         n = buffer_bytes // 4
@@ -308,8 +308,9 @@ def measure(
         rejected=rejected,
         cache_level="L2" if on_gpu else "LLC",
         cache_bytes=cache,
-        cache_nominal=nominal,
-        cache_rates=cache_rates,
+        cache_nominal=found.nominal,
+        cache_held=found.held,
+        cache_rates=found.rates,
         cache_bandwidth=None if cache_why else cache_bw,
         gemm_flops=gemms[gemm_method],
         gemm_method=gemm_method,

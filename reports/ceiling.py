@@ -84,7 +84,7 @@ class SessionCeiling:
         self.best: dict[Key, dict[str, list[float]]] = defaultdict(dict)  # two best per method
         self.count: Counter[Key] = Counter()
         self.share = share  # None: sample every time asked
-        self.started = time.perf_counter()
+        self.started: float | None = None  # the first sample's time: the session's benchmarks
         self.spent = 0.0  # seconds of sampling so far (the probes' one-time set-up left out)
 
     def sample(self, roof: DeviceRoof) -> None:
@@ -95,10 +95,11 @@ class SessionCeiling:
         key = (roof.device, roof.dtype)
         if key not in self._probes:
             self._probes[key] = probes(roof.device, roof.measured)
-        elapsed = time.perf_counter() - self.started
+        began = time.perf_counter()
+        self.started = began if self.started is None else self.started
+        elapsed = began - self.started
         if self.share is not None and self.count[key] and self.spent > self.share * elapsed:
             return
-        began = time.perf_counter()
         self._flusher(roof.device)()
         best = self.best[key]
         for method, (fn, work) in self._probes[key]:

@@ -176,9 +176,11 @@ def _cache_roof(
     size: int | None
     if dev.type == "cpu":
         name, size, size_src = "LLC", timing.cpu_cache_bytes(), "size from sysfs"
-        if measured is not None and measured.cache_nominal:
-            size = cache_probe.held_size(measured.cache_bytes, measured.cache_nominal)
-            size_src = cache_probe.held_source(measured.cache_bytes, measured.cache_nominal)
+        if measured is not None and measured.cache_rates and measured.cache_held:
+            size = measured.cache_held
+            size_src = cache_probe.held_source(
+                measured.cache_held, measured.cache_bytes, measured.cache_nominal
+            )
     else:
         l2 = props.get("L2_cache_size")
         size = spec.l2_bytes if spec and spec.l2_bytes else (int(str(l2)) if l2 else None)

@@ -30,8 +30,9 @@ class Measured:
     ``gemm_flops`` by more than RAISE_MARGIN replaces it (``with_samples``), and the method
     then names the sample ("session gemv"). ``cache_bytes`` bounds the cache the device's
     tenant holds (on a CPU the smallest working set that re-read at main-memory speed,
-    attnspec.reports.cache_probe; a GPU's L2), ``cache_nominal`` is the size reported and
-    ``cache_rates`` the probe's re-read rates by size.
+    attnspec.reports.cache_probe; a GPU's L2), ``cache_held`` is the largest working set the
+    probe saw kept, ``cache_nominal`` the size reported and ``cache_rates`` the probe's re-read
+    rates by size (empty when the bound was given, not probed).
     """
 
     device_key: str
@@ -54,7 +55,8 @@ class Measured:
     ceiling: dict[str, list[float]] = field(default_factory=dict)
     ceiling_samples: int = 0
     ceiling_at: str = ""
-    cache_nominal: int = 0  # the size the OS or driver reports; 0: nothing was probed
+    cache_nominal: int = 0  # the size the OS or driver reports; 0: no bound was measured
+    cache_held: int = 0  # attnspec.reports.cache_probe: the view before the bound
     cache_rates: dict[str, float] = field(default_factory=dict)  # attnspec.reports.cache_probe
 
     def source(self, figure: str) -> tuple[float, str]:

@@ -4,10 +4,10 @@
 `pedantic` mode with fresh inputs every round, and records its roofline `Record`.
 
 On CUDA every timed region ends with ``torch.cuda.synchronize`` (a synchronising timer: the
-wall time of launch plus execution), and the setup before each round writes a buffer twice
+wall time of launch plus execution), and the setup before each round reads a buffer twice
 the size of the L2 cache so a memory-bound op can't be served from it. On CPU the buffer is
-twice the last-level cache, the thread count is fixed for the whole session, and every
-benchmark runs warm-up calls first. Copy bandwidth follows STREAM's convention (McCalpin,
+twice the calibration's cache bound (attnspec.reports.cache_probe), the thread count is fixed
+for the whole session, and every benchmark runs warm-up calls first. Copy bandwidth follows STREAM's convention (McCalpin,
 1995): bytes read plus bytes written, median of a few copies; ``attnspec.reports.calibrate`` uses
 the same timer and copy for the measured roof.
 """
@@ -31,7 +31,7 @@ SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 MIN_FLUSH_BYTES = 64 * MiB
 # Seconds each benchmark's rounds aim for, each round's cache flush included (on the 2-core CI
 # VM a flush takes ~10 ms, 100-1000x a decode step's time), and the bounds on the round count.
-ROUND_BUDGET_S = {"small": 0.15, "default": 0.2, "large": 2.0}
+ROUND_BUDGET_S = {"small": 0.1, "default": 0.15, "large": 2.0}
 MIN_ROUNDS, MAX_ROUNDS = 3, 30
 FLOOR_REPEATS = 15  # timings of the minimal call that give the per-call floor
 PROBE_REPEATS = 5  # timings of a single-op probe after its warm-up call (best of)
