@@ -118,7 +118,7 @@ def stream_bytes(device: str, cache: int | None = None) -> int:
     return max(STREAM_FACTOR * bound, MiB * (1024 if timing.is_cuda(device) else 64))
 
 
-def cache_bound(device: str) -> cache_probe.CacheProbe:
+def probe_cache(device: str) -> cache_probe.CacheProbe:
     """The bound on the last cache level the device's tenant holds: probed on a CPU
     (attnspec.reports.cache_probe), the driver's figure on a GPU."""
     nominal = timing.cache_bytes(device)
@@ -282,7 +282,7 @@ def measure(
     name = str(dev)
     try:
         if cache_bytes is None:
-            found = cache_bound(name)
+            found = probe_cache(name)
         else:
             found = cache_probe.CacheProbe(cache_bytes, cache_bytes, timing.cache_bytes(name), {})
         cache = found.bound
